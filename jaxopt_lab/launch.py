@@ -1,0 +1,89 @@
+"""What every entry script does at its edge: log the devices, turn user errors into one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+
+
+def log_devices() -> None:
+  """Logs the backend and the devices this process sees (and the process count on multi-host)."""
+  devices = jax.devices()
+  logging.info(
+      "JAX %s on %s: %d device(s) %s; process %d of %d.",
+      jax.__version__,
+      jax.default_backend(),
+      len(devices),
+      sorted({d.device_kind for d in devices}),
+      jax.process_index(),
+      jax.process_count(),
+  )
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`absl.app.run(main)`, printing a user's mistake as one line `error: ...` and exiting 1.
+
+  A user's mistake is a `ValueError` or `FileNotFoundError` raised by the library (each names the
+  flag or config field and the valid choices) or a diverged training run; anything else is a bug
+  and keeps its traceback.
+  """
+  from jaxopt_lab.train import TrainingDiverged  # noqa: PLC0415  (keeps this module light)
+
+  def guarded(argv: list[str]) -> None:
+    try:
+      main(argv)
+    except (ValueError, FileNotFoundError, TrainingDiverged) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  app.run(guarded, flags_parser=parse_flags)
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """Parses absl flags, turning a bad `--config` file or override into a one-line error."""
+  config_arg = next((a for a in argv[1:] if a.startswith("--config=")), None)
+  if config_arg is not None:
+    path = config_arg.split("=", 1)[1].split(":", 1)[0]
+    if not os.path.isfile(path):
+      _fail(f"--config: no such config file {path!r} (configs live in experiments/)")
+  try:
+    return flags.FLAGS(list(argv))
+  except (AttributeError, KeyError) as e:
+    _fail(_explain_override(argv, config_arg) or f"--config: {e}")
+  except flags.Error as e:
+    _fail(str(e))
+  return []  # unreachable
+
+
+def _explain_override(argv: Sequence[str], config_arg: str | None) -> str | None:
+  """Names the `--config.a.b` override whose field does not exist, and the fields that do."""
+  if config_arg is None:
+    return None
+  path, _, arg = config_arg.split("=", 1)[1].partition(":")
+  spec = importlib.util.spec_from_file_location("_config_module", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  for item in argv[1:]:
+    if not item.startswith("--config."):
+      continue
+    node, walked = config, "config"
+    for part in item[len("--config."):].split("=", 1)[0].split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        is_group = isinstance(node, ml_collections.ConfigDict)
+        choices = ", ".join(sorted(node.keys())) if is_group else ""
+        return (f"{item.split('=', 1)[0]}: {walked} has no field {part!r}"
+                + (f"; valid fields: {choices}" if choices else ""))
+      node, walked = node[part], f"{walked}.{part}"
+  return None

@@ -1,0 +1,386 @@
+"""The training core of ONE design point, and the single-run loop.
+
+`train_step(state, batch, hparams)` is a pure function of one point: the sweep driver `jax.vmap`s
+this very function over points, so a point of a sweep and a single run with the same values are
+the same computation. `hparams` is a dict of float32 scalars holding the value factors of the point
+(peak learning rate, betas, eps, momentum, decay, weight decay, warmup fraction, clip norm); the
+optimizer and its schedule are built inside the step from it and from the static config (the
+optimizer's name and flags), so new values never recompile and nothing branches on a value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxopt_lab import checkpoints, files, hardware, tasks
+from jaxopt_lab.optim import factory
+
+Params = Any
+Batch = Mapping[str, Any]
+HParams = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class TrainState(NamedTuple):
+  """The whole state of one training run: everything a checkpoint must hold.
+
+  Attributes:
+    step: int32 scalar, the number of steps taken; with the data seed it fixes the next batch.
+    params: float32 parameter pytree.
+    opt_state: the optimizer's state.
+    key: raw uint32 PRNG key for stochastic layers, advanced every step.
+  """
+
+  step: jax.Array
+  params: Params
+  opt_state: optax.OptState
+  key: jax.Array
+
+
+class TrainingDiverged(RuntimeError):
+  """Raised by the single-run loop when the training loss becomes non-finite."""
+
+
+def default_train_config() -> ml_collections.ConfigDict:
+  """The `config.train` group: how long to train and how often to log, evaluate and save."""
+  return ml_collections.ConfigDict(
+      dict(
+          steps=1000,  # total optimizer steps (also the horizon of the schedules)
+          steps_per_call=50,  # steps run by one compiled call (lax.scan); fewer -> more dispatch
+          log_every=50,  # steps between training-metric rows (mean over those steps)
+          eval_every=250,  # steps between held-out evaluations (and one at the end)
+          checkpoint_every=500,  # steps between checkpoints (a multiple of log_every)
+      )
+  )
+
+
+def point_keys(seed: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
+  """Splits a point's seed into its parameter-init key and its stochastic-layer key.
+
+  The data order comes from the same integer seed on the numpy side (see `tasks`). `seed` may be
+  traced, so that the sweep can `vmap` initialisation over seeds.
+  """
+  key = jax.random.PRNGKey(seed)
+  return jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict, hparams: HParams
+) -> optax.GradientTransformation:
+  """The optimizer (with schedule and clipping) of `config.optimizer` at the values `hparams`."""
+  return factory.build(config.optimizer, hparams, config.train.steps)
+
+
+def init_state(
+    task: tasks.Task,
+    config: ml_collections.ConfigDict,
+    hparams: HParams,
+    seed: jax.typing.ArrayLike,
+) -> TrainState:
+  """The initial state of one point; pure, so `jax.vmap` over (hparams, seed) initialises many."""
+  init_key, key = point_keys(seed)
+  params = task.init_params(init_key)
+  opt_state = make_optimizer(config, hparams).init(params)
+  return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key)
+
+
+def make_train_step(
+    task: tasks.Task, config: ml_collections.ConfigDict
+) -> Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]]:
+  """Returns the pure `train_step(state, batch, hparams) -> (state, metrics)` of one point.
+
+  The task and the static config enter by closure. Metrics: the training loss and the task's
+  extra training metrics, and the global norms of gradients, updates and parameters.
+  """
+  grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+
+  def train_step(state: TrainState, batch: Batch, hparams: HParams):
+    (loss, aux), grads = grad_fn(state.params, batch)
+    updates, opt_state = make_optimizer(config, hparams).update(
+        grads, state.opt_state, state.params
+    )
+    params = optax.apply_updates(state.params, updates)
+    key, _ = jax.random.split(state.key)
+    metrics = {
+        "loss": loss,
+        **aux,
+        "grad_norm": optax.global_norm(grads),
+        "update_norm": optax.global_norm(updates),
+        "param_norm": optax.global_norm(params),
+    }
+    return TrainState(state.step + 1, params, opt_state, key), metrics
+
+  return train_step
+
+
+def scan_steps(
+    train_step: Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]],
+) -> Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]]:
+  """Runs `train_step` over batches stacked on a leading step axis with `lax.scan`.
+
+  Returns the final state and the per-step metrics stacked on that axis.
+  """
+
+  def run(state: TrainState, batches: Batch, hparams: HParams):
+    return jax.lax.scan(lambda s, b: train_step(s, b, hparams), state, batches)
+
+  return run
+
+
+def make_eval_step(task: tasks.Task) -> Callable[[Params, Mapping[str, Batch]], Metrics]:
+  """Returns `eval_step(params, eval_data) -> {'<split>_<metric>': value}` over held-out splits."""
+
+  def eval_step(params: Params, eval_data: Mapping[str, Batch]) -> Metrics:
+    out = {}
+    for split, data in eval_data.items():
+      for name, value in task.eval_metrics(params, data).items():
+        out[f"{split}_{name}"] = value
+    return out
+
+  return eval_step
+
+
+def chunk_ends(start: int, total: int, every: tuple[int, ...]) -> Iterator[int]:
+  """Ends of the compiled calls from `start` to `total`: a call stops at each multiple of `every`.
+
+  The boundaries depend on absolute step numbers only, so a resumed run makes the same calls as an
+  uninterrupted one.
+  """
+  step = start
+  while step < total:
+    step = min([total] + [(step // e + 1) * e for e in every if e > 0])
+    yield step
+
+
+def _check_positive(config: ml_collections.ConfigDict, *names: str) -> None:
+  for name in names:
+    value = config.train[name]
+    if not isinstance(value, int) or value <= 0:
+      raise ValueError(f"train.{name}: must be a positive integer, got {value!r}")
+
+
+def validate_train_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the `train.*` field that is out of range."""
+  _check_positive(config, "steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every")
+  if config.train.checkpoint_every % config.train.log_every:
+    raise ValueError(
+        f"train.checkpoint_every: must be a multiple of train.log_every "
+        f"({config.train.log_every}), got {config.train.checkpoint_every}"
+    )
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Creates `workdir` and records the config; refuses a workdir that holds another config."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.unlink(probe)
+  except OSError as e:
+    raise ValueError(f"--workdir: cannot write to {workdir!r}: {e.strerror or e}") from None
+  path = os.path.join(workdir, "config.json")
+  resolved = config.to_dict()
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = json.load(f)
+    if json.loads(json.dumps(resolved)) != previous:
+      diff = sorted(_flat_diff(previous, json.loads(json.dumps(resolved))))
+      raise ValueError(
+          f"--workdir: {workdir!r} holds a run with another config (differs in "
+          f"{', '.join(diff[:8])}); use a new workdir or the same config to resume"
+      )
+  else:
+    files.atomic_write_json(path, resolved)
+
+
+def _flat_diff(a: Any, b: Any, prefix: str = "") -> set[str]:
+  if isinstance(a, dict) and isinstance(b, dict):
+    out = set()
+    for key in set(a) | set(b):
+      out |= _flat_diff(a.get(key), b.get(key), f"{prefix}{key}.")
+    return out
+  return set() if a == b else {prefix.rstrip(".")}
+
+
+@dataclasses.dataclass
+class _Accumulator:
+  """Sums of per-step training metrics since the last log row."""
+
+  sums: dict[str, float] = dataclasses.field(default_factory=dict)
+  count: int = 0
+
+  def add(self, metrics: Mapping[str, np.ndarray]) -> None:
+    for name, values in metrics.items():
+      self.sums[name] = self.sums.get(name, 0.0) + float(np.sum(values, dtype=np.float64))
+    self.count += len(next(iter(metrics.values())))
+
+  def pop(self) -> dict[str, float]:
+    means = {name: total / self.count for name, total in self.sums.items()}
+    self.sums, self.count = {}, 0
+    return means
+
+
+class Progress:
+  """One line per log row: a bar, the loss, steps/s, and tokens/s and MFU where they apply."""
+
+  def __init__(self, total: int, tokens_per_step: int | None, flops_per_step: float | None,
+               peak: float | None):
+    self.total, self.tokens, self.flops, self.peak = total, tokens_per_step, flops_per_step, peak
+    self._time, self._step = time.perf_counter(), None
+
+  def update(self, step: int, row: Mapping[str, float]) -> None:
+    now = time.perf_counter()
+    rate = 0.0 if self._step is None else (step - self._step) / max(now - self._time, 1e-9)
+    self._time, self._step = now, step
+    filled = int(20 * step / self.total)
+    parts = [f"[{'#' * filled}{'.' * (20 - filled)}] step {step}/{self.total}",
+             f"loss {row['loss']:.4f}", f"{rate:.1f} steps/s"]
+    if self.tokens and rate:
+      parts.append(f"{rate * self.tokens:,.0f} tok/s")
+    if self.flops and rate:
+      achieved = rate * self.flops
+      parts.append(f"{achieved / 1e9:,.1f} GFLOP/s")
+      if self.peak:
+        parts.append(f"MFU {100 * achieved / self.peak:.1f}%")
+    logging.info(" | ".join(parts))
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains one point of `config` in `workdir`, resuming from its last checkpoint.
+
+  Writes `metrics.jsonl` (training rows every `train.log_every` steps, `valid`/`test` rows every
+  `train.eval_every` steps and at the end), `summary.json`, and orbax checkpoints, all atomically.
+  Raises `TrainingDiverged` (after writing the summary) when the training loss becomes non-finite.
+
+  Returns:
+    The summary: final and best held-out metrics, steps, hyperparameters, timings.
+  """
+  validate_train_config(config)
+  task = tasks.build(config)
+  hparams = factory.hparams_from_config(config.optimizer)
+  prepare_workdir(workdir, config)
+  total = config.train.steps
+  seed = int(config.seed)
+
+  train_step = make_train_step(task, config)
+  run_chunk = jax.jit(scan_steps(train_step), donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(task))
+  eval_data = jax.device_put(task.eval_data)
+  hparams = jax.device_put(hparams)
+
+  state = jax.jit(lambda h, s: init_state(task, config, h, s))(hparams, seed)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  rows: list[dict[str, Any]] = []
+  start = 0
+  if (latest := ckpt.latest_step()) is not None:
+    state = ckpt.restore(latest, state)
+    start = int(state.step)
+    if os.path.exists(metrics_path):
+      rows = [r for r in files.read_jsonl(metrics_path) if r["step"] <= start]
+    logging.info("Resumed from the checkpoint at step %d.", start)
+
+  device = jax.devices()[0]
+  progress = Progress(total, task.tokens_per_step, task.flops_per_step,
+                      hardware.peak_flops(device, config.model.get("dtype", "float32")))
+  acc = _Accumulator()
+  every = (config.train.steps_per_call, config.train.log_every, config.train.eval_every,
+           config.train.checkpoint_every)
+  started = time.perf_counter()
+
+  def evaluate(step: int) -> None:
+    values = jax.device_get(eval_step(state.params, eval_data))
+    for split in task.eval_data:
+      prefix = f"{split}_"
+      rows.append({"step": step, "split": split,
+                   **{k[len(prefix):]: float(v) for k, v in values.items()
+                      if k.startswith(prefix)}})
+
+  def finish_chunk(end: int, metrics: Metrics) -> None:
+    metrics = jax.device_get(metrics)
+    losses = metrics["loss"]
+    if not np.all(np.isfinite(losses)):
+      bad = end - len(losses) + int(np.argmin(np.isfinite(losses))) + 1
+      seconds = time.perf_counter() - started
+      summary = _summary(config, task, rows, hparams, bad, "diverged", seconds)
+      summary["diverged_step"] = bad
+      files.atomic_write_jsonl(metrics_path, rows)
+      files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
+      raise TrainingDiverged(
+          f"training diverged: the loss became non-finite at step {bad} "
+          f"(optimizer {config.optimizer.name}, learning_rate {config.optimizer.learning_rate}); "
+          "lower the learning rate or add clipping (optimizer.clip_norm)"
+      )
+    acc.add(metrics)
+
+  pending = None
+  begin = start
+  for end in chunk_ends(start, total, every):
+    batches = task.train_batches(seed, begin, end - begin)
+    state, metrics = run_chunk(state, batches, hparams)
+    begin = end
+    if pending is not None:  # fetch the previous call's metrics once this one is dispatched
+      finish_chunk(*pending)
+    pending = (end, metrics)
+    log, ev = end % config.train.log_every == 0 or end == total, end % config.train.eval_every == 0
+    if log or ev:
+      finish_chunk(*pending)
+      pending = None
+      if log:
+        row = {"step": end, "split": "train", **acc.pop()}
+        rows.append(row)
+        progress.update(end, row)
+      if ev or end == total:
+        evaluate(end)
+      files.atomic_write_jsonl(metrics_path, rows)
+      if end % config.train.checkpoint_every == 0 or end == total:
+        ckpt.save(end, state)
+  ckpt.close()
+
+  summary = _summary(config, task, rows, hparams, total, "ok", time.perf_counter() - started)
+  files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary
+
+
+def _summary(config, task, rows, hparams, steps, status, seconds) -> dict[str, Any]:
+  """Final and best held-out metrics from the metric rows."""
+  summary: dict[str, Any] = {
+      "task": task.name,
+      "optimizer": config.optimizer.name,
+      "seed": int(config.seed),
+      "status": status,
+      "steps": int(steps),
+      "hparams": {k: float(v) for k, v in jax.device_get(hparams).items()},
+      "param_count": task.param_count,
+      "seconds_this_session": seconds,
+  }
+  train_rows = [r for r in rows if r["split"] == "train"]
+  if train_rows:
+    summary["final_train_loss"] = train_rows[-1]["loss"]
+  for split in task.eval_data:
+    split_rows = [r for r in rows if r["split"] == split]
+    if not split_rows:
+      continue
+    for name, mode in task.metric_modes.items():
+      values = [r[name] for r in split_rows if name in r]
+      if not values:
+        continue
+      summary[f"final_{split}_{name}"] = values[-1]
+      pick = max if mode == "max" else min
+      summary[f"best_{split}_{name}"] = pick(v for v in values if math.isfinite(v)) if any(
+          math.isfinite(v) for v in values) else float("nan")
+  return summary
