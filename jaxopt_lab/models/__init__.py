@@ -1,0 +1,21 @@
+"""Flax NNX models, used through pure ``init`` / ``apply`` functions (see ``core.pure``)."""
+
+from jaxopt_lab.models.core import DTYPES, Params, PureModel, compute_dtype, pure
+from jaxopt_lab.models.linear import LogisticRegression
+from jaxopt_lab.models.mlp import ACTIVATIONS, MLP
+from jaxopt_lab.models.transformer import (
+    NORMS,
+    POSITIONS,
+    Transformer,
+    TransformerConfig,
+    flops_per_token,
+    nonembedding_param_count,
+    param_count,
+    transformer_from_config,
+)
+
+__all__ = [
+    'ACTIVATIONS', 'DTYPES', 'MLP', 'NORMS', 'POSITIONS', 'LogisticRegression', 'Params',
+    'PureModel', 'Transformer', 'TransformerConfig', 'compute_dtype', 'flops_per_token',
+    'nonembedding_param_count', 'param_count', 'pure', 'transformer_from_config',
+]

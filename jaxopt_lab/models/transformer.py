@@ -1,0 +1,250 @@
+"""Decoder-only (GPT-style) transformer language model.
+
+Token embedding, positions ('learned': an added table; 'rope': rotary embedding of queries and
+keys), ``depth`` pre-norm blocks ``x + attn(norm(x))``, ``x + mlp(norm(x))`` with causal
+multi-head self-attention and a 4x-wide GELU MLP, a final norm, and an output head tied to the
+token embedding (logits = h @ E^T). Linear layers have no biases. Parameters are float32; with
+``dtype='bfloat16'`` the matmuls compute in bfloat16 while norm statistics and the attention
+softmax stay float32. Logits come out in the compute dtype; the loss upcasts them.
+
+Initialisation follows GPT-2: embeddings and kernels N(0, 0.02^2), the two projections that write
+into the residual stream (attention output, MLP output) scaled down by sqrt(2 * depth).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxopt_lab.models.core import compute_dtype
+
+POSITIONS = ('learned', 'rope')
+NORMS = ('rmsnorm', 'layernorm')
+_INIT_STD = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Structure of the LM; every field is a structural factor (one compilation per value).
+
+  Attributes:
+    vocab: vocabulary size (256 for bytes).
+    width: model (residual stream) width; a multiple of ``heads``.
+    depth: number of blocks.
+    heads: attention heads; the head size ``width // heads`` must be even for rope.
+    context: maximum sequence length (tokens per training window).
+    positions: 'learned' or 'rope'.
+    norm: 'rmsnorm' or 'layernorm'.
+    dtype: compute dtype, 'float32' or 'bfloat16'.
+  """
+
+  vocab: int = 256
+  width: int = 128
+  depth: int = 2
+  heads: int = 4
+  context: int = 128
+  positions: str = 'learned'
+  norm: str = 'rmsnorm'
+  dtype: str = 'float32'
+
+  def __post_init__(self):
+    for name in ('vocab', 'width', 'depth', 'heads', 'context'):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f'model.{name}: must be a positive integer; got {value!r}')
+    if self.positions not in POSITIONS:
+      raise ValueError(
+          f"model.positions: unknown positions {self.positions!r}; valid choices: "
+          f"{', '.join(POSITIONS)}"
+      )
+    if self.norm not in NORMS:
+      raise ValueError(
+          f"model.norm: unknown norm {self.norm!r}; valid choices: {', '.join(NORMS)}"
+      )
+    compute_dtype(self.dtype)
+    if self.width % self.heads:
+      raise ValueError(
+          f'model.heads: width {self.width} is not divisible by heads {self.heads}'
+      )
+    if self.positions == 'rope' and (self.width // self.heads) % 2:
+      raise ValueError(
+          f'model.heads: rope needs an even head size; width {self.width} / heads '
+          f'{self.heads} = {self.width // self.heads}'
+      )
+
+
+def _norm_params(cfg: TransformerConfig) -> int:
+  return cfg.width if cfg.norm == 'rmsnorm' else 2 * cfg.width
+
+
+def nonembedding_param_count(cfg: TransformerConfig) -> int:
+  """Parameters outside the token and position embeddings: ``depth * (12 width^2 + 2 norms) +
+  final norm`` (a norm has ``width`` scales for RMSNorm, plus ``width`` biases for LayerNorm)."""
+  per_block = 12 * cfg.width**2 + 2 * _norm_params(cfg)
+  return cfg.depth * per_block + _norm_params(cfg)
+
+
+def param_count(cfg: TransformerConfig) -> int:
+  """All parameters: ``vocab * width`` (embedding, shared with the head) ``+ context * width``
+  (learned positions only) ``+ nonembedding_param_count(cfg)``."""
+  positions = cfg.context * cfg.width if cfg.positions == 'learned' else 0
+  return cfg.vocab * cfg.width + positions + nonembedding_param_count(cfg)
+
+
+def flops_per_token(cfg: TransformerConfig) -> int:
+  """Model FLOPs of one forward and backward pass, per token of a full-context window.
+
+  Kaplan et al. (2020, Table 1) style, counting only matmuls, 2 FLOPs per multiply-add and
+  backward = 2 x forward::
+
+      flops_per_token = 6 * N + 6 * depth * context * width,
+      N = 12 * depth * width^2 + vocab * width.
+
+  ``N`` is the number of matmul weights a token meets: per block the fused QKV projection
+  (3 width^2), the attention output (width^2) and the MLP (8 width^2); plus the tied output head
+  (vocab * width), which Kaplan et al. leave out but which is several percent at byte vocabularies
+  and small widths. Norm scales and the embedding lookup (a gather) do no matmul work.
+  The attention term: a query meets on average ``context / 2`` keys under the causal mask, in two
+  matmuls (Q K^T and A V), so ``2 * 2 * (context / 2) * width`` forward FLOPs per block. A dense
+  implementation (ours) also computes the masked half, i.e. executes
+  ``6 * N + 12 * depth * context * width``; the formula counts useful work, as MFU does.
+  Softmax, norms and activations (a few percent at these sizes) are not counted.
+
+  Args:
+    cfg: the model structure (a ``TransformerConfig`` or anything with the same attributes).
+
+  Returns:
+    The FLOPs per token, an integer.
+  """
+  n = 12 * cfg.depth * cfg.width**2 + cfg.vocab * cfg.width
+  return 6 * n + 6 * cfg.depth * cfg.context * cfg.width
+
+
+def _make_norm(cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.Module:
+  kwargs = dict(dtype=compute_dtype(cfg.dtype), param_dtype=jnp.float32, rngs=rngs)
+  if cfg.norm == 'rmsnorm':
+    return nnx.RMSNorm(cfg.width, epsilon=1e-6, **kwargs)
+  return nnx.LayerNorm(cfg.width, epsilon=1e-6, **kwargs)
+
+
+def _dense(n_in: int, n_out: int, cfg: TransformerConfig, std: float, rngs: nnx.Rngs) -> nnx.Linear:
+  return nnx.Linear(
+      n_in, n_out, use_bias=False, kernel_init=nnx.initializers.normal(std),
+      dtype=compute_dtype(cfg.dtype), param_dtype=jnp.float32, rngs=rngs,
+  )
+
+
+def apply_rope(x: jax.Array, base: float = 10000.0) -> jax.Array:
+  """Rotary position embedding of ``x`` [..., time, heads, head_size] (Su et al., 2021).
+
+  Channel ``i`` and ``i + head_size / 2`` form a pair rotated by ``t * base^(-2i / head_size)`` at
+  position ``t``. Computed in float32, returned in ``x.dtype``.
+  """
+  time, size = x.shape[-3], x.shape[-1]
+  half = size // 2
+  freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = jnp.arange(time, dtype=jnp.float32)[:, None] * freqs[None, :]
+  sin, cos = jnp.sin(angles)[:, None, :], jnp.cos(angles)[:, None, :]
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+  return out.astype(x.dtype)
+
+
+class CausalSelfAttention(nnx.Module):
+  """Multi-head self-attention where position t attends to positions <= t."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.heads = cfg.heads
+    self.rope = cfg.positions == 'rope'
+    self.qkv = _dense(cfg.width, 3 * cfg.width, cfg, _INIT_STD, rngs)
+    self.out = _dense(cfg.width, cfg.width, cfg, _INIT_STD / math.sqrt(2 * cfg.depth), rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, time, width = x.shape
+    size = width // self.heads
+    qkv = self.qkv(x).reshape(batch, time, 3, self.heads, size)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if self.rope:
+      q, k = apply_rope(q), apply_rope(k)
+    logits = jnp.einsum('btnh,bsnh->bnts', q, k, preferred_element_type=jnp.float32)
+    logits = logits / math.sqrt(size)
+    causal = jnp.tril(jnp.ones((time, time), dtype=bool))
+    logits = jnp.where(causal, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    y = jnp.einsum('bnts,bsnh->btnh', probs, v).reshape(batch, time, width)
+    return self.out(y)
+
+
+class FeedForward(nnx.Module):
+  """``width -> 4 width -> width`` with a GELU."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.up = _dense(cfg.width, 4 * cfg.width, cfg, _INIT_STD, rngs)
+    self.down = _dense(4 * cfg.width, cfg.width, cfg, _INIT_STD / math.sqrt(2 * cfg.depth), rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.down(jax.nn.gelu(self.up(x)))
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.attn_norm = _make_norm(cfg, rngs)
+    self.attn = CausalSelfAttention(cfg, rngs=rngs)
+    self.mlp_norm = _make_norm(cfg, rngs)
+    self.mlp = FeedForward(cfg, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x + self.attn(self.attn_norm(x))
+    return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nnx.Module):
+  """Decoder-only LM: integer tokens [..., time] -> logits [..., time, vocab].
+
+  ``time`` may be anything up to ``cfg.context``. Parameters: ``embed/embedding`` [vocab, width]
+  (also the output head), ``pos_embed`` [context, width] (learned positions only),
+  ``blocks/<i>/{attn_norm, attn/{qkv, out}, mlp_norm, mlp/{up, down}}``, ``final_norm``.
+  """
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    init = nnx.initializers.normal(_INIT_STD)
+    self.embed = nnx.Embed(
+        cfg.vocab, cfg.width, embedding_init=init, dtype=compute_dtype(cfg.dtype),
+        param_dtype=jnp.float32, rngs=rngs,
+    )
+    if cfg.positions == 'learned':
+      self.pos_embed = nnx.Param(init(rngs.params(), (cfg.context, cfg.width), jnp.float32))
+    self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.depth)])
+    self.final_norm = _make_norm(cfg, rngs)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    *lead, time = tokens.shape
+    if time > self.cfg.context:
+      raise ValueError(f'model.context: {time} tokens exceed the context of {self.cfg.context}')
+    x = self.embed(tokens.reshape(-1, time).astype(jnp.int32))
+    if self.cfg.positions == 'learned':
+      x = x + self.pos_embed[:time].astype(x.dtype)
+    for block in self.blocks:
+      x = block(x)
+    logits = self.embed.attend(self.final_norm(x))
+    return logits.reshape(*lead, time, self.cfg.vocab)
+
+
+def transformer_from_config(model_config: Any) -> TransformerConfig:
+  """``TransformerConfig`` from a mapping with exactly its fields (e.g. ``config.model``)."""
+  fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+  values = dict(model_config)
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise ValueError(
+        f"model: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(fields))}"
+    )
+  return TransformerConfig(**values)
