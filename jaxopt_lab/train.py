@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -217,18 +217,19 @@ def _flat_diff(a: Any, b: Any, prefix: str = "") -> set[str]:
 
 
 @dataclasses.dataclass
-class _Accumulator:
-  """Sums of per-step training metrics since the last log row."""
+class MetricMeans:
+  """Float64 sums of per-step metrics since the last log row (per point when metrics are [K, P])."""
 
-  sums: dict[str, float] = dataclasses.field(default_factory=dict)
+  sums: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   count: int = 0
 
   def add(self, metrics: Mapping[str, np.ndarray]) -> None:
+    """Adds metrics stacked on a leading step axis."""
     for name, values in metrics.items():
-      self.sums[name] = self.sums.get(name, 0.0) + float(np.sum(values, dtype=np.float64))
+      self.sums[name] = self.sums.get(name, 0.0) + np.sum(values, axis=0, dtype=np.float64)
     self.count += len(next(iter(metrics.values())))
 
-  def pop(self) -> dict[str, float]:
+  def pop(self) -> dict[str, np.ndarray]:
     means = {name: total / self.count for name, total in self.sums.items()}
     self.sums, self.count = {}, 0
     return means
@@ -297,7 +298,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   device = jax.devices()[0]
   progress = Progress(total, task.tokens_per_step, task.flops_per_step,
                       hardware.peak_flops(device, config.model.get("dtype", "float32")))
-  acc = _Accumulator()
+  acc = MetricMeans()
   every = (config.train.steps_per_call, config.train.log_every, config.train.eval_every,
            config.train.checkpoint_every)
   started = time.perf_counter()
@@ -341,7 +342,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       finish_chunk(*pending)
       pending = None
       if log:
-        row = {"step": end, "split": "train", **acc.pop()}
+        row = {"step": end, "split": "train", **{k: float(v) for k, v in acc.pop().items()}}
         rows.append(row)
         progress.update(end, row)
       if ev or end == total:
@@ -357,7 +358,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def _summary(config, task, rows, hparams, steps, status, seconds) -> dict[str, Any]:
-  """Final and best held-out metrics from the metric rows."""
   summary: dict[str, Any] = {
       "task": task.name,
       "optimizer": config.optimizer.name,
@@ -368,19 +368,27 @@ def _summary(config, task, rows, hparams, steps, status, seconds) -> dict[str, A
       "param_count": task.param_count,
       "seconds_this_session": seconds,
   }
+  summary.update(final_and_best(rows, tuple(task.eval_data), task.metric_modes))
+  return summary
+
+
+def final_and_best(rows: Sequence[Mapping[str, Any]], splits: Sequence[str],
+                   modes: Mapping[str, str]) -> dict[str, float]:
+  """`final_train_loss`, and `final_<split>_<metric>` / `best_<split>_<metric>` of metric rows.
+
+  Best is the min (or max, as `modes` says) over the finite values of the evaluations.
+  """
+  out: dict[str, float] = {}
   train_rows = [r for r in rows if r["split"] == "train"]
   if train_rows:
-    summary["final_train_loss"] = train_rows[-1]["loss"]
-  for split in task.eval_data:
+    out["final_train_loss"] = train_rows[-1]["loss"]
+  for split in splits:
     split_rows = [r for r in rows if r["split"] == split]
-    if not split_rows:
-      continue
-    for name, mode in task.metric_modes.items():
+    for name, mode in modes.items():
       values = [r[name] for r in split_rows if name in r]
       if not values:
         continue
-      summary[f"final_{split}_{name}"] = values[-1]
-      pick = max if mode == "max" else min
-      summary[f"best_{split}_{name}"] = pick(v for v in values if math.isfinite(v)) if any(
-          math.isfinite(v) for v in values) else float("nan")
-  return summary
+      out[f"final_{split}_{name}"] = values[-1]
+      finite = [v for v in values if math.isfinite(v)]
+      out[f"best_{split}_{name}"] = (max if mode == "max" else min)(finite) if finite else math.nan
+  return out

@@ -1,0 +1,28 @@
+r"""The `tiny` byte-level transformer LM on the Python standard library's sources (CPU, minutes).
+
+Width 128, 2 layers, 4 heads, context 128, batch 16; AdamW with linear warmup and cosine decay.
+
+  python scripts/train.py --config=experiments/lm_tiny.py --workdir=/tmp/lm_tiny
+"""
+
+from jaxopt_lab.configs import base_config
+from jaxopt_lab.tasks import lm_size_config
+
+
+def get_config():
+  config = base_config("lm")
+  config.model.update(lm_size_config("tiny"))
+  config.data.batch_size = 16
+  config.optimizer.name = "adamw"
+  config.optimizer.learning_rate = 3e-3
+  config.optimizer.b2 = 0.95
+  config.optimizer.weight_decay = 0.1
+  config.optimizer.schedule = "cosine"
+  config.optimizer.warmup = 0.05  # fraction of the steps
+  config.optimizer.clip_norm = 1.0
+  config.train.steps = 600
+  config.train.steps_per_call = 20
+  config.train.log_every = 20
+  config.train.eval_every = 200
+  config.train.checkpoint_every = 200
+  return config

@@ -1,0 +1,377 @@
+"""The experiment driver: every point of a structural group trains in one compiled program.
+
+For each group (one combination of structural factors) the driver builds the task and
+`train.make_train_step` once, and runs
+
+    shard_map over devices (the `points` mesh axis)
+      lax.map over slices of the device's points      (bounds activation memory)
+        vmap over the points of a slice
+          lax.scan over a chunk of steps
+            train.train_step, guarded for divergence
+
+so all points of the group share one compilation (per chunk length), whatever their number.
+Hyperparameters are leaves of the `hparams` pytree with a leading point axis; the initial
+states come from `vmap(train.init_state)` over those hparams and the points' seeds. Points of the
+same replicate share a seed, hence their initial parameters and data order (common random
+numbers). A point whose loss becomes non-finite, or exceeds `sweep.diverge_factor` times its first
+loss, is frozen: its state stops changing and it never touches another point's numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxopt_lab import checkpoints, tasks, train
+from jaxopt_lab.optim import factory
+from jaxopt_lab.sweep import design, store
+
+
+class Population(NamedTuple):
+  """The training state of all points of a group, each leaf with a leading point axis.
+
+  Attributes:
+    state: the points' `train.TrainState`s.
+    alive: bool, False once a point diverged (its state is then frozen).
+    diverged_step: int32, the step whose loss diverged, -1 while alive.
+    initial_loss: float32, the loss of the first step (the reference of `diverge_factor`).
+  """
+
+  state: train.TrainState
+  alive: jax.Array
+  diverged_step: jax.Array
+  initial_loss: jax.Array
+
+
+def default_sweep_config() -> ml_collections.ConfigDict:
+  """The `config.sweep` group: the design (see `design.make_design`) and how to execute it."""
+  return ml_collections.ConfigDict(
+      dict(
+          design="grid",  # grid|random|sobol|lhs|factorial|fractional_factorial|explicit
+          num_points=16,  # value points drawn by random / sobol / lhs
+          replicates=1,  # every point repeated over this many seeds (seed + r)
+          seed=0,  # seed of replicate 0; also seeds random designs
+          generators="",  # fractional_factorial generators, e.g. 'a b c abc'
+          points=[],  # explicit designs: list of {factor: value}
+          metric="loss",  # tuning metric on the valid split (analysis)
+          factors=ml_collections.ConfigDict(),  # factor -> {values | scale, low, high, num}
+          slice_size=0,  # points per vmapped slice on a device; 0 = all at once, -1 = auto
+          diverge_factor=0.0,  # freeze a point when loss > factor * first loss (0 = only NaN/inf)
+          report=True,  # write the analysis report at the end
+      )
+  )
+
+
+def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict):
+  """`train.train_step` of one point, wrapped so that a diverged point freezes."""
+  train_step = train.make_train_step(task, config)
+  factor = float(config.sweep.diverge_factor)
+
+  def point_step(pop: Population, batch, hparams):
+    state, metrics = train_step(pop.state, batch, hparams)
+    loss = metrics["loss"]
+    initial = jnp.where(pop.state.step == 0, loss, pop.initial_loss)
+    bad = ~jnp.isfinite(loss)
+    if factor > 0:  # structure of the config, not a traced value
+      bad = bad | (loss > factor * initial)
+    ok = pop.alive & ~bad
+    new_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), state, pop.state)
+    diverged_step = jnp.where(pop.alive & bad, pop.state.step + 1, pop.diverged_step)
+    metrics = jax.tree.map(lambda v: jnp.where(ok, v, jnp.nan), metrics)
+    return Population(new_state, ok, diverged_step, initial), metrics
+
+  return point_step
+
+
+def _by_slices(fn, width: int, *trees):
+  """Applies `fn` (vmapped over points) to `trees` in slices of `width` points with lax.map."""
+  n = jax.tree.leaves(trees)[0].shape[0]
+  reshaped = jax.tree.map(lambda x: x.reshape((n // width, width) + x.shape[1:]), trees)
+  out = jax.lax.map(lambda args: jax.vmap(fn)(*args), reshaped)
+  return jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), out)
+
+
+def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mesh: Mesh,
+                        width: int):
+  """The jitted chunk-of-steps and evaluation programs of a group (sharded over `mesh`)."""
+  point_step = make_point_step(task, config)
+  eval_step = train.make_eval_step(task)
+  pts = P("points")
+
+  def chunk_local(pop, hparams, replicate, batches):
+    def one_point(p, hp, r):
+      point_batches = jax.tree.map(lambda x: x[r], batches)
+      return jax.lax.scan(lambda c, b: point_step(c, b, hp), p, point_batches)
+
+    return _by_slices(one_point, width, pop, hparams, replicate)
+
+  def eval_local(params, eval_data):
+    return _by_slices(lambda p: eval_step(p, eval_data), width, params)
+
+  chunk = jax.jit(
+      jax.shard_map(chunk_local, mesh=mesh, in_specs=(pts, pts, pts, P()),
+                    out_specs=(pts, pts)),
+      donate_argnums=0,
+  )
+  evaluate = jax.jit(jax.shard_map(eval_local, mesh=mesh, in_specs=(pts, P()), out_specs=pts))
+  return chunk, evaluate
+
+
+@dataclasses.dataclass
+class Group:
+  """One structural group: its config, task, points and the arrays of their values."""
+
+  name: str
+  config: ml_collections.ConfigDict
+  task: tasks.Task
+  points: list[design.Point]
+  hparams: dict[str, np.ndarray]  # [P] float32 each
+  seeds: np.ndarray  # [P] int32
+  replicate: np.ndarray  # [P] int32 index into the group's distinct seeds
+  distinct_seeds: list[int]
+
+
+def build_groups(config: ml_collections.ConfigDict,
+                 points: Sequence[design.Point]) -> list[Group]:
+  """Resolves each group's config and task and every point's full hyperparameters."""
+  groups = []
+  for name, members in design.groups(points).items():
+    cfg = group_config(config, members[0])
+    task = tasks.build(cfg)
+    names = factory.hparam_names(cfg.optimizer.name)
+    per_point = []
+    for point in members:
+      opt = copy.deepcopy(cfg.optimizer)
+      for factor, value in point.values.items():
+        if factor not in names:
+          raise ValueError(
+              f"sweep.factors.{factor}: optimizer {cfg.optimizer.name!r} has no hyperparameter "
+              f"{factor!r}; its hyperparameters: {', '.join(names)}")
+        opt[factor] = float(value)
+      per_point.append(factory.hparams_from_config(opt))
+    hparams = {k: np.stack([h[k] for h in per_point]).astype(np.float32) for k in names}
+    seeds = np.array([p.seed for p in members], np.int32)
+    distinct = sorted(set(seeds.tolist()))
+    replicate = np.array([distinct.index(s) for s in seeds], np.int32)
+    groups.append(Group(name, cfg, task, list(members), hparams, seeds, replicate, distinct))
+  return groups
+
+
+def _pad(x: np.ndarray, n: int) -> np.ndarray:
+  """Pads the point axis to `n` by repeating the last point (padding is computed, then dropped)."""
+  return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)]) if n > len(x) else x
+
+
+def _to_global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def _to_host(tree):
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def make_mesh() -> Mesh:
+  """A 1-D mesh over every device of every process, its axis named `points`."""
+  return Mesh(np.array(jax.devices()), ("points",))
+
+
+def slice_width(config: ml_collections.ConfigDict, n_local: int) -> int:
+  """Points per vmapped slice on one device: `sweep.slice_size`, capped by the local points."""
+  size = int(config.sweep.slice_size)
+  if size < -1:
+    raise ValueError(f"sweep.slice_size: must be >= -1 (-1 auto, 0 all), got {size}")
+  return n_local if size <= 0 else min(size, n_local)
+
+
+class _Run:
+  """Trains one group from its checkpoint (if any) to the end, appending to the store."""
+
+  def __init__(self, group: Group, mesh: Mesh, st: store.Store):
+    self.group, self.mesh, self.store = group, mesh, st
+    cfg = group.config
+    n = len(group.points)
+    n_dev = mesh.devices.size
+    local = -(-n // n_dev)
+    width = slice_width(cfg, local)
+    if int(cfg.sweep.slice_size) == -1:
+      width = self._auto_width(local)
+    local = -(-local // width) * width
+    self.n, self.width, self.padded = n, width, local * n_dev
+    self.sharding = NamedSharding(mesh, P("points"))
+    self.chunk, self.evaluate = make_group_programs(group.task, cfg, mesh, width)
+    self.hparams = {k: _to_global(_pad(v, self.padded), self.sharding)
+                    for k, v in group.hparams.items()}
+    self.replicate = _to_global(_pad(group.replicate, self.padded), self.sharding)
+    self.seeds = _to_global(_pad(group.seeds, self.padded), self.sharding)
+    self.eval_data = jax.device_put(group.task.eval_data, NamedSharding(mesh, P()))
+    self.compile_seconds = 0.0
+    self._compiled: dict[int, Any] = {}
+
+  def _auto_width(self, local: int) -> int:
+    """The widest slice whose compiled program fits half the device memory (memory analysis)."""
+    budget = store.device_memory_bytes(self.mesh.devices.flat[0]) / 2
+    return max(1, min(local, int(budget // self._bytes_per_point())))
+
+  def _bytes_per_point(self) -> float:
+    cfg = self.group.config
+    k = min(cfg.train.steps_per_call, cfg.train.steps)
+    mesh1 = Mesh(self.mesh.devices.flat[:1], ("points",))
+    chunk, _ = make_group_programs(self.group.task, cfg, mesh1, 1)
+    pop = jax.eval_shape(self._init_fn(), *[
+        {k2: jax.ShapeDtypeStruct((1,), jnp.float32) for k2 in self.group.hparams},
+        jax.ShapeDtypeStruct((1,), jnp.int32)])
+    batches = jax.eval_shape(lambda: self._batches(0, k))
+    hp = {k2: jax.ShapeDtypeStruct((1,), jnp.float32) for k2 in self.group.hparams}
+    rep = jax.ShapeDtypeStruct((1,), jnp.int32)
+    mem = chunk.lower(pop, hp, rep, batches).compile().memory_analysis()
+    return float(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
+
+  def _init_fn(self):
+    task, cfg = self.group.task, self.group.config
+
+    def init(hparams, seeds):
+      state = jax.vmap(lambda h, s: train.init_state(task, cfg, h, s))(hparams, seeds)
+      n = seeds.shape[0]
+      return Population(state, jnp.ones(n, bool), jnp.full(n, -1, jnp.int32),
+                        jnp.full(n, jnp.nan, jnp.float32))
+
+    return init
+
+  def init_population(self) -> Population:
+    return jax.jit(self._init_fn(), out_shardings=self.sharding)(self.hparams, self.seeds)
+
+  def _batches(self, begin: int, k: int):
+    per_seed = [self.group.task.train_batches(s, begin, k) for s in self.group.distinct_seeds]
+    return {key: np.stack([b[key] for b in per_seed]) for key in per_seed[0]}
+
+  def run_chunk(self, pop: Population, begin: int, end: int):
+    batches = jax.device_put(self._batches(begin, end - begin), NamedSharding(self.mesh, P()))
+    k = end - begin
+    if k not in self._compiled:
+      start = time.perf_counter()
+      self._compiled[k] = self.chunk.lower(pop, self.hparams, self.replicate, batches).compile()
+      self.compile_seconds += time.perf_counter() - start
+    return self._compiled[k](pop, self.hparams, self.replicate, batches)
+
+
+def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+  """Runs (or resumes) the sweep of `config` in `workdir`; returns the rows of `summary.csv`."""
+  train.validate_train_config(config)
+  points = design.make_design(config.sweep)
+  main = jax.process_index() == 0
+  st = store.Store(workdir, config, points, write=main)
+  groups = build_groups(config, points)
+  mesh = make_mesh()
+  logging.info("Device mesh: %s over %d device(s) %s.", dict(mesh.shape), mesh.devices.size,
+               sorted({d.device_kind for d in mesh.devices.flat}))
+  logging.info("Design: %d points in %d group(s) (%s), %d steps each.", len(points),
+               len(groups), ", ".join(f"{g.name}: {len(g.points)}" for g in groups),
+               config.train.steps)
+  started = time.perf_counter()
+  for group in groups:
+    _train_group(group, mesh, st, main)
+  st.finish(time.perf_counter() - started)
+  for group in groups:
+    best = st.best_point(group.name)
+    if best is not None:
+      logging.info("Best of %s: %s", group.name, best)
+  return st.summary_rows()
+
+
+def _train_group(group: Group, mesh: Mesh, st: store.Store, main: bool) -> None:
+  cfg = group.config
+  total = cfg.train.steps
+  run = _Run(group, mesh, st)
+  ids = [p.point for p in group.points]
+  st.register(group.name, group.task, ids, group.hparams)
+  ckpt = checkpoints.Checkpointer(os.path.join(st.workdir, "checkpoints", group.name))
+  pop = run.init_population()
+  start = 0
+  if (latest := ckpt.latest_step()) is not None:
+    pop = ckpt.restore(latest, pop)
+    start = latest
+    logging.info("Group %s: resumed from the checkpoint at step %d.", group.name, start)
+  st.truncate(group.name, start)
+  if start == total:
+    ckpt.close()
+    return
+  acc = train.MetricMeans()
+  every = (cfg.train.steps_per_call, cfg.train.log_every, cfg.train.eval_every,
+           cfg.train.checkpoint_every)
+  t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
+  begin = start
+  for end in train.chunk_ends(start, total, every):
+    pop, metrics = run.run_chunk(pop, begin, end)
+    begin = end
+    # metrics are [points, steps]; the accumulator sums over a leading step axis.
+    acc.add({k: np.asarray(v)[: run.n].T for k, v in _to_host(metrics).items()})
+    log = end % cfg.train.log_every == 0 or end == total
+    ev = end % cfg.train.eval_every == 0 or end == total
+    if log:
+      means = acc.pop()
+      st.add_train_rows(ids, end, means)
+      now = time.perf_counter()
+      rate = run.n * (end - last_step) / max(now - last_t, 1e-9)
+      last_t, last_step = now, end
+      done = int(20 * end / total)
+      logging.info("%s [%s%s] step %d/%d | median loss %.4f | %d/%d alive | %.1f points x steps/s",
+                   group.name, "#" * done, "." * (20 - done), end, total,
+                   float(np.nanmedian(means["loss"])) if np.isfinite(means["loss"]).any()
+                   else math.nan,
+                   int(np.asarray(_to_host(pop.alive))[: run.n].sum()), run.n, rate)
+    if ev:
+      values = _to_host(run.evaluate(pop.state.params, run.eval_data))
+      st.add_eval_rows(ids, end, {k: np.asarray(v)[: run.n] for k, v in values.items()})
+    if log or ev:
+      status = _to_host((pop.alive, pop.diverged_step))
+      st.update_points(ids, end, *(np.asarray(s)[: run.n] for s in status))
+      st.flush()
+      if end % cfg.train.checkpoint_every == 0 or end == total:
+        ckpt.save(end, pop)
+  ckpt.close()
+  train_seconds = time.perf_counter() - t0 - run.compile_seconds
+  st.record_group(group.name, run.compile_seconds, train_seconds, total - start, run.n,
+                  run.width, group.task)
+  logging.info("Group %s: compiled in %.1fs, trained %d points x %d steps in %.1fs.",
+               group.name, run.compile_seconds, run.n, total - start, train_seconds)
+
+
+def group_config(config: ml_collections.ConfigDict, point: design.Point
+                 ) -> ml_collections.ConfigDict:
+  """The config of `point`'s structural group: `config` with the group's fields set."""
+  cfg = copy.deepcopy(config)
+  for path, value in design.config_overrides(point).items():
+    section, _, field = path.partition(".")
+    if field not in cfg[section]:
+      raise ValueError(
+          f"sweep.factors: {path!r} is not a field of task {cfg.task!r}'s config; "
+          f"{section} fields: {', '.join(sorted(cfg[section].keys()))}")
+    cfg[section][field] = value
+  return cfg
+
+
+def point_config(config: ml_collections.ConfigDict, point: design.Point
+                 ) -> ml_collections.ConfigDict:
+  """The single-run config of one point: its group's structure, its values and its seed."""
+  cfg = group_config(config, point)
+  for factor, value in point.values.items():
+    cfg.optimizer[factor] = float(value)
+  cfg.seed = point.seed
+  return cfg
+

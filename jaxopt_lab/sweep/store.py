@@ -1,0 +1,215 @@
+"""The experiment directory of a sweep: design, curves, summary and run record, written atomically.
+
+Layout (the contract with `jaxopt_lab.analysis`):
+  config.json     the resolved config
+  design.csv      one row per point, written before anything trains
+  metrics.jsonl   {"point", "step", "split": "train"|"valid"|"test", <metric>: value, ...} per line
+  summary.csv     one row per point: factors, resolved hparams (hp_*), status, final/best metrics
+  run.json        status ("running" | "complete"), devices, timing and throughput of each group
+  checkpoints/    orbax checkpoints of each group's population
+A sweep holds an exclusive lock on `.lock` while it runs; a second one on the same directory is
+refused. Every file is rewritten whole through a temporary file and a rename, so a kill at any
+moment leaves the previous version; the rows past a group's checkpoint are dropped on resume.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxopt_lab import files, tasks, train
+from jaxopt_lab.optim import factory
+from jaxopt_lab.sweep import design
+
+
+def device_memory_bytes(device: jax.Device) -> float:
+  """The memory of `device`: its allocator's limit on accelerators, physical memory on CPUs."""
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if stats and stats.get("bytes_limit"):
+    return float(stats["bytes_limit"])
+  return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+class Store:
+  """Reads and writes one experiment directory (only process 0 writes on multi-host runs)."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict,
+               points: Sequence[design.Point], write: bool = True):
+    self.workdir, self.config, self.points, self.write = workdir, config, list(points), write
+    self._lock = None
+    if write:
+      train.prepare_workdir(workdir, config)
+      self._take_lock()
+      path = os.path.join(workdir, "design.csv")
+      if os.path.exists(path):
+        if design.read_design_csv(path, config.sweep) != self.points:
+          raise ValueError(f"--workdir: {path} holds another design; use a new workdir")
+      else:
+        design.write_design_csv(path, self.points, config.sweep)
+    path = os.path.join(workdir, "metrics.jsonl")
+    self.rows: list[dict[str, Any]] = files.read_jsonl(path) if os.path.exists(path) else []
+    self.status: dict[int, dict[str, Any]] = {
+        p.point: {"status": "running", "diverged_step": "", "steps": 0} for p in self.points}
+    self.hparams: dict[int, dict[str, float]] = {}
+    self.groups: dict[str, dict[str, Any]] = {}
+    self.metric_modes: dict[str, str] = {}
+    self.eval_splits: tuple[str, ...] = ()
+    self.total_steps = int(config.train.steps)
+    self.wall_seconds = 0.0
+    run_path = os.path.join(workdir, "run.json")
+    if os.path.exists(run_path):  # keep the timings of groups finished before a resume
+      with open(run_path) as f:
+        previous = json.load(f)
+      self.groups = {g["group"]: g for g in previous.get("groups", [])}
+      self.wall_seconds = float(previous.get("wall_seconds", 0.0))
+
+  def _take_lock(self) -> None:
+    self._lock = open(os.path.join(self.workdir, ".lock"), "a+")  # noqa: SIM115
+    try:
+      fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      self._lock.seek(0)
+      holder = self._lock.read().strip() or "unknown"
+      self._lock.close()
+      self._lock = None
+      raise ValueError(
+          f"--workdir: {self.workdir!r} is in use by another sweep (process {holder}); "
+          "wait for it to end or use another workdir") from None
+    self._lock.seek(0)
+    self._lock.truncate()
+    self._lock.write(str(os.getpid()))
+    self._lock.flush()
+
+  def release(self) -> None:
+    if self._lock is not None:
+      fcntl.flock(self._lock, fcntl.LOCK_UN)
+      self._lock.close()
+      self._lock = None
+
+  # --- rows -------------------------------------------------------------------------------
+
+  def truncate(self, group: str, step: int) -> None:
+    """Drops the rows of `group`'s points after `step` (its checkpoint), before resuming."""
+    ids = {p.point for p in self.points if p.group == group}
+    self.rows = [r for r in self.rows if r["point"] not in ids or r["step"] <= step]
+
+  def register(self, group_name: str, task: tasks.Task, point_ids: Sequence[int],
+               hparams: Mapping[str, np.ndarray]) -> None:
+    """Records a group's task metrics and its points' resolved hyperparameters."""
+    self.metric_modes.update(task.metric_modes)
+    self.eval_splits = tuple(task.eval_data)
+    for i, point in enumerate(point_ids):
+      self.hparams[point] = {k: float(v[i]) for k, v in hparams.items()}
+    del group_name
+
+  def add_train_rows(self, ids: Sequence[int], step: int, means: Mapping[str, np.ndarray]) -> None:
+    for i, point in enumerate(ids):
+      self.rows.append({"point": point, "step": step, "split": "train",
+                        **{k: float(v[i]) for k, v in means.items()}})
+
+  def add_eval_rows(self, ids: Sequence[int], step: int, values: Mapping[str, np.ndarray]) -> None:
+    for split in self.eval_splits:
+      prefix = f"{split}_"
+      for i, point in enumerate(ids):
+        self.rows.append({"point": point, "step": step, "split": split,
+                          **{k[len(prefix):]: float(v[i]) for k, v in values.items()
+                             if k.startswith(prefix)}})
+
+  def update_points(self, ids: Sequence[int], step: int, alive: np.ndarray,
+                    diverged_step: np.ndarray) -> None:
+    for i, point in enumerate(ids):
+      if alive[i]:
+        status = "ok" if step == self.total_steps else "running"
+        self.status[point] = {"status": status, "diverged_step": "", "steps": step}
+      else:
+        d = int(diverged_step[i])
+        self.status[point] = {"status": "diverged", "diverged_step": d, "steps": d - 1}
+
+  def record_group(self, group: str, compile_seconds: float, train_seconds: float, steps: int,
+                   n_points: int, slice_width: int, task: tasks.Task) -> None:
+    self.groups[group] = {
+        "group": group,
+        "points": n_points,
+        "compile_seconds": compile_seconds,
+        "train_seconds": train_seconds,
+        "steps": steps,
+        "slice_width": slice_width,
+        "points_steps_per_second": n_points * steps / max(train_seconds, 1e-9),
+        "tokens_per_step": task.tokens_per_step,
+        "flops_per_step": task.flops_per_step,
+    }
+
+  # --- files ------------------------------------------------------------------------------
+
+  def summary_rows(self) -> list[dict[str, Any]]:
+    """One row per point: factors, resolved hparams, status, and final / best metrics."""
+    by_point: dict[int, list[dict[str, Any]]] = {}
+    for row in self.rows:
+      by_point.setdefault(row["point"], []).append(row)
+    out = []
+    for p in self.points:
+      row = {"point": p.point, "group": p.group, "replicate": p.replicate, "seed": p.seed,
+             **p.structural, **p.values}
+      row.update({f"hp_{k}": v for k, v in self.hparams.get(p.point, {}).items()})
+      row.update(self.status[p.point])
+      rows = sorted(by_point.get(p.point, []), key=lambda r: r["step"])
+      row.update(train.final_and_best(rows, self.eval_splits, self.metric_modes))
+      out.append(row)
+    return out
+
+  def _summary_columns(self) -> list[str]:
+    columns = design.design_columns(self.config.sweep)
+    used = {k for h in self.hparams.values() for k in h}
+    columns += [f"hp_{k}" for k in factory.VALUE_FACTORS if k in used]
+    columns += ["status", "diverged_step", "steps", "final_train_loss"]
+    for split in self.eval_splits:
+      for kind in ("final", "best"):
+        columns += [f"{kind}_{split}_{m}" for m in self.metric_modes]
+    return columns
+
+  def flush(self, status: str = "running") -> None:
+    """Rewrites metrics.jsonl, summary.csv and run.json."""
+    if not self.write:
+      return
+    files.atomic_write_jsonl(os.path.join(self.workdir, "metrics.jsonl"), self.rows)
+    files.atomic_write_csv(os.path.join(self.workdir, "summary.csv"), self.summary_rows(),
+                           self._summary_columns())
+    files.atomic_write_json(os.path.join(self.workdir, "run.json"), {
+        "status": status,
+        "task": self.config.task,
+        "total_steps": self.total_steps,
+        "points": len(self.points),
+        "devices": [d.device_kind for d in jax.devices()],
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "wall_seconds": self.wall_seconds,
+        "metric_modes": self.metric_modes,
+        "groups": list(self.groups.values()),
+    })
+
+  def finish(self, wall_seconds: float) -> None:
+    self.wall_seconds += wall_seconds
+    self.flush("complete")
+    self.release()
+
+  def best_point(self, group: str) -> str | None:
+    """A line naming the best point of `group` on the tuning metric (valid split)."""
+    metric = self.config.sweep.metric
+    key = f"final_valid_{metric}"
+    sign = -1.0 if self.metric_modes.get(metric) == "max" else 1.0
+    rows = [r for r in self.summary_rows()
+            if r["group"] == group and r["status"] == "ok" and math.isfinite(r.get(key, math.nan))]
+    if not rows:
+      return None
+    best = min(rows, key=lambda r: sign * r[key])
+    values = ", ".join(f"{k}={v:.4g}" for k, v in self.hparams[best["point"]].items())
+    return f"point {best['point']} (seed {best['seed']}): valid {metric} {best[key]:.4f}; {values}"
+

@@ -1,0 +1,39 @@
+r"""Runs a hyperparameter sweep: every point of a structural group in one compiled program.
+
+  python scripts/sweep.py --config=experiments/sweep_classic_lr.py --workdir=/tmp/sweep
+  python scripts/sweep.py --config=experiments/sweep_digits_lr.py --workdir=/tmp/digits \
+      --config.sweep.replicates=2
+
+Running the same command again with the same workdir resumes; the report is written at the end
+(also by scripts/report.py). On several hosts, pass --coordinator_address, --num_processes and
+--process_id (jax.distributed) to every process.
+"""
+
+import jax
+from absl import flags, logging
+from ml_collections import config_flags
+
+from jaxopt_lab import launch
+from jaxopt_lab.analysis import report
+from jaxopt_lab.sweep import driver
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The experiment directory.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of a multi-host run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  launch.log_devices()
+  driver.run_sweep(_CONFIG.value, _WORKDIR.value)
+  if _CONFIG.value.sweep.report and jax.process_index() == 0:
+    logging.info("Report: %s", report.write_report(_WORKDIR.value))
+
+
+if __name__ == "__main__":
+  launch.run(main)
