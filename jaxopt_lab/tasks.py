@@ -1,0 +1,380 @@
+"""Tasks: a model, its data, its loss and its metrics, looked up by name.
+
+A ``Task`` holds pure functions only (no modules, no mutable state), so the trainer can ``jit``,
+``vmap`` (over design points) and ``lax.scan`` (over steps) them directly:
+
+=============== ============================ ======================= ========================
+task            model                        data                    loss
+=============== ============================ ======================= ========================
+classic         logistic regression, 10 in   planted linear rule     log-sigmoid BCE
+breast_cancer   logistic regression, 30 in   sklearn breast cancer   log-sigmoid BCE
+digits          MLP 64-256-256-10            sklearn digits          softmax cross-entropy
+lm              decoder-only transformer     bytes of text files     next-byte cross-entropy
+=============== ============================ ======================= ========================
+
+``build(config)`` reads ``config.task``, ``config.model`` and ``config.data``; the defaults of each
+task are ``default_model_config(task)`` and ``default_data_config(task)``. Loading is cached, so
+``build`` is cheap to call again. Losses and metrics are computed in float32 whatever the model's
+compute dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxopt_lab import models
+from jaxopt_lab.data import batching, synthetic, tabular, text
+from jaxopt_lab.data.splits import Splits
+
+Batch = dict[str, np.ndarray | jax.Array]
+Params = Any  # pytree of float32 arrays
+
+TASKS = ('classic', 'breast_cancer', 'digits', 'lm')
+LM_SIZES = ('tiny', 'small')
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """Everything the trainer needs of a task; every callable is pure.
+
+  Attributes:
+    name: the task's name (``config.task``).
+    init_params: PRNG key -> float32 params pytree (jittable, vmappable over keys).
+    loss_fn: ``(params, batch) -> (mean loss, extra metrics)``, float32 scalars; classifiers'
+      extras are ``{'accuracy'}``, the LM's ``{}``. Jittable, vmappable, differentiable.
+    train_batches: ``(data_seed, start_step, num_steps) -> batch`` with numpy arrays of leading
+      axes ``[num_steps, batch_size]``; a pure function of its arguments.
+    eval_data: ``'valid'`` and ``'test'`` -> numpy batch with leading axes
+      ``[num_eval_batches, eval_batch_size]``, fixed.
+    eval_metrics: ``(params, eval_data[split]) -> metrics`` averaged over the whole split, float32
+      scalars: classifiers ``{'loss', 'accuracy'}``, the LM ``{'loss', 'perplexity',
+      'bits_per_byte'}``. Jittable and vmappable over params.
+    metric_modes: metric -> 'min' or 'max' (which direction is better).
+    steps_per_epoch: full batches per pass over the training set.
+    tokens_per_step: LM: ``batch_size * context``; otherwise None.
+    flops_per_step: model FLOPs (forward + backward) of one training step. LM:
+      ``flops_per_token * tokens_per_step``; classifiers: ``6 * param_count * batch_size``
+      (2 per weight and example forward, 4 backward; biases counted like weights).
+    param_count: number of scalar parameters.
+  """
+
+  name: str
+  init_params: Callable[[jax.Array], Params]
+  loss_fn: Callable[[Params, Batch], tuple[jax.Array, dict[str, jax.Array]]]
+  train_batches: Callable[[int, int, int], Batch]
+  eval_data: dict[str, Batch]
+  eval_metrics: Callable[[Params, Batch], dict[str, jax.Array]]
+  metric_modes: dict[str, str]
+  steps_per_epoch: int
+  tokens_per_step: int | None
+  flops_per_step: float | None
+  param_count: int
+
+
+def _unknown_task(task: Any) -> ValueError:
+  return ValueError(f"task: unknown task {task!r}; valid choices: {', '.join(TASKS)}")
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def lm_size_config(size: str) -> ml_collections.ConfigDict:
+  """Model and data configs of an LM size: ``ConfigDict(model=..., data=...)``.
+
+  'tiny' (about 0.43M parameters) trains on a CPU in minutes; 'small' (about 25M parameters,
+  bfloat16 compute) is worth a GPU.
+  """
+  sizes = {
+      # width, depth, heads, context, batch_size, eval_batch_size, dtype
+      'tiny': (128, 2, 4, 128, 16, 64, 'float32'),
+      'small': (512, 8, 8, 512, 32, 32, 'bfloat16'),
+  }
+  if size not in sizes:
+    raise ValueError(f"lm_size_config: unknown size {size!r}; valid choices: {', '.join(sizes)}")
+  width, depth, heads, context, batch_size, eval_batch_size, dtype = sizes[size]
+  model = ml_collections.ConfigDict()
+  model.vocab = 256  # Vocabulary: bytes.
+  model.width = width  # Residual stream width; a multiple of heads.
+  model.depth = depth  # Number of transformer blocks.
+  model.heads = heads  # Attention heads.
+  model.context = context  # Tokens per training window.
+  model.positions = 'learned'  # 'learned' (added table) or 'rope' (rotary).
+  model.norm = 'rmsnorm'  # 'rmsnorm' or 'layernorm' (pre-norm blocks and final norm).
+  model.dtype = dtype  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
+  data = ml_collections.ConfigDict()
+  data.batch_size = batch_size  # Windows per training step.
+  data.paths = ''  # Comma-separated text files/dirs/globs; '' = the Python stdlib's .py files.
+  data.byte_budget = text.DEFAULT_BYTE_BUDGET  # At most this many bytes of text are loaded.
+  data.valid_fraction = 0.1  # Share of the bytes (whole files) in the valid split.
+  data.test_fraction = 0.1  # Share of the bytes (whole files) in the test split.
+  data.eval_windows = 256  # Windows evaluated per held-out split (evenly spaced, fixed).
+  data.eval_batch_size = eval_batch_size  # Windows per evaluation batch.
+  return ml_collections.ConfigDict({'model': model, 'data': data})
+
+
+def default_model_config(task: str) -> ml_collections.ConfigDict:
+  """The default ``config.model`` of ``task``."""
+  if task not in TASKS:
+    raise _unknown_task(task)
+  if task == 'lm':
+    return lm_size_config('tiny').model
+  model = ml_collections.ConfigDict()
+  if task == 'digits':
+    model.hidden = (256, 256)  # Hidden widths of the MLP (input 64, output 10 from the data).
+    model.activation = 'relu'  # 'relu', 'gelu' or 'tanh'.
+  model.dtype = 'float32'  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
+  return model
+
+
+def default_data_config(task: str) -> ml_collections.ConfigDict:
+  """The default ``config.data`` of ``task``."""
+  if task not in TASKS:
+    raise _unknown_task(task)
+  if task == 'lm':
+    return lm_size_config('tiny').data
+  data = ml_collections.ConfigDict()
+  if task == 'classic':
+    data.batch_size = 100  # Examples per step (100 = full batch).
+    data.num_train = 100  # Training examples.
+    data.num_valid = 1000  # Validation examples (same planted rule).
+    data.num_test = 1000  # Test examples (same planted rule).
+    data.features = 10  # Input size.
+    data.flip_prob = 0.1  # Label noise; the Bayes accuracy is 1 - flip_prob.
+    data.seed = 0  # Dataset seed: the planted rule and the samples (not the batch order).
+  else:
+    data.batch_size = 32 if task == 'breast_cancer' else 128  # Examples per step.
+    data.valid_fraction = 0.2  # Share of the examples in the valid split.
+    data.test_fraction = 0.2  # Share of the examples in the test split.
+    data.split_seed = 0  # Seed of the fixed train/valid/test split.
+  return data
+
+
+def _check_fields(group: str, config: ml_collections.ConfigDict, allowed: set[str]) -> dict:
+  values = config.to_dict()
+  unknown = sorted(set(values) - allowed)
+  if unknown:
+    raise ValueError(
+        f"{group}: unknown field(s) {', '.join(unknown)}; "
+        f"valid fields: {', '.join(sorted(allowed))}"
+    )
+  missing = sorted(allowed - set(values))
+  if missing:
+    raise ValueError(f"{group}: missing field(s) {', '.join(missing)}")
+  return values
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Mean BCE ``-[y log s(z) + (1 - y) log s(-z)]`` and accuracy of ``z > 0``."""
+  z = logits.astype(jnp.float32)
+  y = labels.astype(jnp.float32)
+  loss = -(y * jax.nn.log_sigmoid(z) + (1.0 - y) * jax.nn.log_sigmoid(-z))
+  accuracy = ((z > 0) == (y > 0.5)).astype(jnp.float32)
+  return loss.mean(), accuracy.mean()
+
+
+def _softmax_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Mean cross-entropy ``logsumexp(z) - z[y]`` and accuracy of ``argmax z``."""
+  z = logits.astype(jnp.float32)
+  y = labels.astype(jnp.int32)
+  picked = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0]
+  loss = jax.nn.logsumexp(z, axis=-1) - picked
+  accuracy = (jnp.argmax(z, axis=-1) == y).astype(jnp.float32)
+  return loss.mean(), accuracy.mean()
+
+
+def _mean_over_batches(
+    per_batch: Callable[[Params, Batch], dict[str, jax.Array]], params: Params, data: Batch
+) -> dict[str, jax.Array]:
+  """Averages ``per_batch`` over the leading axis of ``data`` (equal batches) with a scan."""
+  shapes = jax.eval_shape(per_batch, params, jax.tree.map(lambda a: a[0], data))
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+
+  def body(carry, batch):
+    return jax.tree.map(jnp.add, carry, per_batch(params, batch)), None
+
+  sums, _ = jax.lax.scan(body, zeros, data)
+  count = jax.tree.leaves(data)[0].shape[0]
+  return jax.tree.map(lambda s: s / count, sums)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def _whole_split(split: dict[str, np.ndarray]) -> Batch:
+  """A held-out split as one batch: leading axes [1, n]."""
+  return {k: a[None] for k, a in split.items()}
+
+
+def _classifier_task(
+    name: str,
+    model: models.PureModel,
+    splits: Splits,
+    batch_size: int,
+    loss: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
+) -> Task:
+  num_train = splits.size('train')
+  batching.check_batch_size(batch_size, num_train)
+
+  def loss_fn(params: Params, batch: Batch):
+    value, accuracy = loss(model.apply(params, batch['inputs']), batch['labels'])
+    return value, {'accuracy': accuracy}
+
+  def per_batch(params: Params, batch: Batch):
+    value, accuracy = loss(model.apply(params, batch['inputs']), batch['labels'])
+    return {'loss': value, 'accuracy': accuracy}
+
+  def train_batches(data_seed: int, start_step: int, num_steps: int) -> Batch:
+    idx = batching.batch_indices(num_train, batch_size, data_seed, start_step, num_steps)
+    return batching.gather(splits.train, idx)
+
+  return Task(
+      name=name,
+      init_params=model.init,
+      loss_fn=loss_fn,
+      train_batches=train_batches,
+      eval_data={s: _whole_split(splits[s]) for s in ('valid', 'test')},
+      eval_metrics=lambda params, data: _mean_over_batches(per_batch, params, data),
+      metric_modes={'loss': 'min', 'accuracy': 'max'},
+      steps_per_epoch=num_train // batch_size,
+      tokens_per_step=None,
+      flops_per_step=float(6 * model.param_count * batch_size),
+      param_count=model.param_count,
+  )
+
+
+def _logistic_model(features: int, dtype: str) -> models.PureModel:
+  models.compute_dtype(dtype)
+  return models.pure(lambda rngs: models.LogisticRegression(features, dtype=dtype, rngs=rngs))
+
+
+def _build_classic(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict):
+  m = _check_fields('model', model_cfg, {'dtype'})
+  d = _check_fields('data', data_cfg, set(default_data_config('classic')))
+  splits = synthetic.make_synthetic(
+      d['num_train'], d['num_valid'], d['num_test'], d['features'], float(d['flip_prob']),
+      d['seed'],
+  )
+  model = _logistic_model(d['features'], m['dtype'])
+  return _classifier_task('classic', model, splits, d['batch_size'], _binary_loss)
+
+
+def _build_tabular(
+    name: str, model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict
+):
+  d = _check_fields('data', data_cfg, set(default_data_config(name)))
+  splits = tabular.load(
+      name, float(d['valid_fraction']), float(d['test_fraction']), d['split_seed']
+  )
+  features = splits.train['inputs'].shape[1]
+  if name == 'breast_cancer':
+    m = _check_fields('model', model_cfg, {'dtype'})
+    model = _logistic_model(features, m['dtype'])
+    return _classifier_task(name, model, splits, d['batch_size'], _binary_loss)
+  m = _check_fields('model', model_cfg, {'hidden', 'activation', 'dtype'})
+  models.mlp.activation_fn(m['activation'])
+  models.compute_dtype(m['dtype'])
+  widths = (features, *m['hidden'], int(splits.train['labels'].max()) + 1)
+  model = models.pure(
+      lambda rngs: models.MLP(widths, m['activation'], dtype=m['dtype'], rngs=rngs)
+  )
+  return _classifier_task(name, model, splits, d['batch_size'], _softmax_loss)
+
+
+def _evenly_spaced(windows: np.ndarray, count: int, batch_size: int, split: str) -> Batch:
+  """``count`` (at most all, rounded down to whole batches) evenly spaced windows, batched."""
+  n = min(count, len(windows)) // batch_size * batch_size
+  if n == 0:
+    raise ValueError(
+        f'data.eval_batch_size: {batch_size} is more than the {len(windows)} windows of the '
+        f'{split} split (or data.eval_windows {count} is less)'
+    )
+  idx = np.arange(n) * len(windows) // n
+  tokens = windows[idx]
+  return {'tokens': tokens.reshape(n // batch_size, batch_size, tokens.shape[-1])}
+
+
+def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict):
+  cfg = models.transformer_from_config(model_cfg)
+  d = _check_fields('data', data_cfg, set(default_data_config('lm')))
+  for field in ('eval_windows', 'eval_batch_size'):
+    if isinstance(d[field], bool) or not isinstance(d[field], int) or d[field] < 1:
+      raise ValueError(f'data.{field}: must be a positive integer; got {d[field]!r}')
+  splits = text.make_windows(
+      cfg.context, text.parse_paths(d['paths']), d['byte_budget'], float(d['valid_fraction']),
+      float(d['test_fraction']),
+  )
+  windows = splits.train['tokens']
+  batch_size = d['batch_size']
+  batching.check_batch_size(batch_size, len(windows), f'windows of {cfg.context + 1} bytes')
+  model = _lm_model(cfg)
+
+  def token_loss(params: Params, tokens: jax.Array) -> jax.Array:
+    tokens = tokens.astype(jnp.int32)
+    logits = model.apply(params, tokens[..., :-1]).astype(jnp.float32)
+    targets = tokens[..., 1:]
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return (jax.nn.logsumexp(logits, axis=-1) - picked).mean()
+
+  def loss_fn(params: Params, batch: Batch):
+    return token_loss(params, batch['tokens']), {}
+
+  def eval_metrics(params: Params, data: Batch):
+    loss = _mean_over_batches(
+        lambda p, b: {'loss': token_loss(p, b['tokens'])}, params, data
+    )['loss']
+    return {'loss': loss, 'perplexity': jnp.exp(loss), 'bits_per_byte': loss / math.log(2.0)}
+
+  def train_batches(data_seed: int, start_step: int, num_steps: int) -> Batch:
+    idx = batching.batch_indices(len(windows), batch_size, data_seed, start_step, num_steps)
+    return {'tokens': windows[idx]}
+
+  tokens_per_step = batch_size * cfg.context
+  return Task(
+      name='lm',
+      init_params=model.init,
+      loss_fn=loss_fn,
+      train_batches=train_batches,
+      eval_data={
+          s: _evenly_spaced(splits[s]['tokens'], d['eval_windows'], d['eval_batch_size'], s)
+          for s in ('valid', 'test')
+      },
+      eval_metrics=eval_metrics,
+      metric_modes={'loss': 'min', 'perplexity': 'min', 'bits_per_byte': 'min'},
+      steps_per_epoch=len(windows) // batch_size,
+      tokens_per_step=tokens_per_step,
+      flops_per_step=float(models.flops_per_token(cfg) * tokens_per_step),
+      param_count=model.param_count,
+  )
+
+
+@functools.lru_cache(maxsize=16)
+def _lm_model(cfg: models.TransformerConfig) -> models.PureModel:
+  """The transformer's ``PureModel``, one per structure (so repeated builds share functions)."""
+  return models.pure(lambda rngs: models.Transformer(cfg, rngs=rngs))
+
+
+def build(config: ml_collections.ConfigDict) -> Task:
+  """The task ``config.task`` with model ``config.model`` and data ``config.data``.
+
+  Unknown names, fields or values raise a ValueError naming the field (and the valid choices).
+  """
+  name = config.task
+  if name not in TASKS:
+    raise _unknown_task(name)
+  if name == 'classic':
+    return _build_classic(config.model, config.data)
+  if name == 'lm':
+    return _build_lm(config.model, config.data)
+  return _build_tabular(name, config.model, config.data)
