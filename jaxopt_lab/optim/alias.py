@@ -273,7 +273,9 @@ def rmsprop(
         \text{ (or } d_t + \mu\, b_t \text{ if nesterov)}
     \end{align*}
 
-  (the bracketed term only when `centered`). As in Optax, the momentum trace comes after the
+  (the bracketed term only when `centered`, where the difference is clipped at 0 so that a
+  rounding error cannot make it negative; Optax returns NaN in that case, e.g. at the first
+  step of `centered=True, bias_correction=True`). As in Optax, the momentum trace comes after the
   learning-rate scaling, so it accumulates already-scaled steps. The first update with
   `initial_scale=0` and no momentum is :math:`-\alpha g_1 / \sqrt{(1-\rho) g_1^2 + \varepsilon}`.
 

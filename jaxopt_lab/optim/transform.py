@@ -266,11 +266,15 @@ def scale_by_stddev(
     \begin{align*}
       m_t &\leftarrow \rho\, m_{t-1} + (1-\rho) g_t, \qquad m_0 = 0 \\
       v_t &\leftarrow \rho\, v_{t-1} + (1-\rho) g_t^2, \qquad v_0 = \text{initial\_scale} \\
-      u_t &\leftarrow g_t / \sqrt{\hat v_t - \hat m_t^2 + \varepsilon} \text{ if eps\_in\_sqrt
-             else } g_t / (\sqrt{\hat v_t - \hat m_t^2} + \varepsilon)
+      \sigma_t^2 &\leftarrow \max(\hat v_t - \hat m_t^2, 0) \\
+      u_t &\leftarrow g_t / \sqrt{\sigma_t^2 + \varepsilon} \text{ if eps\_in\_sqrt
+             else } g_t / (\sqrt{\sigma_t^2} + \varepsilon)
     \end{align*}
 
-  where hats are bias-corrected by :math:`1-\rho^t` if `bias_correction`, else plain.
+  where hats are bias-corrected by :math:`1-\rho^t` if `bias_correction`, else plain. The
+  variance estimate is clipped at 0, which Optax's `scale_by_stddev` does not do: it differs
+  only where rounding makes the estimate negative (Optax then returns NaN), as at the first
+  step with `bias_correction=True`, where the estimate is exactly 0.
 
   Args:
     decay: the averages' decay :math:`\rho`, in [0, 1].
@@ -302,7 +306,9 @@ def scale_by_stddev(
       mu_hat, nu_hat = _debias(mu, decay, count), _debias(nu, decay, count)
     else:
       mu_hat, nu_hat = mu, nu
-    variance = jax.tree.map(lambda m, v: v - m**2, mu_hat, nu_hat)
+    # Clipped at 0: with bias correction the first estimate is exactly 0 (one sample), and
+    # rounding may make v - m^2 slightly negative, whose root would be NaN.
+    variance = jax.tree.map(lambda m, v: jnp.maximum(v - m**2, 0), mu_hat, nu_hat)
     scaling = _inverse_root(variance, eps, eps_in_sqrt)
     out = jax.tree.map(lambda s, g: s * g, scaling, updates)
     new_state = ScaleByStddevState(
