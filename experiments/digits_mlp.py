@@ -8,7 +8,7 @@ from jaxopt_lab.configs import base_config
 
 def get_config():
   config = base_config("digits")
-  config.model.widths = (256, 256)  # hidden widths: 64 inputs -> 256 -> 256 -> 10 classes
+  config.model.hidden = (256, 256)  # hidden widths: 64 inputs -> 256 -> 256 -> 10 classes
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
   config.data.batch_size = 128

@@ -9,9 +9,10 @@ from jaxopt_lab.tasks import lm_size_config
 
 def get_config():
   config = base_config("lm")
-  config.model.update(lm_size_config("small"))
+  size = lm_size_config("small")
+  config.model.update(size.model)
+  config.data.update(size.data)
   config.model.dtype = "bfloat16"
-  config.data.batch_size = 32
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-3
   config.optimizer.b2 = 0.95

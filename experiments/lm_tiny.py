@@ -11,8 +11,9 @@ from jaxopt_lab.tasks import lm_size_config
 
 def get_config():
   config = base_config("lm")
-  config.model.update(lm_size_config("tiny"))
-  config.data.batch_size = 16
+  size = lm_size_config("tiny")  # width 128, depth 2, heads 4, context 128, batch 16
+  config.model.update(size.model)
+  config.data.update(size.data)
   config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 3e-3
   config.optimizer.b2 = 0.95

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging as pylogging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -26,6 +27,13 @@ def log_devices() -> None:
   )
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Drops INFO records of orbax, whose saves log a dozen lines each."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run(main)`, printing a user's mistake as one line `error: ...` and exiting 1.
 
@@ -36,6 +44,8 @@ def run(main: Callable[[list[str]], None]) -> None:
   from jaxopt_lab.train import TrainingDiverged  # noqa: PLC0415  (keeps this module light)
 
   def guarded(argv: list[str]) -> None:
+    # orbax logs every step of every save at INFO; keep the run's own lines readable.
+    pylogging.getLogger("absl").addFilter(_QuietLibraries())
     try:
       main(argv)
     except (ValueError, FileNotFoundError, TrainingDiverged) as e:

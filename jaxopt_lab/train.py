@@ -254,7 +254,7 @@ class Progress:
       parts.append(f"{rate * self.tokens:,.0f} tok/s")
     if self.flops and rate:
       achieved = rate * self.flops
-      parts.append(f"{achieved / 1e9:,.1f} GFLOP/s")
+      parts.append(f"{achieved / 1e9:,.3g} GFLOP/s")
       if self.peak:
         parts.append(f"MFU {100 * achieved / self.peak:.1f}%")
     logging.info(" | ".join(parts))

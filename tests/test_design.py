@@ -283,7 +283,7 @@ def test_config_overrides_paths():
   factors = {name: {"values": [v]} for name, v in [
       ("optimizer", "adamw"), ("nesterov", True), ("centered", False), ("schedule", "cosine"),
       ("width", 32), ("depth", 2), ("heads", 4), ("context", 64), ("dtype", "bfloat16"),
-      ("batch_size", 16), ("widths", [64, 32]),
+      ("batch_size", 16), ("hidden", [64, 32]),
   ]}
   factors["weight_decay"] = {"values": [0.1], "vmap": False}
   factors["learning_rate"] = {"values": [0.01]}
@@ -299,20 +299,20 @@ def test_config_overrides_paths():
       "model.context": 64,
       "model.dtype": "bfloat16",
       "data.batch_size": 16,
-      "model.widths": [64, 32],
+      "model.hidden": [64, 32],
       "optimizer.weight_decay": 0.1,
   }
   assert "learning_rate" not in str(config_overrides(point))
-  assert point.group.endswith("widths=64x32,weight_decay=0.1")
+  assert point.group.endswith("hidden=64x32,weight_decay=0.1")
   # The paths apply to a ConfigDict with those fields.
   config = ml_collections.ConfigDict(dict(
       optimizer=dict(name="sgd", nesterov=False, centered=True, schedule="constant",
                      weight_decay=0.0),
-      model=dict(width=8, depth=1, heads=1, context=8, dtype="float32", widths=[8]),
+      model=dict(width=8, depth=1, heads=1, context=8, dtype="float32", hidden=[8]),
       data=dict(batch_size=4),
   ))
   config.update_from_flattened_dict(config_overrides(point))
-  assert config.model.widths == [64, 32] and config.optimizer.weight_decay == 0.1
+  assert config.model.hidden == [64, 32] and config.optimizer.weight_decay == 0.1
 
 
 def test_columns_and_declaration_order():
@@ -346,7 +346,7 @@ def test_csv_round_trip(tmp_path):
   factors = {
       "optimizer": {"values": ["sgd", "adam"]},
       "nesterov": {"values": [False, True]},
-      "widths": {"values": [[64, 32], [16]]},
+      "hidden": {"values": [[64, 32], [16]]},
       "width": {"values": [32]},
       "clip_norm": {"scale": "int", "low": 1, "high": 3, "num": 2, "vmap": False},
       "learning_rate": {"scale": "log", "low": 1e-4, "high": 1.0},
@@ -360,7 +360,7 @@ def test_csv_round_trip(tmp_path):
   assert back == points
   assert type(back[0].structural["clip_norm"]) is int
   assert type(back[0].structural["nesterov"]) is bool
-  assert back[0].structural["widths"] == [64, 32]
+  assert back[0].structural["hidden"] == [64, 32]
   with open(path, newline="") as f:
     rows = list(csv.reader(f))
   assert rows[0] == design_columns(cfg)

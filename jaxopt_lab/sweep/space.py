@@ -41,7 +41,7 @@ STRUCTURAL_FACTORS: dict[str, str] = {
     "context": "model.context",
     "dtype": "model.dtype",
     "batch_size": "data.batch_size",
-    "widths": "model.widths",
+    "hidden": "model.hidden",
 }
 
 DESIGNS = ("grid", "random", "sobol", "lhs", "factorial", "fractional_factorial", "explicit")
@@ -61,7 +61,7 @@ def config_path(name: str) -> str:
 def format_value(value: Any) -> str:
   """A factor value as text, for group names and CSV cells (floats round-trip exactly).
 
-  Sequences (e.g. `widths=[64, 32]`) are written `64x32`, so a group name holds no extra commas.
+  Sequences (e.g. `hidden=[64, 32]`) are written `64x32`, so a group name holds no extra commas.
   """
   if isinstance(value, bool | str):
     return str(value)

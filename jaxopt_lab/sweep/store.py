@@ -107,7 +107,8 @@ class Store:
     self.metric_modes.update(task.metric_modes)
     self.eval_splits = tuple(task.eval_data)
     for i, point in enumerate(point_ids):
-      self.hparams[point] = {k: float(v[i]) for k, v in hparams.items()}
+      # str() of a float32 is its shortest round-trip text: 1e-4, not 9.99999974e-05.
+      self.hparams[point] = {k: float(str(v[i])) for k, v in hparams.items()}
     del group_name
 
   def add_train_rows(self, ids: Sequence[int], step: int, means: Mapping[str, np.ndarray]) -> None:
@@ -156,8 +157,7 @@ class Store:
       by_point.setdefault(row["point"], []).append(row)
     out = []
     for p in self.points:
-      row = {"point": p.point, "group": p.group, "replicate": p.replicate, "seed": p.seed,
-             **p.structural, **p.values}
+      row = design.design_row(p)
       row.update({f"hp_{k}": v for k, v in self.hparams.get(p.point, {}).items()})
       row.update(self.status[p.point])
       rows = sorted(by_point.get(p.point, []), key=lambda r: r["step"])
@@ -201,15 +201,23 @@ class Store:
     self.release()
 
   def best_point(self, group: str) -> str | None:
-    """A line naming the best point of `group` on the tuning metric (valid split)."""
+    """A line naming the best value point of `group`: the mean tuning metric over its seeds.
+
+    The tuning metric is `sweep.metric` on the valid split; a diverged replicate makes its value
+    point ineligible.
+    """
     metric = self.config.sweep.metric
     key = f"final_valid_{metric}"
     sign = -1.0 if self.metric_modes.get(metric) == "max" else 1.0
-    rows = [r for r in self.summary_rows()
-            if r["group"] == group and r["status"] == "ok" and math.isfinite(r.get(key, math.nan))]
-    if not rows:
+    scores: dict[tuple, list[float]] = {}
+    for p, row in zip(self.points, self.summary_rows(), strict=True):
+      if p.group == group:
+        ok = row["status"] == "ok" and math.isfinite(row.get(key, math.nan))
+        scores.setdefault(tuple(p.values.items()), []).append(row[key] if ok else math.inf)
+    finite = {v: float(np.mean(s)) for v, s in scores.items() if all(map(math.isfinite, s))}
+    if not finite:
       return None
-    best = min(rows, key=lambda r: sign * r[key])
-    values = ", ".join(f"{k}={v:.4g}" for k, v in self.hparams[best["point"]].items())
-    return f"point {best['point']} (seed {best['seed']}): valid {metric} {best[key]:.4f}; {values}"
-
+    best = min(finite, key=lambda v: sign * finite[v])
+    values = ", ".join(f"{k}={v:.4g}" for k, v in best) or "the base config"
+    n = len(scores[best])
+    return f"{values}: valid {metric} {finite[best]:.4f} (mean over {n} seed{'s' * (n > 1)})"
