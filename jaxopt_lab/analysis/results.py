@@ -1,0 +1,383 @@
+"""Loads an experiment directory into NumPy arrays, one block per structural group.
+
+The experiment directory (written by the sweep driver) holds `config.json`, `design.csv`,
+`summary.csv`, `metrics.jsonl` and `run.json`. This module reads those files and nothing else;
+a sweep still running (or killed) loads with what is there, and `Progress` says what is not.
+
+Within a group, the points are arranged as a `[configurations, replicates]` grid: a
+configuration is one setting of the value factors, a replicate index is a common-random-number
+seed shared across configurations and groups, so `[:, r]` of two groups are paired.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from jaxopt_lab import files
+
+CONFIG_FILE = "config.json"
+DESIGN_FILE = "design.csv"
+SUMMARY_FILE = "summary.csv"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+REQUIRED_FILES = (CONFIG_FILE, DESIGN_FILE)
+DESIGN_ID_COLUMNS = ("point", "group", "replicate", "seed")
+# Used only when run.json (which records the modes) is missing.
+DEFAULT_METRIC_MODES = {"loss": "min", "perplexity": "min", "bits_per_byte": "min",
+                        "accuracy": "max"}
+FINISHED = ("ok", "diverged")
+
+
+def _read_csv(path: str) -> tuple[list[str], list[dict[str, str]]]:
+  with open(path, encoding="utf-8", newline="") as f:
+    reader = csv.DictReader(f)
+    rows = list(reader)
+    return list(reader.fieldnames or []), rows
+
+
+def _to_float(text: str) -> float:
+  try:
+    return float(text) if text.strip() else math.nan
+  except ValueError:
+    return math.nan
+
+
+def _is_number(text: str) -> bool:
+  try:
+    float(text)
+  except ValueError:
+    return False
+  return True
+
+
+def parse_column(texts: list[str]) -> np.ndarray:
+  """A float array if every non-empty cell is a number (empty -> NaN), else an object array."""
+  if all(_is_number(t) for t in texts if t.strip()):
+    return np.array([_to_float(t) for t in texts], dtype=np.float64)
+  return np.array(texts, dtype=object)
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+  """How far the sweep got."""
+
+  run_status: str | None  # run.json "status"; None when run.json is missing
+  design_points: int
+  finished: int  # summary rows with status ok or diverged
+  running: int  # summary rows with status running
+  missing: int  # design points without a summary row
+  has_summary: bool
+  max_step: dict[int, int]  # point -> last step in metrics.jsonl (for points not finished)
+
+  @property
+  def complete(self) -> bool:
+    return self.run_status == "complete" and self.running == 0 and self.missing == 0
+
+  def describe(self) -> str:
+    """One sentence for the banner of an incomplete sweep."""
+    status = "unknown (no run.json)" if self.run_status is None else repr(self.run_status)
+    parts = [f"run status {status}",
+             f"{self.finished} of {self.design_points} points finished"]
+    if self.running:
+      parts.append(f"{self.running} running")
+    if self.missing:
+      parts.append(f"{self.missing} without a summary row")
+    if not self.has_summary:
+      parts.append("no summary.csv yet")
+    if self.max_step:
+      steps = np.array(list(self.max_step.values()))
+      parts.append(f"unfinished points logged up to step {steps.min()}..{steps.max()}")
+    return "; ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  """The finished points of one structural group, as `[C, R]` arrays (C configs, R replicates).
+
+  Cells without a finished point hold `point = -1`, `finished = False` and NaN values.
+  """
+
+  group: str  # the `group` column
+  label: str  # the optimizer name when groups differ only by optimizer, else `group`
+  factors: tuple[str, ...]  # value factors that vary within the group
+  levels: dict[str, np.ndarray]  # factor -> level per configuration, [C]
+  lr: np.ndarray  # [C]; NaN when the learning rate is unknown
+  point: np.ndarray  # int [C, R]
+  finished: np.ndarray  # bool [C, R]
+  diverged: np.ndarray  # bool [C, R]; status diverged or a non-finite final metric
+  diverged_step: np.ndarray  # [C, R]
+  steps: np.ndarray  # [C, R] steps done
+  valid: np.ndarray  # [C, R] final valid metric as in summary.csv
+  test: np.ndarray  # [C, R] final test metric as in summary.csv
+  cap: float  # the metric a failed point counts as (see `cap_source`)
+  cap_source: str
+
+  @property
+  def num_configs(self) -> int:
+    return self.point.shape[0]
+
+  def scored(self, split: str) -> np.ndarray:
+    """[C, R] values of `split` ("valid" or "test") with diverged points at the cap.
+
+    Unfinished cells stay NaN.
+    """
+    values = {"valid": self.valid, "test": self.test}[split]
+    return np.where(self.diverged, self.cap, values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """An experiment directory, loaded."""
+
+  workdir: str
+  config: dict[str, Any]
+  run: dict[str, Any]  # empty when run.json is missing
+  design: dict[str, np.ndarray]  # design.csv columns
+  summary: dict[str, np.ndarray]  # summary.csv columns (all rows); empty when missing
+  metric: str  # config["sweep"]["metric"]
+  mode: str  # "min" | "max"
+  mode_source: str
+  test_split: str  # "test", or "valid" when summary.csv has no test metric
+  structural_factors: tuple[str, ...]
+  value_factors: tuple[str, ...]
+  lr_column: str | None  # "learning_rate" (a declared factor), "hp_learning_rate" or None
+  num_replicates: int
+  progress: Progress
+  groups: tuple[Group, ...]
+  curves: dict[int, dict[str, dict[str, np.ndarray]]]  # point -> split -> {"step", metrics}
+
+  @property
+  def design_name(self) -> str:
+    design = self.config.get("sweep", {}).get("design")
+    return design if isinstance(design, str) else "unknown"
+
+
+def check_experiment_dir(workdir: str | os.PathLike) -> str:
+  """Returns `workdir` as a str; raises FileNotFoundError when it is not an experiment."""
+  workdir = os.fspath(workdir)
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"experiment directory {workdir!r} does not exist")
+  missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(workdir, f))]
+  if missing:
+    raise FileNotFoundError(
+        f"{workdir!r} is not an experiment directory: missing {', '.join(missing)} "
+        f"(an experiment directory holds {', '.join(REQUIRED_FILES)}, written by scripts/sweep.py)")
+  return workdir
+
+
+def _structural_factors(factor_columns: list[str], groups: np.ndarray) -> tuple[str, ...]:
+  """Factors named as `name=` in the group labels (and constant within each group)."""
+  found = []
+  for name in factor_columns:
+    pattern = re.compile(rf"(?:^|[^\w]){re.escape(name)}=")
+    if all(pattern.search(str(g)) for g in np.unique(groups)):
+      found.append(name)
+  return tuple(found)
+
+
+def _load_curves(path: str) -> dict[int, dict[str, dict[str, np.ndarray]]]:
+  if not os.path.isfile(path):
+    return {}
+  rows: dict[int, dict[str, list[dict[str, Any]]]] = {}
+  for row in files.read_jsonl(path):
+    rows.setdefault(int(row["point"]), {}).setdefault(str(row["split"]), []).append(row)
+  curves = {}
+  for point, splits in rows.items():
+    curves[point] = {}
+    for split, rs in splits.items():
+      rs = sorted(rs, key=lambda r: r["step"])
+      keys = sorted({k for r in rs for k in r} - {"point", "split"})
+      curves[point][split] = {
+          k: np.array([_num(r.get(k)) for r in rs], dtype=np.float64) for k in keys}
+  return curves
+
+
+def _num(value: Any) -> float:
+  if value is None:
+    return math.nan
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return math.nan
+
+
+def _cap(metric: str, mode: str, points: np.ndarray, valid: np.ndarray,
+         curves: dict[int, dict[str, dict[str, np.ndarray]]]) -> tuple[float, str]:
+  """The value a failed point counts as: the metric at initialisation where known."""
+  at_init = []
+  first_train = []
+  for p in points[points >= 0]:
+    splits = curves.get(int(p), {})
+    valid_curve = splits.get("valid", {})
+    if metric in valid_curve and valid_curve["step"].size and valid_curve["step"][0] == 0:
+      at_init.append(valid_curve[metric][0])
+    train_curve = splits.get("train", {})
+    if metric in train_curve and train_curve["step"].size:
+      first_train.append(train_curve[metric][0])
+  at_init = np.array(at_init)
+  at_init = at_init[np.isfinite(at_init)]
+  if at_init.size:
+    return float(np.median(at_init)), f"valid {metric} at step 0, median over the group"
+  first_train = np.array(first_train)
+  first_train = first_train[np.isfinite(first_train)]
+  if first_train.size:
+    return (float(np.median(first_train)),
+            f"first logged train {metric}, median over the group; no step-0 evaluation")
+  finite = valid[np.isfinite(valid)]
+  if finite.size:
+    worst = finite.max() if mode == "min" else finite.min()
+    return float(worst), f"worst finite final valid {metric} in the group; no initial value logged"
+  return math.nan, "unknown (no finite value in the group)"
+
+
+def load_experiment(workdir: str | os.PathLike) -> Experiment:
+  """Reads an experiment directory.
+
+  Args:
+    workdir: the directory written by the sweep driver.
+
+  Returns:
+    An `Experiment`.
+
+  Raises:
+    FileNotFoundError: `workdir` is not an experiment directory (names what is missing).
+    ValueError: the tuning metric or its mode is unknown, or design.csv lacks its id columns.
+  """
+  workdir = check_experiment_dir(workdir)
+  with open(os.path.join(workdir, CONFIG_FILE), encoding="utf-8") as f:
+    config = json.load(f)
+  run_path = os.path.join(workdir, RUN_FILE)
+  run: dict[str, Any] = {}
+  if os.path.isfile(run_path):
+    with open(run_path, encoding="utf-8") as f:
+      run = json.load(f)
+
+  design_columns, design_rows = _read_csv(os.path.join(workdir, DESIGN_FILE))
+  missing_cols = [c for c in DESIGN_ID_COLUMNS if c not in design_columns]
+  if missing_cols:
+    raise ValueError(f"{os.path.join(workdir, DESIGN_FILE)!r} lacks columns {missing_cols}; "
+                     f"expected {list(DESIGN_ID_COLUMNS)} then one column per factor")
+  design_text = {c: [r[c] for r in design_rows] for c in design_columns}
+  design = {c: parse_column(v) for c, v in design_text.items()}
+  factor_columns = [c for c in design_columns if c not in DESIGN_ID_COLUMNS]
+  structural = _structural_factors(factor_columns, design["group"])
+  value_factors = tuple(c for c in factor_columns if c not in structural)
+
+  summary_path = os.path.join(workdir, SUMMARY_FILE)
+  summary_columns, summary_rows = ([], [])
+  if os.path.isfile(summary_path):
+    summary_columns, summary_rows = _read_csv(summary_path)
+  summary = {c: parse_column([r[c] for r in summary_rows]) for c in summary_columns}
+
+  sweep = config.get("sweep", {})
+  metric = sweep.get("metric", "loss") if isinstance(sweep, dict) else "loss"
+  modes = run.get("metric_modes") or {}
+  if metric in modes:
+    mode, mode_source = modes[metric], "run.json metric_modes"
+  elif metric in DEFAULT_METRIC_MODES:
+    mode, mode_source = DEFAULT_METRIC_MODES[metric], "default for the metric (run.json lacks it)"
+  else:
+    raise ValueError(
+        f"config sweep.metric={metric!r}: its mode (min/max) is not in run.json metric_modes "
+        f"{sorted(modes)} nor among the known metrics {sorted(DEFAULT_METRIC_MODES)}")
+  if mode not in ("min", "max"):
+    raise ValueError(f"run.json metric_modes[{metric!r}] must be 'min' or 'max', got {mode!r}")
+  valid_col, test_col = f"final_valid_{metric}", f"final_test_{metric}"
+  if summary_rows and valid_col not in summary:
+    available = sorted(c[len("final_valid_"):] for c in summary if c.startswith("final_valid_"))
+    raise ValueError(f"config sweep.metric={metric!r} has no column {valid_col!r} in "
+                     f"summary.csv; metrics there: {available}")
+  test_split = "test" if (not summary_rows or test_col in summary) else "valid"
+  if test_split == "valid":
+    test_col = valid_col
+
+  if "learning_rate" in value_factors:
+    lr_column = "learning_rate"
+  elif "hp_learning_rate" in summary:
+    lr_column = "hp_learning_rate"
+  else:
+    lr_column = None
+
+  curves = _load_curves(os.path.join(workdir, METRICS_FILE))
+
+  # Index the summary by point.
+  status = {}
+  by_point: dict[int, int] = {}
+  if summary_rows:
+    for i, p in enumerate(summary["point"]):
+      by_point[int(p)] = i
+      status[int(p)] = str(summary_rows[i].get("status", "")).strip()
+  finished_points = {p for p, s in status.items() if s in FINISHED}
+  design_points = [int(p) for p in design["point"]]
+  unfinished = [p for p in design_points if p not in finished_points]
+  max_step = {}
+  for p in unfinished:
+    steps = [c["step"][-1] for c in curves.get(p, {}).values() if c["step"].size]
+    if steps:
+      max_step[p] = int(max(steps))
+  progress = Progress(
+      run_status=run.get("status"),
+      design_points=len(design_points),
+      finished=len(finished_points & set(design_points)),
+      running=sum(1 for p in design_points if status.get(p) == "running"),
+      missing=sum(1 for p in design_points if p not in status),
+      has_summary=bool(summary_columns),
+      max_step=max_step)
+
+  num_replicates = int(np.nanmax(design["replicate"])) + 1 if design_points else 0
+  only_optimizer = structural == ("optimizer",)
+  groups = []
+  for group in dict.fromkeys(str(g) for g in design["group"]):
+    rows = [i for i, g in enumerate(design["group"]) if str(g) == group]
+    keys = {}
+    for i in rows:
+      keys.setdefault(tuple(design_text[f][i] for f in value_factors), []).append(i)
+    c, r = len(keys), num_replicates
+    point = np.full((c, r), -1)
+    fin = np.zeros((c, r), bool)
+    div = np.zeros((c, r), bool)
+    div_step, steps, valid, test = (np.full((c, r), np.nan) for _ in range(4))
+    lr = np.full(c, np.nan)
+    for ci, members in enumerate(keys.values()):
+      if lr_column == "learning_rate":
+        lr[ci] = design["learning_rate"][members[0]]
+      for i in members:
+        p, rep = design_points[i], int(design["replicate"][i])
+        point[ci, rep] = p
+        if p not in finished_points:
+          continue
+        s = by_point[p]
+        fin[ci, rep] = True
+        valid[ci, rep] = summary[valid_col][s]
+        test[ci, rep] = summary[test_col][s]
+        steps[ci, rep] = summary["steps"][s] if "steps" in summary else np.nan
+        div_step[ci, rep] = summary["diverged_step"][s] if "diverged_step" in summary else np.nan
+        div[ci, rep] = status[p] == "diverged" or not np.isfinite(valid[ci, rep])
+        if np.isnan(lr[ci]) and "hp_learning_rate" in summary:
+          lr[ci] = summary["hp_learning_rate"][s]
+    first = [members[0] for members in keys.values()]
+    levels_all = {f: design[f][first] for f in value_factors}
+    varying = tuple(f for f, v in levels_all.items() if np.unique(v.astype(str)).size > 1)
+    cap, cap_source = _cap(metric, mode, point, valid, curves)
+    label = group
+    if only_optimizer:
+      label = str(design["optimizer"][rows[0]])
+    groups.append(Group(
+        group=group, label=label, factors=varying,
+        levels={f: levels_all[f] for f in varying}, lr=lr, point=point, finished=fin,
+        diverged=div, diverged_step=div_step, steps=steps, valid=valid, test=test, cap=cap,
+        cap_source=cap_source))
+
+  return Experiment(
+      workdir=workdir, config=config, run=run, design=design, summary=summary, metric=metric,
+      mode=mode, mode_source=mode_source, test_split=test_split, structural_factors=structural,
+      value_factors=value_factors, lr_column=lr_column, num_replicates=num_replicates,
+      progress=progress, groups=tuple(groups), curves=curves)
