@@ -231,6 +231,22 @@ def test_variance_decomposition_pure_interaction_and_seed_share():
   np.testing.assert_allclose(rows["rest"].eps_sq, 0.5, atol=0.07)
 
 
+def test_variance_decomposition_null_factor_unbiased_with_replicated_configs():
+  # 30 configurations x 4 seeds; x1 matters, x2 does not. Over many repeats the corrected eps^2
+  # of x2 averages to zero, while the raw eta^2 is inflated by the chance binning of x1's effect.
+  rng = np.random.default_rng(11)
+  eta, eps = [], []
+  for _ in range(200):
+    x1, x2 = np.repeat(rng.uniform(size=(2, 30)), 4, axis=1)
+    y = 5.0 * x1 + rng.normal(0.0, 0.3, size=x1.size)
+    rows = {r.factor: r for r in stats.variance_decomposition(
+        y, {"x1": x1, "x2": x2}, num_bins=5, config_ids=np.repeat(np.arange(30), 4))}
+    eta.append(rows["x2"].eta_sq)
+    eps.append(rows["x2"].eps_sq)
+  assert abs(np.mean(eps)) < 0.02
+  assert np.mean(eta) > 0.08  # about (bins - 1) / (configs - 1) of the total
+
+
 def test_quantile_bins_keep_ties_together():
   values = np.repeat([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3)
   bins = stats.quantile_bins(values, 3)

@@ -372,7 +372,10 @@ def variance_decomposition(
   For each factor the values are cut into `num_bins` quantile bins (a monotone transform such
   as log10 does not change them) and the correlation ratio eta^2 = SS_between / SS_total is an
   estimate of the first-order Sobol' index Var(E[y | factor]) / Var(y). Few points per bin
-  inflate eta^2; eps^2 subtracts the between-bin sum of squares expected from noise alone.
+  inflate eta^2; eps^2 subtracts the between-bin sum of squares expected from noise alone:
+  (bins - 1) times the mean square between units within a bin, where the units are the
+  configurations when `config_ids` is given (their seeds are not independent draws of the
+  factors) and the points otherwise.
   With `config_ids` (points sharing all factor values, differing in seed), the "seed" row holds
   the within-configuration share: eta^2 = SS_within / SS_total, and eps^2 = MS_within /
   (SS_total / (n - 1)), the seed variance over the total variance. The "rest" row is what
@@ -405,6 +408,14 @@ def variance_decomposition(
     means = np.bincount(codes, weights=y) / counts
     return float(np.sum(counts * (means - y.mean()) ** 2)), counts.size
 
+  # The units that carry the factors: configurations when given (the factors are constant
+  # within one), else the points. The between-bin sum of squares is judged against the
+  # variation between units in one bin (a nested design when units hold several seeds).
+  if config_ids is not None:
+    config_ids = np.asarray(config_ids)
+    ss_units, num_units = between(config_ids)
+  else:
+    ss_units, num_units = ss_total, y.size
   rows = []
   for name, values in factors.items():
     values = np.asarray(values, dtype=np.float64)
@@ -412,14 +423,13 @@ def variance_decomposition(
       raise ValueError(f"factor {name!r} has {values.shape} values, y has {y.shape}")
     bins = quantile_bins(values, num_bins)
     ss_b, b = between(bins)
-    df_w = y.size - b
-    ms_w = (ss_total - ss_b) / df_w if df_w > 0 else math.nan
+    df_err = num_units - b
+    ms_err = (ss_units - ss_b) / df_err if df_err > 0 else math.nan
     eta = ss_b / ss_total if ss_total > 0 else math.nan
-    eps = (ss_b - (b - 1) * ms_w) / ss_total if ss_total > 0 and df_w > 0 else math.nan
+    eps = (ss_b - (b - 1) * ms_err) / ss_total if ss_total > 0 and df_err > 0 else math.nan
     rows.append(VarianceShare(name, eta, eps, b))
   if config_ids is not None:
-    ss_b, b = between(np.asarray(config_ids))
-    ss_w = ss_total - ss_b
+    ss_w, b = ss_total - ss_units, num_units
     eta = ss_w / ss_total if ss_total > 0 else math.nan
     # Seed variance MS_within over the total variance SS_total / (n - 1).
     eps = ss_w / (y.size - b) * (y.size - 1) / ss_total if ss_total > 0 and y.size > b else eta

@@ -1,0 +1,303 @@
+"""Tests of the report built from synthetic experiment directories with a known ground truth.
+
+Numbers are checked against values recomputed here straight from summary.csv (with the csv
+module and SciPy), not through the analysis code.
+"""
+
+import csv
+import math
+import os
+import re
+import subprocess
+import sys
+
+import fixtures_expdir as fx
+import numpy as np
+import pytest
+from scipy import stats as sp_stats
+
+from jaxopt_lab.analysis import findings, report, results
+
+RESAMPLES = 500
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _read_csv(path):
+  with open(path, newline="", encoding="utf-8") as f:
+    return list(csv.DictReader(f))
+
+
+def _close(text, value, rel=1e-4):
+  return math.isclose(float(text), value, rel_tol=rel, abs_tol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+  """Two optimizers x 7 learning rates x 3 seeds; sgd diverges at lr 0.1."""
+  workdir = tmp_path_factory.mktemp("grid")
+  truth = fx.write_expdir(workdir)
+  path = report.write_report(workdir, num_resamples=RESAMPLES)
+  with open(path, encoding="utf-8") as f:
+    md = f.read()
+  return truth, str(workdir), path, md
+
+
+def _summary_by_config(workdir):
+  """(optimizer, lr) -> list of summary rows over replicates, from the raw CSV."""
+  out = {}
+  for row in _read_csv(os.path.join(workdir, "summary.csv")):
+    out.setdefault((row["optimizer"], float(row["learning_rate"])), []).append(row)
+  return out
+
+
+def _scored(row, split):
+  return fx.INIT_LOSS if row["status"] == "diverged" else float(row[f"final_{split}_loss"])
+
+
+def test_report_has_every_section_and_figure(grid):
+  _, workdir, path, md = grid
+  out = os.path.dirname(path)
+  assert path == os.path.join(workdir, "report", "report.md")
+  for section in report.SECTIONS:
+    assert f"\n## {section}\n" in md, section
+  linked = re.findall(r"\]\(([^)]+\.png)\)", md)
+  assert sorted(linked) == sorted(["lr_sensitivity.png", "learning_curves.png",
+                                   "tuning_curves.png", "effects.png"])
+  for name in linked:
+    with open(os.path.join(out, name), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  for name in ("comparison.csv", "sensitivity.csv", "pairs.csv", "lr_curves.csv",
+               "tuning_curves.csv", "effects.csv", "compute.csv"):
+    assert os.path.isfile(os.path.join(out, name)), name
+  assert not [n for n in os.listdir(out) if n.endswith(".tmp")]  # atomic writes left nothing
+  with open(os.path.join(out, "report.html"), encoding="utf-8") as f:
+    page = f.read()
+  assert page.count('src="data:image/png;base64,') == len(linked)
+  assert "http" not in page and "href" not in page  # self-contained
+  for section in report.SECTIONS:
+    assert f"<h2>{section}</h2>" in page
+  assert "TensorBoard" in md
+
+
+def test_comparison_matches_summary(grid):
+  _, workdir, path, md = grid
+  by_config = _summary_by_config(workdir)
+  rows = {r["label"]: r for r in _read_csv(os.path.join(workdir, "report", "comparison.csv"))}
+  chosen = {}
+  for opt in ("adam", "sgd"):
+    # The best configuration by mean validation loss (diverged at the initial loss).
+    configs = {lr: rs for (o, lr), rs in by_config.items() if o == opt}
+    best_lr = min(configs, key=lambda lr: np.mean([_scored(r, "valid") for r in configs[lr]]))
+    np.testing.assert_allclose(np.log10(best_lr), fx.LOG10_BEST_LR[opt])  # the ground truth
+    reps = sorted(configs[best_lr], key=lambda r: int(r["replicate"]))
+    chosen[opt] = np.array([_scored(r, "test") for r in reps])
+    row = rows[opt]
+    assert _close(row["learning_rate"], best_lr, rel=1e-2)
+    assert row["best_points"] == " ".join(r["point"] for r in reps)
+    assert _close(row["test_mean"], chosen[opt].mean())
+    assert _close(row["valid_mean"], np.mean([_scored(r, "valid") for r in reps]))
+    assert row["n"] == "3" and row["configs"] == "7" and row["points"] == "21"
+    assert float(row["test_ci_low"]) < float(row["test_mean"]) < float(row["test_ci_high"])
+    # The text shows the same strings.
+    assert f"| {row['rank']} | {opt} | {row['learning_rate']} |" in md
+    assert f"| {row['test_mean']} | [{row['test_ci_low']}, {row['test_ci_high']}] |" in md
+  assert rows["adam"]["rank"] == "1" and rows["sgd"]["rank"] == "2"
+  sgd = rows["sgd"]
+  assert _close(sgd["diff_vs_best"], np.mean(chosen["sgd"] - chosen["adam"]))
+  ref = sp_stats.ttest_rel(chosen["sgd"], chosen["adam"])
+  assert sgd["t_pvalue"] == report.fmt_p(ref.pvalue)
+  assert sgd["wilcoxon_pvalue"] == ""  # 3 pairs: too few for a Wilcoxon test
+  assert f"| {sgd['diff_vs_best']} | [{sgd['diff_ci_low']}, {sgd['diff_ci_high']}] |" in md
+
+
+def test_sensitivity_matches_summary(grid):
+  _, workdir, _, md = grid
+  by_config = _summary_by_config(workdir)
+  rows = {r["label"]: r for r in _read_csv(os.path.join(workdir, "report", "sensitivity.csv"))}
+  sens = {}
+  for opt in ("adam", "sgd"):
+    lrs = sorted(lr for o, lr in by_config if o == opt)
+    values = np.array([[_scored(r, "valid") for r in sorted(by_config[opt, lr],
+                                                           key=lambda r: int(r["replicate"]))]
+                       for lr in lrs])  # [lr, replicate]
+    capped = np.minimum(values, fx.INIT_LOSS)
+    sens[opt] = np.mean(capped - capped.min(axis=0), axis=0).mean()  # Wortsman, per seed
+    row = rows[opt]
+    assert _close(row["lr_sensitivity"], sens[opt])
+    assert _close(row["cap"], fx.INIT_LOSS) and "step 0" in row["cap_source"]
+    assert _close(row["best_median_valid"], np.median(values, axis=1).min())
+    assert row["num_lrs"] == "7"
+    assert f"| {row['lr_sensitivity']} |" in md
+  assert rows["sgd"]["diverged_points"] == "3" and _close(rows["sgd"]["first_diverged_lr"], 0.1)
+  assert rows["adam"]["diverged_points"] == "0" and rows["adam"]["first_diverged_lr"] == ""
+  assert sens["sgd"] > sens["adam"]  # sgd's optimum sits near the diverging edge
+  curves = _read_csv(os.path.join(workdir, "report", "lr_curves.csv"))
+  top = [r for r in curves if r["label"] == "sgd" and _close(r["learning_rate"], 0.1)]
+  assert top[0]["diverged"] == "3" and top[0]["diverged_steps"] == "30 30 30"
+
+
+def test_tuning_curve_matches_closed_form(grid):
+  _, workdir, _, _ = grid
+  by_config = _summary_by_config(workdir)
+  rows = [r for r in _read_csv(os.path.join(workdir, "report", "tuning_curves.csv"))
+          if r["label"] == "sgd"]
+  v = np.sort([_scored(r, "valid") for (o, _), rs in by_config.items() if o == "sgd"
+               for r in rs])
+  n = v.size
+  assert len(rows) == n
+  for r in rows:
+    k = int(r["k"])
+    i = np.arange(1, n + 1)
+    expected = np.sum(v * (((n - i + 1) / n) ** k - ((n - i) / n) ** k))
+    assert _close(r["expected_best"], expected)
+  assert _close(rows[0]["expected_best"], v.mean())
+
+
+def test_learning_curves_of_best_and_neighbours(grid):
+  _, workdir, _, _ = grid
+  exp = results.load_experiment(workdir)
+  f = findings.analyse(exp, num_resamples=100)
+  by_config = _summary_by_config(workdir)
+  for sel, curves in f.learning_curves:
+    assert [c.role for c in curves] == ["best", "lower lr", "higher lr"]
+    for c in curves:
+      final = [float(r["final_valid_loss"]) for r in by_config[sel.group.label, c.lr]
+               if r["status"] == "ok"]
+      if final:  # the curve ends at the summary's final value (median over seeds)
+        assert _close(c.valid[-1], np.median(final))
+      assert c.step[0] == 0 and _close(c.valid[0], fx.INIT_LOSS)
+  assert f.learning_curves[1][1][2].lr == pytest.approx(0.1)  # sgd's diverged neighbour
+  assert np.isnan(f.learning_curves[1][1][2].valid[-1])
+
+
+def test_compute_accounting(grid):
+  _, workdir, _, md = grid
+  rows = {r["group"]: r for r in _read_csv(os.path.join(workdir, "report", "compute.csv"))}
+  adam = rows["optimizer=adam"]
+  assert _close(adam["tokens"], 256 * 100 * 21) and _close(adam["flops_per_second"],
+                                                            1e6 * 100 * 21 / 4.0)
+  assert rows["total"]["points"] == "42" and adam["mfu"] == ""
+  assert "MFU not reported" in md
+
+
+def test_mfu_with_peak_flops(tmp_path):
+  fx.write_expdir(tmp_path, optimizers=("adam",), lrs=(1e-3, 1e-2), replicates=1, diverge=(),
+                  peak_flops=1e8)
+  md = open(report.write_report(tmp_path, num_resamples=50), encoding="utf-8").read()
+  rows = _read_csv(os.path.join(tmp_path, "report", "compute.csv"))
+  assert _close(rows[0]["mfu"], 1e6 * 100 * 2 / 4.0 / 1e8)
+  assert "| MFU |" in md
+
+
+def test_anova_of_grid_matches_hand_computed_sums_of_squares(tmp_path):
+  fx.write_expdir(tmp_path, optimizers=("adam",), lrs=tuple(np.logspace(-4, -1, 4)),
+                  weight_decays=(0.0, 0.1, 0.2), wd_effect=0.5, replicates=2, diverge=())
+  report.write_report(tmp_path, num_resamples=50)
+  rows = {r["term"]: r for r in _read_csv(os.path.join(tmp_path, "report", "effects.csv"))}
+  summary = _read_csv(os.path.join(tmp_path, "summary.csv"))
+  y = np.array([float(r["final_valid_loss"]) for r in summary])
+  grand = y.mean()
+  for factor in ("learning_rate", "weight_decay"):
+    levels = np.array([float(r[factor]) for r in summary])
+    ss = sum(np.sum(levels == lv) * (y[levels == lv].mean() - grand) ** 2
+             for lv in np.unique(levels))  # balanced main-effect sum of squares
+    assert _close(rows[factor]["sum_sq"], ss)
+    assert float(rows[factor]["p"]) < 1e-3  # both factors matter in the ground truth
+  assert rows["learning_rate"]["df"] == "3" and rows["weight_decay"]["df"] == "2"
+  assert rows["learning_rate:weight_decay"]["df"] == "6" and rows["Residual"]["df"] == "12"
+  assert _close(rows["Total"]["sum_sq"], np.sum((y - grand) ** 2))
+
+
+def test_random_design_gives_variance_decomposition(tmp_path):
+  fx.write_expdir(tmp_path, optimizers=("adam",), design="random", num_configs=64,
+                  replicates=2, diverge=())
+  md = open(report.write_report(tmp_path, num_resamples=50), encoding="utf-8").read()
+  rows = {r["term"]: r for r in _read_csv(os.path.join(tmp_path, "report", "effects.csv"))}
+  assert {r["kind"] for r in rows.values()} == {"variance"}
+  assert float(rows["learning_rate"]["eps_sq"]) > 0.5  # lr is what matters in the truth
+  assert abs(float(rows["b1"]["eps_sq"])) < 0.1  # b1 has no effect
+  assert "First-order variance shares" in md and "Largest first-order share: `learning_rate`" in md
+  sens = _read_csv(os.path.join(tmp_path, "report", "sensitivity.csv"))
+  assert sens[0]["num_lrs"] == "64"
+
+
+def test_single_replicate_and_basin_width(tmp_path):
+  # A fine lr grid and no noise: the 5% basin of base + c (x - x0)^2 has width 2 sqrt(.05 b / c).
+  truth = fx.write_expdir(tmp_path, optimizers=("adam",), lrs=tuple(np.logspace(-4, -1, 31)),
+                          replicates=1, noise=0.0, diverge=())
+  md = open(report.write_report(tmp_path, num_resamples=50), encoding="utf-8").read()
+  row = _read_csv(os.path.join(tmp_path, "report", "sensitivity.csv"))[0]
+  best = min(p["valid"] for p in truth.points)
+  for tol, tag in ((0.01, "1pct"), (0.05, "5pct")):
+    width = 2 * math.sqrt(tol * best / fx.CURVATURE)
+    assert abs(float(row[f"basin_{tag}_decades"]) - width) < 0.03, (tag, row)
+    assert row[f"basin_{tag}_open"] == ""
+  assert row["lr_sensitivity_ci_low"] == "" and row["n"] == "1"
+  assert report.NO_INTERVAL in md
+  comp = _read_csv(os.path.join(tmp_path, "report", "comparison.csv"))[0]
+  assert comp["test_ci_low"] == "" and comp["n"] == "1"
+
+
+def test_incomplete_sweep_is_reported_as_such(tmp_path):
+  truth = fx.write_expdir(tmp_path, run_status="running", running_points=(1, 2),
+                          missing_points=(40, 41))
+  md = open(report.write_report(tmp_path, num_resamples=50), encoding="utf-8").read()
+  first_blocks = md.split("\n\n")[:2]
+  assert first_blocks[1].startswith("> **Incomplete sweep:")
+  assert "run status 'running'" in md and "38 of 42 points finished" in md
+  assert "2 running" in md and "2 without a summary row" in md
+  rows = {r["label"]: r for r in _read_csv(os.path.join(tmp_path, "report", "comparison.csv"))}
+  assert int(rows["adam"]["points"]) == 19  # points 1 and 2 (adam) not yet finished
+  assert len(truth.points) == 42
+
+
+def test_sweep_without_summary_yet(tmp_path):
+  fx.write_expdir(tmp_path, run_status="running")
+  os.remove(os.path.join(tmp_path, "summary.csv"))
+  md = open(report.write_report(tmp_path, num_resamples=50), encoding="utf-8").read()
+  assert "no summary.csv yet" in md and "0 of 42 points finished" in md
+  assert "No finished points yet." in md
+  for section in report.SECTIONS:
+    assert f"\n## {section}\n" in md
+
+
+def test_not_an_experiment_directory(tmp_path):
+  with pytest.raises(FileNotFoundError, match="missing config.json, design.csv") as e:
+    report.write_report(tmp_path)
+  assert str(tmp_path) in str(e.value)
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    report.write_report(tmp_path / "nope")
+
+
+def test_unknown_metric_is_a_clear_error(tmp_path):
+  fx.write_expdir(tmp_path, optimizers=("adam",), lrs=(1e-3,), replicates=1, diverge=())
+  path = os.path.join(tmp_path, "config.json")
+  text = open(path, encoding="utf-8").read().replace('"metric": "loss"', '"metric": "bleu"')
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(text)
+  with pytest.raises(ValueError, match="sweep.metric='bleu'"):
+    report.write_report(tmp_path)
+
+
+def test_script_reports_and_fails_without_traceback(tmp_path):
+  good = tmp_path / "good"
+  fx.write_expdir(good, optimizers=("adam",), lrs=(1e-3, 1e-2), replicates=1, diverge=())
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  script = os.path.join(REPO, "scripts", "report.py")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  ok = subprocess.run([sys.executable, script, f"--workdir={good}", "--num_resamples=50"],
+                      capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+  assert ok.returncode == 0, ok.stderr
+  assert os.path.isfile(good / "report" / "report.html")
+  fail = subprocess.run([sys.executable, script, f"--workdir={bad}"], capture_output=True,
+                        text=True, env=env, cwd=REPO, timeout=120)
+  assert fail.returncode != 0
+  assert "Traceback" not in fail.stderr
+  assert str(bad) in fail.stderr and "design.csv" in fail.stderr
+
+
+def test_analysis_does_not_import_jax():
+  code = ("import sys; import jaxopt_lab.analysis.report; "
+          "assert not [m for m in sys.modules if m == 'jax' or m.startswith('jax.')]")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
