@@ -444,9 +444,9 @@ def _tuning(doc: Document, f: fnd.Findings, rows: list[dict[str, str]],
   doc.para(
       f"Expected best final valid {exp.metric} after k random draws (with replacement) from "
       "the group's N finished points (each draw one trained point: a configuration with one "
-      "seed, so seed luck counts as it would in a real search), k = 1..N, in closed form (Dodge et al. 2019; Schmidt et al. "
-      "2021), diverged points at the cap; 95% bootstrap band over the points. The full curves "
-      "are in `tuning_curves.csv`.")
+      "seed, so seed luck counts as it would in a real search), k = 1..N, in closed form "
+      "(Dodge et al. 2019; Schmidt et al. 2021), diverged points at the cap; 95% bootstrap band "
+      "over the points. The full curves are in `tuning_curves.csv`.")
   if figure:
     doc.figure(figure, "Tuning curves.")
   if not rows:
