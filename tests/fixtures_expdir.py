@@ -56,6 +56,8 @@ def write_expdir(
     wd_effect: float = 0.0,
     design: str = "grid",
     num_configs: int = 20,
+    configs: list[dict[str, float]] | None = None,
+    effects: dict[str, float] | None = None,
     diverge: tuple[tuple[str, float], ...] = (("sgd", 1e-1),),
     noise: float = 0.01,
     steps: int = 100,
@@ -70,8 +72,9 @@ def write_expdir(
 
   `design="grid"` crosses `lrs` (and `weight_decays`) per optimizer; `design="random"` draws
   `num_configs` log-uniform learning rates in [min(lrs), max(lrs)] and uniform b1 in [0.8, 0.99]
-  (b1 has no effect) per optimizer. `running_points` get summary rows with status "running";
-  `missing_points` get no summary row.
+  (b1 has no effect) per optimizer; any other `design` name takes the value settings from
+  `configs` (each with a learning_rate), and `effects` adds effect * value to the loss per factor.
+  `running_points` get summary rows with status "running"; `missing_points` get no summary row.
   """
   workdir = os.fspath(workdir)
   rng = np.random.default_rng(seed)
@@ -91,8 +94,11 @@ def write_expdir(
     per_opt = {o: [{"learning_rate": float(10 ** rng.uniform(lo, hi)),
                     "b1": float(rng.uniform(0.8, 0.99))} for _ in range(num_configs)]
                for o in optimizers}
+  elif configs:
+    factors += list(configs[0])
+    per_opt = {o: configs for o in optimizers}
   else:
-    raise ValueError(f"design must be 'grid' or 'random', got {design!r}")
+    raise ValueError(f"design {design!r} needs `configs`")
 
   diverge_set = {(o, float(lr)) for o, lr in diverge}
   points = []
@@ -102,7 +108,8 @@ def write_expdir(
         lr = cfg["learning_rate"]
         wd = cfg.get("weight_decay", 0.0)
         valid = (BASE[opt] + CURVATURE * (math.log10(lr) - LOG10_BEST_LR[opt]) ** 2
-                 + wd_effect * wd + shared[rep] + rng.normal(0.0, noise))
+                 + wd_effect * wd + shared[rep] + rng.normal(0.0, noise)
+                 + sum(e * cfg[k] for k, e in (effects or {}).items()))
         test = valid + TEST_OFFSET + rng.normal(0.0, noise / 2)
         diverged = any(o == opt and math.isclose(lr, d) for o, d in diverge_set)
         if diverged:

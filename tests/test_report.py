@@ -208,6 +208,20 @@ def test_anova_of_grid_matches_hand_computed_sums_of_squares(tmp_path):
   assert _close(rows["Total"]["sum_sq"], np.sum((y - grand) ** 2))
 
 
+def test_fractional_factorial_falls_back_to_main_effects(tmp_path):
+  # A 2^(3-1) design (c = a * b): the a:b interaction is aliased with c, so only main effects.
+  half = [{"learning_rate": 1e-3, "a": a, "b": b, "c": a * b} for a in (-1.0, 1.0)
+          for b in (-1.0, 1.0)]
+  fx.write_expdir(tmp_path, optimizers=("adam",), design="fractional_factorial", configs=half,
+                  effects={"a": 0.2, "c": 0.1}, replicates=2, diverge=())
+  md = open(report.write_report(tmp_path, num_resamples=50), encoding="utf-8").read()
+  rows = {r["term"]: r for r in _read_csv(os.path.join(tmp_path, "report", "effects.csv"))}
+  assert set(rows) == {"a", "b", "c", "Residual", "Total"}
+  assert [rows[t]["df"] for t in ("a", "b", "c", "Residual")] == ["1", "1", "1", "4"]
+  assert float(rows["a"]["p"]) < 1e-3 and float(rows["c"]["p"]) < 1e-3
+  assert "aliased with main effects" in md
+
+
 def test_random_design_gives_variance_decomposition(tmp_path):
   fx.write_expdir(tmp_path, optimizers=("adam",), design="random", num_configs=64,
                   replicates=2, diverge=())

@@ -280,14 +280,18 @@ def effects(group: Group, design_name: str) -> Effects:
     for f in factors:
       levels = np.unique(per_point[f])
       main_effects[f] = (levels, np.array([y[per_point[f] == lv].mean() for lv in levels]))
-    table = stats.anova(y, per_point, interactions=True)
-    note = ("ANOVA with factors as categorical levels: main effects and two-factor interactions, "
-            "Type II sums of squares, response the validation metric of every finished point "
-            "(replicates included; diverged points at the cap).")
-    if len(factors) > 1 and table[-2].df == 0:
+    what = "main effects and two-factor interactions" if len(factors) > 1 else "one-way"
+    note = (f"ANOVA ({what}) with factors as categorical levels, Type II sums of squares; "
+            "response the validation metric of every finished point (replicates included; "
+            "diverged points at the cap).")
+    table = stats.anova(y, per_point, interactions=len(factors) > 1)
+    full_df = {f: np.unique(per_point[f].astype(str)).size - 1 for f in factors}
+    aliased = any(row.df < full_df[row.term] for row in table if row.term in full_df)
+    if len(factors) > 1 and (table[-2].df == 0 or aliased):
       table = stats.anova(y, per_point, interactions=False)
-      note += " No residual degrees of freedom with interactions: interactions pooled into the "
-      note += "residual."
+      why = "aliased with main effects" if aliased else "leaving no residual degrees of freedom"
+      note += f" Two-factor interactions {why}: main effects only, interactions pooled into "
+      note += "the residual."
     return Effects(group, "anova", note, table, None, main_effects)
   num_bins = int(np.clip(round(math.sqrt(np.unique(cfg).size)), 2, 10))
   rows = stats.variance_decomposition(y, per_point, num_bins=num_bins, config_ids=cfg)
