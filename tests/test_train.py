@@ -1,0 +1,173 @@
+"""The training core: pure steps, scan = loop, no recompilation, resume, divergence, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from small_configs import classic_config, tiny_lm_config
+
+from jaxopt_lab import checkpoints, files, tasks, train
+from jaxopt_lab.optim import factory
+
+
+def _setup(config):
+  task = tasks.build(config)
+  hparams = factory.hparams_from_config(config.optimizer)
+  state = train.init_state(task, config, hparams, config.seed)
+  return task, hparams, state
+
+
+def test_scan_of_steps_equals_a_loop_of_steps():
+  config = classic_config()
+  task, hparams, state = _setup(config)
+  step = jax.jit(train.make_train_step(task, config))
+  batches = task.train_batches(0, 0, 5)
+  looped = state
+  losses = []
+  for i in range(5):
+    looped, metrics = step(looped, jax.tree.map(lambda x, i=i: x[i], batches), hparams)
+    losses.append(metrics["loss"])
+  scanned, scan_metrics = jax.jit(train.scan_steps(train.make_train_step(task, config)))(
+      state, batches, hparams)
+  for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(scanned), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(scan_metrics["loss"], np.array(losses), rtol=1e-6)
+  assert int(scanned.step) == 5
+
+
+def test_new_hyperparameter_values_do_not_recompile():
+  config = classic_config()
+  task, hparams, state = _setup(config)
+  run = jax.jit(train.scan_steps(train.make_train_step(task, config)))
+  batches = task.train_batches(0, 0, 3)
+  out_a, _ = run(state, batches, hparams)
+  other = dict(hparams, learning_rate=np.float32(0.5), b1=np.float32(0.5))
+  out_b, _ = run(state, batches, other)
+  assert run._cache_size() == 1
+  changed = [not np.allclose(a, b) for a, b in
+             zip(jax.tree.leaves(out_a.params), jax.tree.leaves(out_b.params), strict=True)]
+  assert all(changed)
+
+
+def test_learning_rate_zero_leaves_parameters():
+  config = classic_config(learning_rate=0.0)
+  task, hparams, state = _setup(config)
+  out, _ = jax.jit(train.scan_steps(train.make_train_step(task, config)))(
+      state, task.train_batches(0, 0, 3), hparams)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(out.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_chunk_ends_depend_on_absolute_steps_only():
+  assert list(train.chunk_ends(0, 25, (10, 4))) == [4, 8, 10, 12, 16, 20, 24, 25]
+  assert list(train.chunk_ends(12, 25, (10, 4))) == [16, 20, 24, 25]
+  assert list(train.chunk_ends(25, 25, (10,))) == []
+
+
+def _strip_timing(summary):
+  return {k: v for k, v in summary.items() if k != "seconds_this_session"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+  summary = train.train(classic_config(), workdir)
+  return workdir, summary
+
+
+def test_train_writes_metrics_summary_and_checkpoints(uninterrupted):
+  workdir, summary = uninterrupted
+  rows = files.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30, 40]
+  assert [r["step"] for r in rows if r["split"] == "valid"] == [20, 40]
+  assert {"loss", "accuracy", "grad_norm", "update_norm", "param_norm"} <= set(rows[0])
+  with open(os.path.join(workdir, "summary.json")) as f:
+    assert json.load(f) == summary
+  assert summary["status"] == "ok" and summary["steps"] == 40
+  valid = [r["loss"] for r in rows if r["split"] == "valid"]
+  assert summary["final_valid_loss"] == valid[-1] and summary["best_valid_loss"] == min(valid)
+  assert checkpoints.Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() == 40
+  # the loss fell: the run trained
+  train_losses = [r["loss"] for r in rows if r["split"] == "train"]
+  assert train_losses[-1] < train_losses[0]
+
+
+def test_rerun_of_a_finished_run_resumes_to_the_same_summary(uninterrupted):
+  workdir, summary = uninterrupted
+  again = train.train(classic_config(), workdir)
+  assert _strip_timing(again) == _strip_timing(summary)
+
+
+class _Killed(BaseException):
+  pass
+
+
+@pytest.mark.parametrize("kill_at_write", [2, 3])
+def test_interrupted_then_resumed_equals_uninterrupted(uninterrupted, tmp_path, monkeypatch,
+                                                       kill_at_write):
+  """A run killed after the metrics write of step 20 (before or after its checkpoint) resumes."""
+  _, summary = uninterrupted
+  workdir = str(tmp_path)
+  calls = {"n": 0}
+  real_write = files.atomic_write_jsonl
+
+  def dying_write(path, rows):
+    real_write(path, rows)
+    calls["n"] += 1
+    if calls["n"] == kill_at_write:  # 2: after step 20's rows, before its checkpoint
+      raise _Killed
+
+  monkeypatch.setattr(files, "atomic_write_jsonl", dying_write)
+  with pytest.raises(_Killed):
+    train.train(classic_config(), workdir)
+  monkeypatch.setattr(files, "atomic_write_jsonl", real_write)
+  resumed = train.train(classic_config(), workdir)
+  assert _strip_timing(resumed) == _strip_timing(summary)
+  rows = files.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  expected = files.read_jsonl(os.path.join(uninterrupted[0], "metrics.jsonl"))
+  assert rows == expected
+
+
+def test_diverged_run_stops_naming_the_step(tmp_path):
+  config = classic_config(optimizer="sgd", learning_rate=1e38)
+  with pytest.raises(train.TrainingDiverged, match=r"non-finite at step 2\b"):
+    train.train(config, str(tmp_path))
+  with open(tmp_path / "summary.json") as f:
+    summary = json.load(f)
+  assert summary["status"] == "diverged" and summary["diverged_step"] == 2
+
+
+def test_bad_train_config_names_the_field(tmp_path):
+  with pytest.raises(ValueError, match="train.checkpoint_every"):
+    train.train(classic_config(checkpoint_every=15), str(tmp_path))
+  with pytest.raises(ValueError, match="train.steps"):
+    train.train(classic_config(steps=0), str(tmp_path))
+
+
+def test_workdir_of_another_config_is_refused(uninterrupted):
+  with pytest.raises(ValueError, match=r"--workdir.*optimizer.learning_rate"):
+    train.train(classic_config(learning_rate=0.01), uninterrupted[0])
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  with pytest.raises(ValueError, match="--workdir"):
+    train.train(classic_config(), str(blocker / "sub"))
+
+
+def test_bfloat16_compute_keeps_float32_state():
+  config = tiny_lm_config(dtype="bfloat16")
+  task, hparams, state = _setup(config)
+  out, metrics = jax.jit(train.scan_steps(train.make_train_step(task, config)))(
+      state, task.train_batches(0, 0, 3), hparams)
+  for leaf in jax.tree.leaves((out.params, out.opt_state)):
+    if jnp.issubdtype(leaf.dtype, jnp.floating):
+      assert leaf.dtype == jnp.float32
+  assert np.all(np.isfinite(metrics["loss"]))
+  assert metrics["loss"].dtype == jnp.float32
