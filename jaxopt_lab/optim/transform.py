@@ -43,10 +43,14 @@ def _debias(moment: Any, decay: ArrayLike, count: jax.Array) -> Any:
   The correction is computed before the cast to each leaf's dtype, so that `decay**count` is not
   rounded to 1 in low precision (which would divide by zero). Jitted (and inlined into an outer
   jit) so that `decay**count` is computed by the same kernel eagerly and under `jax.jit`, and as
-  in `optax.tree.bias_correction`: an eager `pow` of a Python float can differ by an ulp.
+  in `optax.tree.bias_correction`: an eager `pow` of a Python float can differ by an ulp. The
+  division is written as a multiplication by the reciprocal, which is what XLA makes of a
+  division by a broadcast scalar in a single run anyway; written out, a run under `jax.vmap`
+  (where the divisor is no longer a scalar) and an eager run round the same way.
   """
   correction = 1 - decay**count
-  return jax.tree.map(lambda t: t / jnp.asarray(correction).astype(t.dtype), moment)
+  inverse = 1 / correction
+  return jax.tree.map(lambda t: t * jnp.asarray(inverse).astype(t.dtype), moment)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +278,8 @@ def scale_by_stddev(
   where hats are bias-corrected by :math:`1-\rho^t` if `bias_correction`, else plain. The
   variance estimate is clipped at 0, which Optax's `scale_by_stddev` does not do: it differs
   only where rounding makes the estimate negative (Optax then returns NaN), as at the first
-  step with `bias_correction=True`, where the estimate is exactly 0.
+  step with `bias_correction=True`, where the estimate is exactly 0. Where :math:`g_t^2`
+  overflows, :math:`v_t = \infty` and the update is 0, as in `scale_by_rms` (Optax: NaN).
 
   Args:
     decay: the averages' decay :math:`\rho`, in [0, 1].
@@ -307,8 +312,11 @@ def scale_by_stddev(
     else:
       mu_hat, nu_hat = mu, nu
     # Clipped at 0: with bias correction the first estimate is exactly 0 (one sample), and
-    # rounding may make v - m^2 slightly negative, whose root would be NaN.
-    variance = jax.tree.map(lambda m, v: jnp.maximum(v - m**2, 0), mu_hat, nu_hat)
+    # rounding may make v - m^2 slightly negative, whose root would be NaN. An infinite v (a
+    # gradient whose square overflows) stays infinite, as in `scale_by_rms`, instead of
+    # inf - inf = NaN.
+    variance = jax.tree.map(
+        lambda m, v: jnp.where(v == jnp.inf, v, jnp.maximum(v - m**2, 0)), mu_hat, nu_hat)
     scaling = _inverse_root(variance, eps, eps_in_sqrt)
     out = jax.tree.map(lambda s, g: s * g, scaling, updates)
     new_state = ScaleByStddevState(
