@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -190,3 +191,34 @@ def test_four_devices_give_the_same_results(tmp_path):
                {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}, tmp_path)
   with open(tmp_path / "out1" / "summary.csv") as a, open(tmp_path / "out4" / "summary.csv") as b:
     assert a.read() == b.read()
+
+
+_PROCESS_CHILD = """
+import sys
+import jax
+jax.distributed.initialize("localhost:{port}", 2, int(sys.argv[1]))
+from small_configs import classic_sweep_config
+from jaxopt_lab.sweep import driver
+config = classic_sweep_config()
+config.sweep.slice_size = 2
+driver.run_sweep(config, "out_mp")
+"""
+
+
+def test_two_processes_give_the_summary_of_one(tmp_path):
+  """A 2-process jax.distributed run on localhost writes the summary.csv of a 1-process run."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  code = _PROCESS_CHILD.format(port=port)
+  env = dict(os.environ, PYTHONPATH=TESTS, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+  _run_child(_DEVICES_CHILD.format(n=1), {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+             tmp_path)
+  assert (tmp_path / "out_mp" / "summary.csv").read_text() == (
+      tmp_path / "out1" / "summary.csv").read_text()
