@@ -22,7 +22,8 @@ from jaxopt_lab.analysis import stats
 from jaxopt_lab.analysis.results import Experiment, Group
 
 BASIN_TOLERANCES = (0.01, 0.05)
-GRID_DESIGNS = ("grid", "factorial")
+GRID_DESIGNS = ("grid", "factorial")  # design names (substrings) analysed by ANOVA
+SPACE_FILLING_DESIGNS = ("random", "sobol", "lhs", "halton", "qmc")  # ... by variance shares
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,7 +261,11 @@ def _is_numeric(levels: np.ndarray) -> bool:
 
 
 def effects(group: Group, design_name: str) -> Effects:
-  """ANOVA (grid/factorial designs) or first-order variance shares (other designs)."""
+  """ANOVA (grid/factorial designs) or first-order variance shares (space-filling designs).
+
+  The design name decides; for another name (an explicit list of points) a full crossing of the
+  factors' levels makes it a grid. Categorical factors always go to the ANOVA.
+  """
   factors = tuple(f for f in group.factors if np.unique(group.levels[f].astype(str)).size > 1)
   if not factors:
     return Effects(group, "none", "one configuration only: no value factor varies.", None, None,
@@ -272,9 +277,15 @@ def effects(group: Group, design_name: str) -> Effects:
   if y.size < 3:
     return Effects(group, "none", "fewer than 3 finished points.", None, None, {})
   per_point = {f: group.levels[f][cfg] for f in factors}
-  crossed = math.prod(np.unique(group.levels[f].astype(str)).size for f in factors)
-  is_grid = (any(d in design_name.lower() for d in GRID_DESIGNS)
-             or crossed == group.num_configs)
+  name = design_name.lower()
+  if any(d in name for d in GRID_DESIGNS):
+    is_grid = True
+  elif any(d in name for d in SPACE_FILLING_DESIGNS):
+    is_grid = False
+  else:  # e.g. an explicit list of points: a grid if its levels are fully crossed
+    num_levels = [np.unique(group.levels[f].astype(str)).size for f in factors]
+    is_grid = (math.prod(num_levels) == group.num_configs
+               and (len(factors) == 1 or max(num_levels) < group.num_configs))
   main_effects = {}
   if is_grid or not all(_is_numeric(per_point[f]) for f in factors):
     for f in factors:
