@@ -98,17 +98,21 @@ def init_state(
 
 
 def make_train_step(
-    task: tasks.Task, config: ml_collections.ConfigDict
+    task: tasks.Task, config: ml_collections.ConfigDict, data_axis: str | None = None
 ) -> Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]]:
   """Returns the pure `train_step(state, batch, hparams) -> (state, metrics)` of one point.
 
   The task and the static config enter by closure. Metrics: the training loss and the task's
-  extra training metrics, and the global norms of gradients, updates and parameters.
+  extra training metrics, and the global norms of gradients, updates and parameters. With
+  `data_axis`, the batch is a shard of the point's batch along that mapped axis (data
+  parallelism): loss, metrics and gradients are averaged over it before the update.
   """
   grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
 
   def train_step(state: TrainState, batch: Batch, hparams: HParams):
     (loss, aux), grads = grad_fn(state.params, batch)
+    if data_axis is not None:
+      loss, aux, grads = jax.lax.pmean((loss, aux, grads), data_axis)
     updates, opt_state = make_optimizer(config, hparams).update(
         grads, state.opt_state, state.params
     )

@@ -181,6 +181,9 @@ _DEVICES_CHILD = """
     config = classic_sweep_config()
     config.sweep.slice_size = 2
     driver.run_sweep(config, "out{n}")
+    if {n} == 4:  # 2 points x 2 data shards
+      config.sweep.data_parallel = 2
+      driver.run_sweep(config, "out_dp")
 """
 
 
@@ -191,6 +194,12 @@ def test_four_devices_give_the_same_results(tmp_path):
                {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}, tmp_path)
   with open(tmp_path / "out1" / "summary.csv") as a, open(tmp_path / "out4" / "summary.csv") as b:
     assert a.read() == b.read()
+  # Data parallelism averages gradients of batch halves: equal up to float32 rounding.
+  dp, ref = (_read_csv(tmp_path / d / "summary.csv") for d in ("out_dp", "out1"))
+  for a, b in zip(dp, ref, strict=True):
+    assert a["status"] == b["status"] == "ok"
+    keys = [k for k in a if k.startswith(("final_", "best_"))]
+    np.testing.assert_allclose([float(a[k]) for k in keys], [float(b[k]) for k in keys], rtol=2e-6)
 
 
 _PROCESS_CHILD = """

@@ -3,7 +3,8 @@
 For each group (one combination of structural factors) the driver builds the task and
 `train.make_train_step` once, and runs
 
-    shard_map over devices (the `points` mesh axis)
+    shard_map over devices (the `points` mesh axis; a `data` axis splits each batch when
+                            `sweep.data_parallel` > 1)
       lax.map over slices of the device's points      (bounds activation memory)
         vmap over the points of a slice
           lax.scan over a chunk of steps
@@ -70,15 +71,17 @@ def default_sweep_config() -> ml_collections.ConfigDict:
           metric="loss",  # tuning metric on the valid split (analysis)
           factors=ml_collections.ConfigDict(),  # factor -> {values | scale, low, high, num}
           slice_size=0,  # points per vmapped slice on a device; 0 = all at once, -1 = auto
+          data_parallel=1,  # devices that split each point's batch (the mesh's `data` axis)
           diverge_factor=0.0,  # freeze a point when loss > factor * first loss (0 = only NaN/inf)
           report=True,  # write the analysis report at the end
       )
   )
 
 
-def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict):
+def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict,
+                    data_axis: str | None = None):
   """`train.train_step` of one point, wrapped so that a diverged point freezes."""
-  train_step = train.make_train_step(task, config)
+  train_step = train.make_train_step(task, config, data_axis)
   factor = float(config.sweep.diverge_factor)
 
   def point_step(pop: Population, batch, hparams):
@@ -107,10 +110,18 @@ def _by_slices(fn, width: int, *trees):
 
 def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mesh: Mesh,
                         width: int):
-  """The jitted chunk-of-steps and evaluation programs of a group (sharded over `mesh`)."""
-  point_step = make_point_step(task, config)
+  """The jitted chunk-of-steps and evaluation programs of a group (sharded over `mesh`).
+
+  Points are split over the mesh's `points` axis. Each training batch is split over its `data`
+  axis (gradients averaged there); evaluation data is replicated, so every data shard evaluates
+  the whole split and the metrics need no reduction.
+  """
+  data_axis = "data" if mesh.shape["data"] > 1 else None
+  point_step = make_point_step(task, config, data_axis)
   eval_step = train.make_eval_step(task)
   pts = P("points")
+  # batches: [seeds, steps, batch, ...]; the batch axis is split over `data`.
+  batch_spec = P(None, None, "data")
 
   def chunk_local(pop, hparams, replicate, batches):
     def one_point(p, hp, r):
@@ -125,7 +136,7 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   # Points never communicate: no collectives, so the replication checker has nothing to check
   # (and would ask the task's scans to mark their carries as varying).
   chunk = jax.jit(
-      jax.shard_map(chunk_local, mesh=mesh, in_specs=(pts, pts, pts, P()),
+      jax.shard_map(chunk_local, mesh=mesh, in_specs=(pts, pts, pts, batch_spec),
                     out_specs=(pts, pts), check_vma=False),
       donate_argnums=0,
   )
@@ -189,9 +200,13 @@ def _to_host(tree):
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def make_mesh() -> Mesh:
-  """A 1-D mesh over every device of every process, its axis named `points`."""
-  return Mesh(np.array(jax.devices()), ("points",))
+def make_mesh(data_parallel: int = 1) -> Mesh:
+  """A (`points`, `data`) mesh over every device of every process."""
+  devices = jax.devices()
+  if data_parallel < 1 or len(devices) % data_parallel:
+    raise ValueError(
+        f"sweep.data_parallel: must divide the {len(devices)} device(s), got {data_parallel}")
+  return Mesh(np.array(devices).reshape(-1, data_parallel), ("points", "data"))
 
 
 def slice_width(config: ml_collections.ConfigDict, n_local: int) -> int:
@@ -208,8 +223,11 @@ class _Run:
   def __init__(self, group: Group, mesh: Mesh, st: store.Store):
     self.group, self.mesh, self.store = group, mesh, st
     cfg = group.config
+    if cfg.data.batch_size % mesh.shape["data"]:
+      raise ValueError(f"sweep.data_parallel: {mesh.shape['data']} must divide the batch size "
+                       f"of group {group.name} (data.batch_size={cfg.data.batch_size})")
     n = len(group.points)
-    n_dev = mesh.devices.size
+    n_dev = mesh.shape["points"]
     local = -(-n // n_dev)
     width = slice_width(cfg, local)
     if int(cfg.sweep.slice_size) == -1:
@@ -222,7 +240,8 @@ class _Run:
                     for k, v in group.hparams.items()}
     self.replicate = _to_global(_pad(group.replicate, self.padded), self.sharding)
     self.seeds = _to_global(_pad(group.seeds, self.padded), self.sharding)
-    self.eval_data = jax.device_put(group.task.eval_data, NamedSharding(mesh, P()))
+    self.eval_data = jax.tree.map(lambda x: _to_global(x, NamedSharding(mesh, P())),
+                                  group.task.eval_data)
     self.compile_seconds = 0.0
     self._compiled: dict[int, Any] = {}
 
@@ -234,7 +253,7 @@ class _Run:
   def _bytes_per_point(self) -> float:
     cfg = self.group.config
     k = min(cfg.train.steps_per_call, cfg.train.steps)
-    mesh1 = Mesh(self.mesh.devices.flat[:1], ("points",))
+    mesh1 = Mesh(self.mesh.devices[:1], ("points", "data"))
     chunk, _ = make_group_programs(self.group.task, cfg, mesh1, 1)
     pop = jax.eval_shape(self._init_fn(), *[
         {k2: jax.ShapeDtypeStruct((1,), jnp.float32) for k2 in self.group.hparams},
@@ -264,7 +283,9 @@ class _Run:
     return {key: np.stack([b[key] for b in per_seed]) for key in per_seed[0]}
 
   def run_chunk(self, pop: Population, begin: int, end: int):
-    batches = jax.device_put(self._batches(begin, end - begin), NamedSharding(self.mesh, P()))
+    batches = jax.tree.map(
+        lambda x: _to_global(x, NamedSharding(self.mesh, P(None, None, "data"))),
+        self._batches(begin, end - begin))
     k = end - begin
     if k not in self._compiled:
       start = time.perf_counter()
@@ -280,7 +301,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   main = jax.process_index() == 0
   st = store.Store(workdir, config, points, write=main)
   groups = build_groups(config, points)
-  mesh = make_mesh()
+  mesh = make_mesh(int(config.sweep.data_parallel))
   logging.info("Device mesh: %s over %d device(s) %s.", dict(mesh.shape), mesh.devices.size,
                sorted({d.device_kind for d in mesh.devices.flat}))
   logging.info("Design: %d points in %d group(s) (%s), %d steps each.", len(points),
