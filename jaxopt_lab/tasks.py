@@ -90,13 +90,14 @@ def _unknown_task(task: Any) -> ValueError:
 def lm_size_config(size: str) -> ml_collections.ConfigDict:
   """Model and data configs of an LM size: ``ConfigDict(model=..., data=...)``.
 
-  'tiny' (about 0.43M parameters) trains on a CPU in minutes; 'small' (about 25M parameters,
-  bfloat16 compute) is worth a GPU.
+  'tiny' (0.44M parameters) trains on a CPU in minutes; 'small' (25.6M parameters) is worth a
+  GPU. Both compute in float32: on an H200, 'small' ran a step in 26 ms in float32 (TF32 matmuls)
+  and in 28 to 90 ms in bfloat16 (varying between compilations), so bfloat16 is opt-in.
   """
   sizes = {
       # width, depth, heads, context, batch_size, eval_batch_size, dtype
       'tiny': (128, 2, 4, 128, 16, 64, 'float32'),
-      'small': (512, 8, 8, 512, 32, 32, 'bfloat16'),
+      'small': (512, 8, 8, 512, 32, 32, 'float32'),
   }
   if size not in sizes:
     raise ValueError(f"lm_size_config: unknown size {size!r}; valid choices: {', '.join(sizes)}")
