@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxopt_lab import models
 
@@ -72,7 +73,7 @@ def test_pure_rejects_non_parameter_state():
   class WithDropout(models.MLP):
     def __init__(self, rngs):
       super().__init__((2, 2), rngs=rngs)
-      self.dropout = __import__('flax').nnx.Dropout(0.5, rngs=rngs)
+      self.dropout = nnx.Dropout(0.5, rngs=rngs)
 
   with pytest.raises(ValueError, match='other than nnx.Param'):
     models.pure(WithDropout)
@@ -117,7 +118,7 @@ def test_mlp_matches_numpy_forward(activation, fn):
 
 def test_unknown_activation_lists_choices():
   with pytest.raises(ValueError, match=r"model.activation: unknown activation 'swish'.*relu, gelu"):
-    models.MLP((2, 2), 'swish', rngs=__import__('flax').nnx.Rngs(0))
+    models.MLP((2, 2), 'swish', rngs=nnx.Rngs(0))
 
 
 # ----------------------------------------------------------------------------- transformer

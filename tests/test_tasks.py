@@ -291,7 +291,8 @@ def test_unknown_and_missing_fields():
 
 
 def test_bad_lm_data(tmp_path):
-  root = _lm_dir(tmp_path / 'ok' if (tmp_path / 'ok').mkdir() is None else None)
+  (tmp_path / 'ok').mkdir()
+  root = _lm_dir(tmp_path / 'ok')
   small = {'paths': root, 'eval_windows': 4, 'eval_batch_size': 1, 'valid_fraction': 0.2,
            'test_fraction': 0.2}
   task = tasks.build(_config('lm', {'context': 16}, {**small, 'batch_size': 2}))
