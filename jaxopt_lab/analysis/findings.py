@@ -305,7 +305,13 @@ def effects(group: Group, design_name: str) -> Effects:
       note += "the residual."
     return Effects(group, "anova", note, table, None, main_effects)
   num_bins = int(np.clip(round(math.sqrt(np.unique(cfg).size)), 2, 10))
-  rows = stats.variance_decomposition(y, per_point, num_bins=num_bins, config_ids=cfg)
+  raw = stats.variance_decomposition(y, per_point, num_bins=num_bins, config_ids=cfg)
+  # Shares cannot be negative: a negative corrected estimate (less signal than the noise it is
+  # judged against) is shown as 0, and "rest" is what the shown shares leave.
+  rows = [dataclasses.replace(r, eps_sq=max(r.eps_sq, 0.0)) for r in raw[:-1]]
+  rows.append(dataclasses.replace(
+      raw[-1], eta_sq=max(1.0 - sum(r.eta_sq for r in rows), 0.0),
+      eps_sq=max(1.0 - sum(r.eps_sq for r in rows), 0.0)))
   for f in factors:
     bins = stats.quantile_bins(per_point[f], num_bins)
     centres = np.array([np.median(per_point[f][bins == b]) for b in np.unique(bins)])
@@ -315,8 +321,12 @@ def effects(group: Group, design_name: str) -> Effects:
           "SS_between / SS_total (the correlation ratio, a binned first-order Sobol' index) and "
           "eps^2 with the noise expected from the bin count removed; 'seed' is the variance "
           "between replicates of one configuration, 'rest' what remains (interactions and "
-          "within-bin variation). Response: the validation metric of every finished point "
-          "(diverged at the cap).")
+          "within-bin variation); negative estimates are shown as 0. Response: the validation "
+          "metric of every finished point (diverged at the cap).")
+  configs = np.unique(cfg).size
+  if configs < 5 * num_bins:
+    note += (f" Only {configs} configurations for {num_bins} bins per factor: rough estimates, "
+             "and factors correlated by chance share their effects.")
   return Effects(group, "variance", note, None, rows, main_effects)
 
 
@@ -347,7 +357,11 @@ def _median_curve(curves, points, split, metric):
 
 
 def learning_curves(exp: Experiment, sel: Selection) -> list[LearningCurve]:
-  """Curves of the chosen configuration and of its neighbours in learning rate."""
+  """Curves of the chosen configuration and of its neighbours in learning rate.
+
+  The neighbours are the configurations at the next lower and higher swept lr with every other
+  value factor equal; where there are none (random and quasi-random designs), the nearest lrs.
+  """
   group = sel.group
   if sel.config < 0:
     return []
@@ -355,6 +369,8 @@ def learning_curves(exp: Experiment, sel: Selection) -> list[LearningCurve]:
   same = [c for c in range(group.num_configs)
           if all(str(group.levels[f][c]) == str(group.levels[f][sel.config]) for f in others)
           and np.isfinite(group.lr[c])]
+  if len(same) < 2:  # space-filling designs: the nearest swept lrs, other factors differing
+    same = [c for c in range(group.num_configs) if np.isfinite(group.lr[c])]
   same.sort(key=lambda c: group.lr[c])
   chosen = [(sel.config, "best")]
   if sel.config in same:

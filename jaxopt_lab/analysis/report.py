@@ -202,7 +202,7 @@ TUNING_COLUMNS = ["group", "label", "k", "expected_best", "ci_low", "ci_high"]
 EFFECTS_COLUMNS = ["group", "label", "kind", "term", "sum_sq", "df", "mean_sq", "F", "p",
                    "eta_sq", "eps_sq"]
 COMPUTE_COLUMNS = ["group", "points", "steps", "tokens", "compile_seconds", "train_seconds",
-                   "points_steps_per_second", "flops_per_second", "mfu"]
+                   "points_steps_per_second", "flops_per_second", "mfu", "wall_seconds"]
 
 
 def _comparison_cells(c) -> dict[str, str]:
@@ -318,11 +318,14 @@ def effects_rows(f: fnd.Findings) -> list[dict[str, str]]:
 
 
 def compute_table_rows(f: fnd.Findings) -> list[dict[str, str]]:
+  """Per-group rows; the "total" row also holds run.json's wall time."""
+  wall = fmt(f.experiment.run.get("wall_seconds"), ".4g")
   return [{"group": r.group, "points": fmt(r.points), "steps": fmt(r.steps),
            "tokens": fmt(r.tokens, ".4g"), "compile_seconds": fmt(r.compile_seconds, ".4g"),
            "train_seconds": fmt(r.train_seconds, ".4g"),
            "points_steps_per_second": fmt(r.points_steps_per_second, ".4g"),
-           "flops_per_second": fmt(r.flops_per_second, ".4g"), "mfu": fmt(r.mfu, ".3g")}
+           "flops_per_second": fmt(r.flops_per_second, ".4g"), "mfu": fmt(r.mfu, ".3g"),
+           "wall_seconds": wall if r.group == "total" else ""}
           for r in f.compute]
 
 
@@ -496,7 +499,8 @@ def _learning(doc: Document, f: fnd.Findings, figure: str | None) -> None:
   doc.heading(2, "Learning curves")
   doc.para("The valid metric over training for the best configuration of each group and its "
            "neighbours in learning rate (the next lower and higher swept lr with the other "
-           "factors equal), median over seeds, from metrics.jsonl.")
+           "factors equal; for random and quasi-random designs the nearest swept lrs), median "
+           "over seeds, from metrics.jsonl.")
   if figure:
     doc.figure(figure, "Learning curves of the best lr and its neighbours.")
   else:
@@ -510,10 +514,10 @@ def _compute(doc: Document, f: fnd.Findings, rows: list[dict[str, str]]) -> None
     doc.para("run.json has no per-group compute records yet.")
     return
   has_peak = "peak_flops" in exp.run
+  devices = exp.run.get("devices", []) or []
   doc.para(
-      f"Wall time {cell(fmt(exp.run.get('wall_seconds'), '.4g'))} s on "
-      f"{len(exp.run.get('devices', []) or [])} device(s) "
-      f"({', '.join(sorted(set(map(str, exp.run.get('devices', []) or [])))) or 'n/a'}). "
+      f"Wall time {cell(rows[-1]['wall_seconds'])} s on {len(devices)} device(s) "
+      f"({', '.join(sorted(set(map(str, devices)))) or 'n/a'}). "
       "Tokens = tokens_per_step x steps x points; achieved FLOP/s = flops_per_step x steps x "
       "points / train seconds (flops_per_step per point, from the task). "
       + ("MFU = achieved FLOP/s / run.json peak_flops."
