@@ -170,9 +170,12 @@ def _rmsprop(m, hp, centered, eps_in_sqrt, bias_correction, momentum, nesterov):
 RMS_CASES = {
     f'centered={int(c)}-eps_in_sqrt={int(e)}-bias={int(b)}-momentum={int(mo)}-nesterov={int(ne)}':
         _pair(_rmsprop, centered=c, eps_in_sqrt=e, bias_correction=b, momentum=mo, nesterov=ne)
-    for c, e, b in itertools.product([False, True], repeat=3)
-    # Nesterov is tried with centered, heavy ball without.
-    for mo, ne in [(False, False), (True, c)]
+    # Every combination of the three switches without momentum, and heavy-ball and Nesterov
+    # momentum each on two of them.
+    for c, e, b, mo, ne in [
+        *[(c, e, b, False, False) for c, e, b in itertools.product([False, True], repeat=3)],
+        (False, True, False, True, False), (True, False, True, True, False),
+        (False, False, True, True, True), (True, True, False, True, True)]
 }
 RMS_GRID = _grid(
     learning_rate=[1e-3, 1e-2], decay=[0.9, 0.99], eps=[1e-8, 1e-4], initial_scale=[0.0, 1.0],
