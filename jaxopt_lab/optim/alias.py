@@ -142,8 +142,8 @@ def adam(
     >>> state = opt.init(params)
     >>> grads = jax.grad(lambda p: jnp.sum(p['w']**2))(params)
     >>> updates, state = opt.update(grads, state, params)
-    >>> optax.apply_updates(params, updates)['w']
-    Array([ 0.99, -1.99], dtype=float32)
+    >>> [round(x, 6) for x in optax.apply_updates(params, updates)['w'].tolist()]
+    [0.99, -1.99]
 
   References:
     Kingma & Ba, `Adam: A Method for Stochastic Optimization
