@@ -78,13 +78,15 @@ def test_each_point_reproduces_the_single_run(swept, tmp_path, point_id):
 
 
 def _assert_rows_close(got, want, rtol):
+  """Summary rows (dicts or summary.csv text) agree: metrics to `rtol`, the rest exactly."""
   assert len(got) == len(want)
   for a, b in zip(got, want, strict=True):
     metrics = sorted(k for k in a if k.startswith(("final_", "best_")))
     assert len(metrics) == 9
     assert {k: v for k, v in a.items() if k not in metrics} == {
         k: v for k, v in b.items() if k not in metrics}
-    np.testing.assert_allclose([a[k] for k in metrics], [b[k] for k in metrics], rtol=rtol)
+    np.testing.assert_allclose([float(a[k]) for k in metrics], [float(b[k]) for k in metrics],
+                               rtol=rtol)
 
 
 def test_sliced_equals_unsliced(swept, tmp_path):
@@ -188,18 +190,19 @@ _DEVICES_CHILD = """
 
 
 def test_four_devices_give_the_same_results(tmp_path):
-  """At one slice width, 1 and 4 devices give the same summary.csv, byte for byte."""
+  """At one slice width, 1 and 4 devices give the same summary.csv.
+
+  The programs differ (a 4-way sharded one against one), and XLA may fuse them differently, so
+  metrics are compared to float32 rounding (they were byte-identical when measured); ids, design
+  values, statuses and steps exactly.
+  """
   for n in (1, 4):
     _run_child(_DEVICES_CHILD.format(n=n),
                {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}, tmp_path)
-  with open(tmp_path / "out1" / "summary.csv") as a, open(tmp_path / "out4" / "summary.csv") as b:
-    assert a.read() == b.read()
+  one, four = (_read_csv(tmp_path / d / "summary.csv") for d in ("out1", "out4"))
+  _assert_rows_close(four, one, rtol=1e-6)
   # Data parallelism averages gradients of batch halves: equal up to float32 rounding.
-  dp, ref = (_read_csv(tmp_path / d / "summary.csv") for d in ("out_dp", "out1"))
-  for a, b in zip(dp, ref, strict=True):
-    assert a["status"] == b["status"] == "ok"
-    keys = [k for k in a if k.startswith(("final_", "best_"))]
-    np.testing.assert_allclose([float(a[k]) for k in keys], [float(b[k]) for k in keys], rtol=2e-6)
+  _assert_rows_close(_read_csv(tmp_path / "out_dp" / "summary.csv"), one, rtol=2e-6)
 
 
 _PROCESS_CHILD = """
@@ -215,7 +218,10 @@ driver.run_sweep(config, "out_mp")
 
 
 def test_two_processes_give_the_summary_of_one(tmp_path):
-  """A 2-process jax.distributed run on localhost writes the summary.csv of a 1-process run."""
+  """A 2-process jax.distributed run on localhost writes the summary.csv of a 1-process run.
+
+  Byte-identical when measured; compared like the device test, to float32 rounding.
+  """
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
@@ -229,5 +235,5 @@ def test_two_processes_give_the_summary_of_one(tmp_path):
     assert p.returncode == 0, err[-3000:]
   _run_child(_DEVICES_CHILD.format(n=1), {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
              tmp_path)
-  assert (tmp_path / "out_mp" / "summary.csv").read_text() == (
-      tmp_path / "out1" / "summary.csv").read_text()
+  _assert_rows_close(_read_csv(tmp_path / "out_mp" / "summary.csv"),
+                     _read_csv(tmp_path / "out1" / "summary.csv"), rtol=1e-6)
