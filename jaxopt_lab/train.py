@@ -267,8 +267,9 @@ class Progress:
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains one point of `config` in `workdir`, resuming from its last checkpoint.
 
-  Writes `metrics.jsonl` (training rows every `train.log_every` steps, `valid`/`test` rows every
-  `train.eval_every` steps and at the end), `summary.json`, and orbax checkpoints, all atomically.
+  Writes `metrics.jsonl` (training rows every `train.log_every` steps, `valid`/`test` rows at
+  step 0, every `train.eval_every` steps and at the end), `summary.json`, and orbax
+  checkpoints, all atomically.
   Raises `TrainingDiverged` (after writing the summary) when the training loss becomes non-finite.
 
   Returns:
@@ -332,6 +333,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       )
     acc.add(metrics)
 
+  if start == 0:  # the held-out metrics at initialisation: the reference of every curve
+    evaluate(0)
   pending = None
   begin = start
   for end in chunk_ends(start, total, every):

@@ -54,7 +54,7 @@ def test_experiment_directory(swept):
   assert all(g["compile_seconds"] > 0 and g["points_steps_per_second"] > 0 for g in run["groups"])
   metrics = files.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   assert len([r for r in metrics if r["split"] == "train"]) == 12 * 4
-  assert len([r for r in metrics if r["split"] == "test"]) == 12 * 2
+  assert len([r for r in metrics if r["split"] == "test"]) == 12 * 3  # steps 0, 20, 40
 
 
 def test_common_random_numbers_pair_the_points(swept):
@@ -237,3 +237,37 @@ def test_two_processes_give_the_summary_of_one(tmp_path):
              tmp_path)
   _assert_rows_close(_read_csv(tmp_path / "out_mp" / "summary.csv"),
                      _read_csv(tmp_path / "out1" / "summary.csv"), rtol=1e-6)
+
+
+def test_report_of_a_real_sweep(swept):
+  """The report of the reference sweep: every section, every linked figure, summary's numbers."""
+  from jaxopt_lab.analysis import report  # analysis sits above the sweep; imported here only
+
+  _, workdir, rows = swept
+  path = report.write_report(workdir)
+  text = open(path).read()
+  for section in ("## Setup", "## Fair comparison", "## Learning-rate sensitivity",
+                  "## Tuning curves", "## Hyperparameter effects", "## Learning curves",
+                  "## Compute"):
+    assert section in text, section
+  folder = os.path.dirname(path)
+  figures = [line.split("](", 1)[1].split(")", 1)[0] for line in text.splitlines()
+             if line.startswith("![")]
+  assert len(figures) >= 4 and all(os.path.getsize(os.path.join(folder, f)) > 0 for f in figures)
+  html = open(os.path.join(folder, "report.html")).read()
+  assert html.count("data:image/png;base64,") == len(figures)
+  assert "step-0 evaluation" not in text  # the driver evaluates at initialisation
+  # comparison.csv: each group's best lr is the one with the best mean valid loss over seeds,
+  # and its test loss is the mean of summary.csv's final_test_loss over those seeds.
+  comparison = {r["group"]: r for r in _read_csv(os.path.join(folder, "comparison.csv"))}
+  assert set(comparison) == {"optimizer=sgd", "optimizer=adam"}
+  for group, row in comparison.items():
+    mine = [r for r in rows if r["group"] == group]
+    by_lr = {}
+    for r in mine:
+      by_lr.setdefault(float(r["learning_rate"]), []).append(r)
+    best_lr = min(by_lr, key=lambda lr: np.mean([r["final_valid_loss"] for r in by_lr[lr]]))
+    assert float(row["learning_rate"]) == best_lr
+    test_mean = np.mean([r["final_test_loss"] for r in by_lr[best_lr]])
+    assert float(row["test_mean"]) == pytest.approx(test_mean, rel=1e-4)
+    assert f"{float(row['test_mean']):.5g}" in text

@@ -84,8 +84,9 @@ def test_train_writes_metrics_summary_and_checkpoints(uninterrupted):
   workdir, summary = uninterrupted
   rows = files.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   assert [r["step"] for r in rows if r["split"] == "train"] == [10, 20, 30, 40]
-  assert [r["step"] for r in rows if r["split"] == "valid"] == [20, 40]
-  assert {"loss", "accuracy", "grad_norm", "update_norm", "param_norm"} <= set(rows[0])
+  assert [r["step"] for r in rows if r["split"] == "valid"] == [0, 20, 40]
+  train_row = next(r for r in rows if r["split"] == "train")
+  assert {"loss", "accuracy", "grad_norm", "update_norm", "param_norm"} <= set(train_row)
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f) == summary
   assert summary["status"] == "ok" and summary["steps"] == 40

@@ -333,7 +333,10 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store, main: bool) -> None:
     logging.info("Group %s: resumed from the checkpoint at step %d.", group.name, start)
     status = _to_host((pop.alive, pop.diverged_step))
     st.update_points(ids, start, *(np.asarray(s)[: run.n] for s in status))
-  st.truncate(group.name, start)
+  st.truncate(group.name, start if start else -1)
+  if start == 0:  # held-out metrics at initialisation: the reference of curves and of the cap
+    values = _to_host(run.evaluate(pop.state.params, run.eval_data))
+    st.add_eval_rows(ids, 0, {k: np.asarray(v)[: run.n] for k, v in values.items()})
   if start == total:
     ckpt.close()
     return
