@@ -271,3 +271,19 @@ def test_report_of_a_real_sweep(swept):
     test_mean = np.mean([r["final_test_loss"] for r in by_lr[best_lr]])
     assert float(row["test_mean"]) == pytest.approx(test_mean, rel=1e-4)
     assert f"{float(row['test_mean']):.5g}" in text
+
+
+def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
+  """slice_size=-1: the widest slice whose compiled program fits half the device memory."""
+  config = classic_sweep_config(optimizers=("adam",))
+  config.sweep.slice_size = -1
+  group = driver.build_groups(config, design.make_design(config.sweep))[0]
+  st = store.Store(str(tmp_path), config, design.make_design(config.sweep))
+  mesh = driver.make_mesh()
+  per_point = driver._Run(group, mesh, st)._bytes_per_point()
+  assert per_point > 0
+  monkeypatch.setattr(store, "device_memory_bytes", lambda device: 2 * 2.5 * per_point)
+  assert driver._Run(group, mesh, st).width == 2  # 6 points, room for 2.5 -> slices of 2
+  monkeypatch.setattr(store, "device_memory_bytes", lambda device: 1e15)
+  assert driver._Run(group, mesh, st).width == 6
+  st.release()
