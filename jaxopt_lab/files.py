@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -57,3 +58,32 @@ def atomic_write_csv(
   for row in rows:
     writer.writerow(row)
   atomic_write_text(path, buf.getvalue())
+
+
+class WorkdirLock:
+  """An exclusive lock on `workdir/.lock`, held while a run or sweep writes the directory.
+
+  `flock` is released by the kernel when the process dies, so a killed run never leaves a stale
+  lock; a second live run on the same directory is refused with a ValueError naming --workdir.
+  """
+
+  def __init__(self, workdir: str | os.PathLike):
+    self._file = open(os.path.join(workdir, ".lock"), "a+")  # noqa: SIM115
+    try:
+      fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      self._file.seek(0)
+      holder = self._file.read().strip() or "unknown"
+      self._file.close()
+      raise ValueError(
+          f"--workdir: {os.fspath(workdir)!r} is in use by another run (process {holder}); "
+          "wait for it to end or use another workdir") from None
+    self._file.seek(0)
+    self._file.truncate()
+    self._file.write(str(os.getpid()))
+    self._file.flush()
+
+  def release(self) -> None:
+    if not self._file.closed:
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()

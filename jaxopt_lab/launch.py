@@ -37,9 +37,9 @@ class _QuietLibraries(pylogging.Filter):
 def run(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run(main)`, printing a user's mistake as one line `error: ...` and exiting 1.
 
-  A user's mistake is a `ValueError` or `FileNotFoundError` raised by the library (each names the
-  flag or config field and the valid choices) or a diverged training run; anything else is a bug
-  and keeps its traceback.
+  A user's mistake is a `ValueError`, or a `FileNotFoundError` with a message of our own (no
+  `filename`), raised by the library (each names the flag or config field and the valid
+  choices), or a diverged training run; anything else is a bug and keeps its traceback.
   """
   from jaxopt_lab.train import TrainingDiverged  # noqa: PLC0415  (keeps this module light)
 
@@ -48,9 +48,12 @@ def run(main: Callable[[list[str]], None]) -> None:
     pylogging.getLogger("absl").addFilter(_QuietLibraries())
     try:
       main(argv)
-    except (ValueError, FileNotFoundError, TrainingDiverged) as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(1)
+    except FileNotFoundError as e:
+      if e.filename is not None:  # raised by the OS inside a library: a bug, keep the traceback
+        raise
+      _fail(str(e))
+    except (ValueError, TrainingDiverged) as e:
+      _fail(str(e))
 
   app.run(guarded, flags_parser=parse_flags)
 

@@ -279,6 +279,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   task = tasks.build(config)
   hparams = factory.hparams_from_config(config.optimizer)
   prepare_workdir(workdir, config)
+  lock = files.WorkdirLock(workdir)
+  try:
+    return _train(config, workdir, task, hparams)
+  finally:
+    lock.release()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
+           hparams: dict[str, np.ndarray]) -> dict[str, Any]:
   total = config.train.steps
   seed = int(config.seed)
 
@@ -322,7 +331,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if not np.all(np.isfinite(losses)):
       bad = end - len(losses) + int(np.argmin(np.isfinite(losses))) + 1
       seconds = time.perf_counter() - started
-      summary = _summary(config, task, rows, hparams, bad, "diverged", seconds)
+      summary = _summary(config, task, rows, hparams, bad - 1, "diverged", seconds)
       summary["diverged_step"] = bad
       files.atomic_write_jsonl(metrics_path, rows)
       files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
@@ -383,7 +392,8 @@ def final_and_best(rows: Sequence[Mapping[str, Any]], splits: Sequence[str],
                    modes: Mapping[str, str]) -> dict[str, float]:
   """`final_train_loss`, and `final_<split>_<metric>` / `best_<split>_<metric>` of metric rows.
 
-  Best is the min (or max, as `modes` says) over the finite values of the evaluations.
+  Best is the min (or max, as `modes` says) over the finite values of the evaluations after
+  training began (step 0, the initialisation, counts only when it is the only evaluation).
   """
   out: dict[str, float] = {}
   train_rows = [r for r in rows if r["split"] == "train"]
@@ -396,6 +406,7 @@ def final_and_best(rows: Sequence[Mapping[str, Any]], splits: Sequence[str],
       if not values:
         continue
       out[f"final_{split}_{name}"] = values[-1]
-      finite = [v for v in values if math.isfinite(v)]
+      trained = [r[name] for r in split_rows if name in r and r["step"] > 0] or values
+      finite = [v for v in trained if math.isfinite(v)]
       out[f"best_{split}_{name}"] = (max if mode == "max" else min)(finite) if finite else math.nan
   return out

@@ -155,10 +155,23 @@ def test_a_second_sweep_on_a_directory_in_use_is_refused(tmp_path):
   points = design.make_design(config.sweep)
   holder = store.Store(str(tmp_path), config, points)
   try:
-    with pytest.raises(ValueError, match="in use by another sweep"):
+    with pytest.raises(ValueError, match="in use by another run"):
       driver.run_sweep(config, str(tmp_path))
   finally:
     holder.release()
+
+
+def test_a_config_error_leaves_the_workdir_unwritten(tmp_path):
+  config = classic_sweep_config()
+  config.sweep.slice_size = -5
+  with pytest.raises(ValueError, match="sweep.slice_size"):
+    driver.run_sweep(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+  config.sweep.slice_size = 0
+  config.sweep.data_parallel = 3
+  with pytest.raises(ValueError, match="sweep.data_parallel"):
+    driver.run_sweep(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
 
 
 def test_hyperparameter_not_of_the_optimizer_is_a_clear_error(tmp_path):

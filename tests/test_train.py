@@ -155,6 +155,15 @@ def test_workdir_of_another_config_is_refused(uninterrupted):
     train.train(classic_config(learning_rate=0.01), uninterrupted[0])
 
 
+def test_a_workdir_in_use_is_refused(tmp_path):
+  lock = files.WorkdirLock(str(tmp_path))
+  try:
+    with pytest.raises(ValueError, match="--workdir.*in use by another run"):
+      train.train(classic_config(), str(tmp_path))
+  finally:
+    lock.release()
+
+
 def test_unwritable_workdir_is_a_clear_error(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")

@@ -223,16 +223,15 @@ class _Run:
   def __init__(self, group: Group, mesh: Mesh, st: store.Store):
     self.group, self.mesh, self.store = group, mesh, st
     cfg = group.config
-    if cfg.data.batch_size % mesh.shape["data"]:
-      raise ValueError(f"sweep.data_parallel: {mesh.shape['data']} must divide the batch size "
-                       f"of group {group.name} (data.batch_size={cfg.data.batch_size})")
     n = len(group.points)
     n_dev = mesh.shape["points"]
     local = -(-n // n_dev)
     width = slice_width(cfg, local)
     if int(cfg.sweep.slice_size) == -1:
       width = self._auto_width(local)
-    local = -(-local // width) * width
+    slices = -(-local // width)
+    width = -(-local // slices)  # the same number of slices, the least padding
+    local = slices * width
     self.n, self.width, self.padded = n, width, local * n_dev
     self.sharding = NamedSharding(mesh, P("points"))
     self.chunk, self.evaluate = make_group_programs(group.task, cfg, mesh, width)
@@ -294,14 +293,45 @@ class _Run:
     return self._compiled[k](pop, self.hparams, self.replicate, batches)
 
 
+def check_groups(groups: Sequence[Group], mesh: Mesh) -> None:
+  """Raises ValueError for a group the mesh or the slice settings cannot run."""
+  for group in groups:
+    cfg = group.config
+    slice_width(cfg, 1)
+    if cfg.data.batch_size % mesh.shape["data"]:
+      raise ValueError(f"sweep.data_parallel: {mesh.shape['data']} must divide the batch size "
+                       f"of group {group.name} (data.batch_size={cfg.data.batch_size})")
+
+
+def _open_store(workdir: str, config: ml_collections.ConfigDict,
+                points: Sequence[design.Point]) -> store.Store:
+  """The store; on multi-host runs every process learns whether process 0 could open it."""
+  main = jax.process_index() == 0
+  error = None
+  try:
+    st = store.Store(workdir, config, points, write=main)
+  except ValueError as e:
+    error = e
+  if jax.process_count() > 1:
+    ok = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if not ok and error is None:
+      raise ValueError(f"--workdir: process 0 refused {workdir!r} (its log says why)")
+  if error is not None:
+    raise error
+  return st
+
+
 def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
-  """Runs (or resumes) the sweep of `config` in `workdir`; returns the rows of `summary.csv`."""
+  """Runs (or resumes) the sweep of `config` in `workdir`; returns the rows of `summary.csv`.
+
+  Everything that can be checked is checked before the directory is written.
+  """
   train.validate_train_config(config)
   points = design.make_design(config.sweep)
-  main = jax.process_index() == 0
-  st = store.Store(workdir, config, points, write=main)
   groups = build_groups(config, points)
   mesh = make_mesh(int(config.sweep.data_parallel))
+  check_groups(groups, mesh)
+  st = _open_store(workdir, config, points)
   logging.info("Device mesh: %s over %d device(s) %s.", dict(mesh.shape), mesh.devices.size,
                sorted({d.device_kind for d in mesh.devices.flat}))
   logging.info("Design: %d points in %d group(s) (%s), %d steps each.", len(points),
@@ -309,7 +339,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
                config.train.steps)
   started = time.perf_counter()
   for group in groups:
-    _train_group(group, mesh, st, main)
+    _train_group(group, mesh, st)
   st.finish(time.perf_counter() - started)
   for group in groups:
     best = st.best_point(group.name)
@@ -318,7 +348,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   return st.summary_rows()
 
 
-def _train_group(group: Group, mesh: Mesh, st: store.Store, main: bool) -> None:
+def _train_group(group: Group, mesh: Mesh, st: store.Store) -> None:
   cfg = group.config
   total = cfg.train.steps
   run = _Run(group, mesh, st)
@@ -370,13 +400,14 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store, main: bool) -> None:
     if log or ev:
       status = _to_host((pop.alive, pop.diverged_step))
       st.update_points(ids, end, *(np.asarray(s)[: run.n] for s in status))
+      if end == total:  # recorded before the last checkpoint: a resume never loses it
+        train_seconds = time.perf_counter() - t0 - run.compile_seconds
+        st.record_group(group.name, run.compile_seconds, train_seconds, total - start, run.n,
+                        run.width, group.task)
       st.flush()
       if end % cfg.train.checkpoint_every == 0 or end == total:
         ckpt.save(end, pop)
   ckpt.close()
-  train_seconds = time.perf_counter() - t0 - run.compile_seconds
-  st.record_group(group.name, run.compile_seconds, train_seconds, total - start, run.n,
-                  run.width, group.task)
   logging.info("Group %s: compiled in %.1fs, trained %d points x %d steps in %.1fs.",
                group.name, run.compile_seconds, run.n, total - start, train_seconds)
 

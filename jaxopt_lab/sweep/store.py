@@ -3,18 +3,21 @@
 Layout (the contract with `jaxopt_lab.analysis`):
   config.json     the resolved config
   design.csv      one row per point, written before anything trains
-  metrics.jsonl   {"point", "step", "split": "train"|"valid"|"test", <metric>: value, ...} per line
-  summary.csv     one row per point: factors, resolved hparams (hp_*), status, final/best metrics
+  metrics.jsonl   {"point", "step", "split": "train"|"valid"|"test", <metric>: value, ...} per line,
+                  ordered by step (valid/test rows at step 0 too: the initialisation)
+  summary.csv     one row per point: factors, resolved hparams (hp_*), status (ok | diverged |
+                  running), diverged_step, steps done, final/best metrics. A diverged point is
+                  frozen at the state whose loss diverged, so its final metrics may be NaN or
+                  huge: analysis treats it as failed. best_* leaves out the step-0 evaluation.
   run.json        status ("running" | "complete"), devices, timing and throughput of each group
   checkpoints/    orbax checkpoints of each group's population
-A sweep holds an exclusive lock on `.lock` while it runs; a second one on the same directory is
-refused. Every file is rewritten whole through a temporary file and a rename, so a kill at any
+A sweep holds an exclusive lock on `.lock` while it runs (`files.WorkdirLock`, as a single run
+does); a second one on the same directory is refused. Every file is rewritten whole through a temporary file and a rename, so a kill at any
 moment leaves the previous version; the rows past a group's checkpoint are dropped on resume.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -47,7 +50,7 @@ class Store:
     self._lock = None
     if write:
       train.prepare_workdir(workdir, config)
-      self._take_lock()
+      self._lock = files.WorkdirLock(workdir)
       path = os.path.join(workdir, "design.csv")
       if os.path.exists(path):
         if design.read_design_csv(path, config.sweep) != self.points:
@@ -71,27 +74,9 @@ class Store:
       self.groups = {g["group"]: g for g in previous.get("groups", [])}
       self.wall_seconds = float(previous.get("wall_seconds", 0.0))
 
-  def _take_lock(self) -> None:
-    self._lock = open(os.path.join(self.workdir, ".lock"), "a+")  # noqa: SIM115
-    try:
-      fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      self._lock.seek(0)
-      holder = self._lock.read().strip() or "unknown"
-      self._lock.close()
-      self._lock = None
-      raise ValueError(
-          f"--workdir: {self.workdir!r} is in use by another sweep (process {holder}); "
-          "wait for it to end or use another workdir") from None
-    self._lock.seek(0)
-    self._lock.truncate()
-    self._lock.write(str(os.getpid()))
-    self._lock.flush()
-
   def release(self) -> None:
     if self._lock is not None:
-      fcntl.flock(self._lock, fcntl.LOCK_UN)
-      self._lock.close()
+      self._lock.release()
       self._lock = None
 
   # --- rows -------------------------------------------------------------------------------
@@ -134,16 +119,22 @@ class Store:
         d = int(diverged_step[i])
         self.status[point] = {"status": "diverged", "diverged_step": d, "steps": d - 1}
 
-  def record_group(self, group: str, compile_seconds: float, train_seconds: float, steps: int,
-                   n_points: int, slice_width: int, task: tasks.Task) -> None:
+  def record_group(self, group: str, compile_seconds: float, train_seconds: float,
+                   steps_trained: int, n_points: int, slice_width: int, task: tasks.Task) -> None:
+    """Records a finished group's timings, adding those of earlier sessions (resumes)."""
+    previous = self.groups.get(group, {})
+    compile_seconds += previous.get("compile_seconds", 0.0)
+    train_seconds += previous.get("train_seconds", 0.0)
+    steps_trained += previous.get("steps_trained", 0)
     self.groups[group] = {
         "group": group,
         "points": n_points,
         "compile_seconds": compile_seconds,
         "train_seconds": train_seconds,
-        "steps": steps,
+        "steps": self.total_steps,
+        "steps_trained": steps_trained,  # over all sessions; < steps if a resume lost work
         "slice_width": slice_width,
-        "points_steps_per_second": n_points * steps / max(train_seconds, 1e-9),
+        "points_steps_per_second": n_points * steps_trained / max(train_seconds, 1e-9),
         "tokens_per_step": task.tokens_per_step,
         "flops_per_step": task.flops_per_step,
     }
@@ -179,6 +170,7 @@ class Store:
     """Rewrites metrics.jsonl, summary.csv and run.json."""
     if not self.write:
       return
+    self.rows.sort(key=lambda r: (r["step"], r["point"]))  # stable: train before eval rows
     files.atomic_write_jsonl(os.path.join(self.workdir, "metrics.jsonl"), self.rows)
     files.atomic_write_csv(os.path.join(self.workdir, "summary.csv"), self.summary_rows(),
                            self._summary_columns())
