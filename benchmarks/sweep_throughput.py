@@ -1,0 +1,938 @@
+r"""Throughput of the sweep driver against the same points trained one after another.
+
+Measured side by side in one run on one machine, for N = 1, 8, 32, 128 design points (learning
+rates of one optimizer, one seed) of `classic`, `digits` and the `tiny` LM:
+
+* points x steps per second of the sweep, through the driver's own chunk program
+  (`driver._Run.run_chunk`): end to end (host batches and their transfer included) and the
+  compiled program alone, after a warm-up call, best of `--repeats`;
+* the sequential baselines on the single-run trainer's `train.make_train_step`: (a) a Python loop
+  of one jitted `train_step` per call, (b) a loop over points of one jitted `lax.scan` chunk
+  (`train.scan_steps`) per point. The better of the two is "the best sequential loop". A point
+  costs the same whatever N, so they loop over `--seq_points` points of the same design;
+* `classic` only: a plain PyTorch loop of the same model (when `torch` is installed);
+* the compile time of the group's chunk program against N, the peak resident memory of a process
+  that runs one configuration and nothing else (`ru_maxrss` of a fresh child), and the
+  model-FLOPs utilisation against the machine's measured matmul peak
+  (`hardware.measure_matmul_flops`);
+* what the driver could change, measured on the same points: `step_gather` is the driver's
+  program with each point's batch picked inside the step loop instead of once per chunk (see
+  `make_step_gather_chunk`); `2dev` runs with one XLA CPU device per core
+  (`jax_num_cpu_devices`), so the driver shards the point axis over the cores; and the memory
+  allocators `glibc` (glibc malloc that keeps its freed memory), `tcmalloc` and `jemalloc`
+  (LD_PRELOAD of Debian's libtcmalloc-minimal4 / libjemalloc2).
+
+Every configuration runs in a fresh child process, one at a time. The load average of the
+machine is recorded with each measurement: other work on the machine makes every rate lower.
+
+  python -m benchmarks.sweep_throughput                              # all of it (~15 min, 2 cores)
+  python -m benchmarks.sweep_throughput --tasks=classic --points=1,128 --allocators=default
+  python -m benchmarks.sweep_throughput --json_out=/tmp/bench.json --markdown_out=/tmp/bench.md
+
+`--device_check` instead runs the `lm_small` LM (experiments/lm_small.py, bf16) on the first
+accelerator: the sweep at N = 1, 8, 32, 64 against the sequential loops, points x steps/s and
+bf16 MFU against `hardware.peak_flops`, results as JSON (rewritten after every configuration):
+
+  python -m benchmarks.sweep_throughput --device_check --json_out=/tmp/gpu_lm_small.json
+  python -m benchmarks.sweep_throughput --device_check --device_shrink --json_out=/tmp/t.json  # CPU
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import app, flags
+
+_TASKS = ("classic", "digits", "lm")
+_ALLOCATORS = ("default", "glibc", "tcmalloc", "jemalloc")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("tasks", list(_TASKS), f"Tasks to measure, of {', '.join(_TASKS)}.")
+flags.DEFINE_list("points", ["1", "8", "32", "128"], "Numbers of design points N.")
+flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (best of); fewer for slow ones.")
+flags.DEFINE_integer("seq_points", 4, "Points trained one after another by the sequential loops.")
+flags.DEFINE_list("widths", ["16", "32", "0"],
+                  "Extra slice widths (sweep.slice_size, 0 = all) of digits at the largest N.")
+flags.DEFINE_list("lm_widths", ["8", "0"], "Extra slice widths of the LM at N = 32.")
+flags.DEFINE_list("variants", ["step_gather", "2dev"],
+                  "Driver variants to measure: step_gather, 2dev.")
+flags.DEFINE_list("allocators", list(_ALLOCATORS),
+                  f"Memory allocators to compare, of {', '.join(_ALLOCATORS)}.")
+flags.DEFINE_bool("overlap", False, "Also time the program with the next chunk's batches built "
+                  "while it runs.")
+flags.DEFINE_bool("torch", True, "Measure the PyTorch loop of classic (needs torch).")
+flags.DEFINE_string("json_out", "", "Write every measurement to this JSON file.")
+flags.DEFINE_string("markdown_out", "", "Write the result tables to this Markdown file.")
+flags.DEFINE_string("worker", "", "Internal: run one measurement (JSON spec) and print it.")
+flags.DEFINE_bool("device_check", False, "Run the lm_small accelerator check instead.")
+flags.DEFINE_list("device_points", ["1", "8", "32", "64"], "Device check: numbers of points.")
+flags.DEFINE_list("device_gather_points", ["32"],
+                  "Device check: numbers of points at which the step_gather variant also runs.")
+flags.DEFINE_integer("device_steps", 10, "Device check: timed steps per call (one call).")
+flags.DEFINE_integer("device_width", 8, "Device check: sweep.slice_size (points per slice).")
+flags.DEFINE_integer("device_budget_s", 330, "Device check: skip what would start after this.")
+flags.DEFINE_bool("device_shrink", False, "Device check: a tiny LM, to test the check on a CPU.")
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_EXPERIMENT = {"classic": "classic", "digits": "digits_mlp", "lm": "lm_tiny"}
+# Steps per timed call; the LM's largest N runs a single step per call.
+_STEPS = {"classic": 100, "digits": 20, "lm": 2}
+# Slice width of the driver rows (0 = all points in one vmap); see the README.
+_MAIN_WIDTH = {"classic": 0, "digits": 8, "lm": 4}
+_ALLOCATOR_LIBS = {"tcmalloc": "libtcmalloc_minimal.so.4", "jemalloc": "libjemalloc.so.2"}
+# glibc malloc that keeps what it frees: buffers up to 32 MiB (the largest mmap threshold glibc
+# takes) come from the heap, which is never trimmed, so repeated steps reuse warm pages.
+_GLIBC_TUNED = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=68719476736"
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def experiment_config(task: str):
+  """The experiment config of `task` (experiments/<name>.py) as the benchmark's base."""
+  from jaxopt_lab import configs
+
+  name = _EXPERIMENT[task]
+  return configs.sibling(os.path.join(_REPO, "experiments", f"{name}.py"), name).get_config()
+
+
+def sweep_config(base, n: int, steps_per_call: int, width: int):
+  """`base` as a one-group sweep of `n` learning rates (one seed), `steps_per_call` per chunk."""
+  import ml_collections
+  import numpy as np
+
+  config = copy.deepcopy(base)
+  k = steps_per_call
+  config.train.update(dict(steps=10_000, steps_per_call=k, log_every=k, eval_every=k,
+                           checkpoint_every=k))
+  lr = float(base.optimizer.learning_rate)
+  values = [lr] if n == 1 else [float(v) for v in lr * np.geomspace(0.25, 1.0, n)]
+  config.sweep.design = "grid"
+  config.sweep.replicates = 1
+  config.sweep.report = False
+  config.sweep.slice_size = width
+  config.sweep.factors = ml_collections.ConfigDict({"learning_rate": {"values": values}})
+  return config
+
+
+def shrink_lm(config) -> None:
+  """Makes an LM config tiny (to test the device check on a CPU)."""
+  config.model.update(dict(width=32, depth=1, heads=2, context=16))
+  config.data.update(dict(batch_size=4, eval_windows=8, eval_batch_size=4, byte_budget=200_000))
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _best_time(fn: Callable[[], Any], repeats: int, min_seconds: float = 1.0) -> float:
+  """The shortest of at least `repeats` timed calls, more while they add up to < min_seconds."""
+  best, total, count = math.inf, 0.0, 0
+  while count < max(1, repeats) or total < min_seconds:
+    start = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - start
+    best, total, count = min(best, elapsed), total + elapsed, count + 1
+  return best
+
+
+def _xla_bytes(compiled) -> float | None:
+  try:
+    mem = compiled.memory_analysis()
+    return float(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+                 - mem.alias_size_in_bytes)
+  except Exception:  # noqa: BLE001 - not every backend reports it
+    return None
+
+
+def make_step_gather_chunk(task, config, mesh, width: int):
+  """The driver's chunk program with each point's batch picked inside the step loop.
+
+  `driver.make_group_programs` picks a point's batches (`x[replicate]`) for the whole chunk
+  before its `lax.scan`; under `vmap` that is a gather that copies the chunk's batches once per
+  point ([points, steps, batch...]) and a batched matmul on the copies. Here the scan runs over
+  the steps of the shared batches and the pick happens inside the step, so the copy is one
+  step's batch per point and stays in cache. Same `driver.make_point_step`, slices
+  (`driver._by_slices`), sharding, arguments and outputs as the driver's program.
+  """
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import PartitionSpec as P
+
+  from jaxopt_lab.sweep import driver
+
+  point_step = driver.make_point_step(task, config)
+  pts = P("points")
+
+  def chunk_local(pop, hparams, replicate, batches):
+    by_step = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), batches)  # [steps, seeds, ...]
+
+    def one_point(p, hp, r):
+      def body(carry, batch):
+        return point_step(carry, jax.tree.map(lambda x: x[r], batch), hp)
+
+      return jax.lax.scan(body, p, by_step)
+
+    return driver._by_slices(one_point, width, pop, hparams, replicate)
+
+  return jax.jit(jax.shard_map(chunk_local, mesh=mesh, in_specs=(pts, pts, pts, P()),
+                               out_specs=(pts, pts), check_vma=False), donate_argnums=0)
+
+
+def measure_sweep(spec: dict[str, Any]) -> dict[str, Any]:
+  """One sweep configuration: compile time and points x steps/s three ways.
+
+  `e2e`: the host builds the chunk's batches, then the program runs (the driver's `run_chunk`);
+  `overlap`: the program is dispatched, the host builds the next chunk's batches meanwhile;
+  `program`: the compiled program alone on batches already on the device.
+  """
+  import jax
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  from jaxopt_lab.sweep import design, driver
+
+  task_name, n, k, width = spec["task"], spec["n"], spec["steps"], spec["width"]
+  base = experiment_config(task_name)
+  if spec.get("shrink"):
+    shrink_lm(base)
+  config = sweep_config(base, n, k, width)
+  (group,) = driver.build_groups(config, design.make_design(config.sweep))
+  mesh = driver.make_mesh()
+  run = driver._Run(group, mesh, None)
+  replicated = NamedSharding(mesh, P())
+  pop = run.init_population()
+  jax.block_until_ready(pop)
+  rss_before = _peak_rss_mb()
+  out = dict(width=run.width, devices=mesh.devices.size, padded=run.padded,
+             flops_per_step=group.task.flops_per_step, tokens_per_step=group.task.tokens_per_step)
+
+  def host_batches():
+    return jax.device_put(run._batches(0, k), replicated)
+
+  batches = host_batches()
+  if spec["variant"] == "step_gather":
+    chunk = make_step_gather_chunk(group.task, group.config, mesh, run.width)
+    start = time.perf_counter()
+    compiled = chunk.lower(pop, run.hparams, run.replicate, batches).compile()
+    out["compile_s"] = time.perf_counter() - start
+    state = {"pop": compiled(pop, run.hparams, run.replicate, batches)[0]}
+    jax.block_until_ready(state)
+    out["first_call_s"] = time.perf_counter() - start
+
+    def e2e():
+      return compiled(state["pop"], run.hparams, run.replicate, host_batches())
+  else:
+    start = time.perf_counter()
+    state = {"pop": run.run_chunk(pop, 0, k)[0]}
+    jax.block_until_ready(state)
+    out["first_call_s"] = time.perf_counter() - start
+    out["compile_s"] = run.compile_seconds
+    compiled = run._compiled[k]
+
+    def e2e():
+      return run.run_chunk(state["pop"], 0, k)
+
+  def program():
+    return compiled(state["pop"], run.hparams, run.replicate, batches)
+
+  def overlap():
+    result = compiled(state["pop"], run.hparams, run.replicate, state["next"])
+    state["next"] = host_batches()  # while the program runs
+    return result
+
+  def timed(fn):
+    def go():
+      new_pop, metrics = fn()
+      jax.block_until_ready((new_pop, metrics))
+      state["pop"] = new_pop
+
+    return go
+
+  state["next"] = batches
+  repeats = spec["repeats"]
+  modes = (("program", program), ("e2e", e2e)) + ((("overlap", overlap),)
+                                                   if spec.get("overlap") else ())
+  for name, fn in modes:
+    out[f"{name}_s"] = _best_time(timed(fn), repeats)
+    out[f"rate_{name}"] = n * k / out[f"{name}_s"]
+  out["xla_bytes"] = _xla_bytes(compiled)
+  out["rss_before_compile_mb"] = rss_before
+  out["peak_rss_mb"] = _peak_rss_mb()
+  return out
+
+
+def measure_sequential(spec: dict[str, Any]) -> dict[str, Any]:
+  """The points one after another: one jitted step per call, and one jitted scan per point."""
+  import jax
+
+  from jaxopt_lab import train
+  from jaxopt_lab.sweep import design, driver
+
+  task_name, n, k = spec["task"], spec["n"], spec["steps"]
+  base = experiment_config(task_name)
+  if spec.get("shrink"):
+    shrink_lm(base)
+  config = sweep_config(base, n, k, 0)
+  (group,) = driver.build_groups(config, design.make_design(config.sweep))
+  task, cfg, seed = group.task, group.config, group.distinct_seeds[0]
+  train_step = train.make_train_step(task, cfg)
+  step = jax.jit(train_step, donate_argnums=0)
+  scan = jax.jit(train.scan_steps(train_step), donate_argnums=0)
+  init = jax.jit(lambda h, s: train.init_state(task, cfg, h, s))
+  hparams = [jax.device_put({key: v[i] for key, v in group.hparams.items()}) for i in range(n)]
+  batches = jax.device_put(task.train_batches(seed, 0, k))
+  per_step = [jax.tree.map(lambda x, j=j: x[j], batches) for j in range(k)]
+  states = [init(h, seed) for h in hparams]
+  jax.block_until_ready((states, per_step))
+  out: dict[str, Any] = {"flops_per_step": task.flops_per_step}
+  # The jitted functions themselves (their C++ dispatch path), not AOT-compiled executables;
+  # compile time = the first call (one step, or one chunk, included).
+  start = time.perf_counter()
+  states[0] = jax.block_until_ready(step(states[0], per_step[0], hparams[0])[0])
+  out["compile_step_s"] = time.perf_counter() - start
+  start = time.perf_counter()
+  states[0] = jax.block_until_ready(scan(states[0], batches, hparams[0])[0])
+  out["compile_scan_s"] = time.perf_counter() - start
+
+  def loop_steps():
+    for i in range(n):
+      s = states[i]
+      for j in range(k):
+        s, _ = step(s, per_step[j], hparams[i])
+      jax.block_until_ready(s)
+      states[i] = s
+
+  def loop_scans():
+    for i in range(n):
+      s, metrics = scan(states[i], batches, hparams[i])
+      jax.block_until_ready((s, metrics))
+      states[i] = s
+
+  loop_steps()  # warm-up
+  loop_scans()
+  repeats = spec["repeats"]
+  out["rate_step"] = n * k / _best_time(loop_steps, repeats)
+  out["rate_scan"] = n * k / _best_time(loop_scans, repeats)
+  out["peak_rss_mb"] = _peak_rss_mb()
+  return out
+
+
+def measure_torch(spec: dict[str, Any]) -> dict[str, Any]:
+  """A plain PyTorch loop of the classic model (Linear(10, 1), BCE with logits, Adam)."""
+  try:
+    import torch
+  except ImportError:
+    return {"skipped": "torch is not installed (pip install torch, CPU wheel)"}
+  from jaxopt_lab.sweep import design, driver
+
+  n, k = spec["n"], spec["steps"]
+  config = sweep_config(experiment_config("classic"), n, k, 0)
+  (group,) = driver.build_groups(config, design.make_design(config.sweep))
+  if group.config.optimizer.name != "adam":
+    raise ValueError(f"the torch loop is Adam; the config has {group.config.optimizer.name!r}")
+  batches = group.task.train_batches(group.distinct_seeds[0], 0, k)
+  xs = [torch.from_numpy(x) for x in batches["inputs"]]
+  ys = [torch.from_numpy(y.astype("float32")) for y in batches["labels"]]
+  features = xs[0].shape[-1]
+  lrs = [float(v) for v in group.hparams["learning_rate"]]
+  hp = group.config.optimizer
+  loss_fn = torch.nn.BCEWithLogitsLoss()
+
+  def loop():
+    for i in range(n):
+      torch.manual_seed(i)
+      model = torch.nn.Linear(features, 1)
+      opt = torch.optim.Adam(model.parameters(), lr=lrs[i], betas=(hp.b1, hp.b2), eps=hp.eps)
+      for j in range(k):
+        opt.zero_grad()
+        loss = loss_fn(model(xs[j]).squeeze(-1), ys[j])
+        loss.backward()
+        opt.step()
+
+  loop()
+  return {"rate": n * k / _best_time(loop, spec["repeats"]), "threads": torch.get_num_threads(),
+          "version": torch.__version__, "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_peak(spec: dict[str, Any]) -> dict[str, Any]:
+  """The measured matmul peak: the best of `measure_matmul_flops` at a few sizes."""
+  del spec
+  import jax
+
+  from jaxopt_lab import hardware
+
+  rates = {n: hardware.measure_matmul_flops(n=n, repeats=10) for n in (512, 1024, 2048)}
+  return {"peak_flops": max(rates.values()), "by_size": rates,
+          "device": str(jax.devices()[0].device_kind)}
+
+
+_MEASURES = {"sweep": measure_sweep, "seq": measure_sequential, "torch": measure_torch,
+             "peak": measure_peak}
+
+
+def run_worker(spec_json: str) -> None:
+  """Child process: runs one measurement and prints it as the last line of stdout."""
+  import jax
+
+  spec = json.loads(spec_json)
+  jax.config.update("jax_enable_compilation_cache", False)
+  if spec.get("devices", 1) > 1:  # before anything touches the backend
+    jax.config.update("jax_num_cpu_devices", spec["devices"])
+  load = os.getloadavg()[0]
+  start = time.perf_counter()
+  out = _MEASURES[spec["kind"]](spec)
+  out.update(load_before=load, load_after=os.getloadavg()[0],
+             wall_s=time.perf_counter() - start)
+  print("RESULT " + json.dumps(out), flush=True)
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def _env_for(allocator: str) -> tuple[dict[str, str], str | None]:
+  """Environment of a child process with `allocator`; or why it can't run."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = _REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+  if allocator == "glibc":
+    env["GLIBC_TUNABLES"] = _GLIBC_TUNED
+  elif allocator in _ALLOCATOR_LIBS:
+    path = _find_library(_ALLOCATOR_LIBS[allocator])
+    if path is None:
+      return env, (f"{_ALLOCATOR_LIBS[allocator]} not found (Debian: apt-get install "
+                   f"{'libtcmalloc-minimal4' if allocator == 'tcmalloc' else 'libjemalloc2'})")
+    env["LD_PRELOAD"] = path
+  elif allocator != "default":
+    raise ValueError(f"--allocators: unknown {allocator!r}; valid choices: "
+                     f"{', '.join(_ALLOCATORS)}")
+  return env, None
+
+
+def _find_library(name: str) -> str | None:
+  for folder in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+                 "/usr/lib", "/usr/local/lib"):
+    path = os.path.join(folder, name)
+    if os.path.exists(path):
+      return path
+  return None
+
+
+def main_width(task: str, n: int) -> int:
+  """The slice width of the main rows: all points for classic, slices of 8 for digits and LM."""
+  return min(n, _MAIN_WIDTH[task]) if _MAIN_WIDTH[task] else 0
+
+
+def make_plan(tasks: Sequence[str], points: Sequence[int], repeats: int, seq_points: int,
+              widths: Sequence[int], variants: Sequence[str], allocators: Sequence[str],
+              with_torch: bool, overlap: bool = False,
+              lm_widths: Sequence[int] = (8, 0)) -> list[dict[str, Any]]:
+  """The child measurements, in order: each a JSON-able spec."""
+  plan: list[dict[str, Any]] = [dict(kind="peak", allocator="default", devices=1)]
+  big = max(points)
+  gather = "step_gather" in variants
+
+  def sweep(task, n, width, variant="driver", devices=1, allocator="default"):
+    steps = 1 if task == "lm" and n >= 64 else _STEPS[task]
+    slow = (task == "lm" and n >= 32) or (task == "digits" and n >= 64)
+    return dict(kind="sweep", task=task, n=n, steps=steps, width=width, variant=variant,
+                repeats=min(repeats, 1 if task == "lm" else 2) if slow else repeats,
+                devices=devices, allocator=allocator, overlap=overlap)
+
+  for task in tasks:
+    plan.append(dict(kind="seq", task=task, n=min(seq_points, 2) if task == "lm" else seq_points,
+                     steps=_STEPS[task], repeats=repeats, allocator="default", devices=1))
+    if task == "classic" and with_torch:
+      plan.append(dict(kind="torch", task=task, n=seq_points, steps=_STEPS[task],
+                       repeats=repeats, allocator="default", devices=1))
+    for n in points:
+      plan.append(sweep(task, n, main_width(task, n)))
+      if gather and not (task == "lm" and n >= 64):
+        plan.append(sweep(task, n, main_width(task, n), "step_gather"))
+    if task == "digits":
+      for width in widths:
+        if width != main_width(task, big) and (width == 0 or width < big):
+          plan.append(sweep(task, big, width))
+          if gather:
+            plan.append(sweep(task, big, width, "step_gather"))
+    if task == "lm" and 32 in points:
+      plan += [sweep(task, 32, width) for width in lm_widths if width != main_width(task, 32)]
+    # Setups that need another process, at the sizes the targets name.
+    for n in {"classic": [big], "digits": [8, big], "lm": [8]}[task]:
+      if n not in points:
+        continue
+      if "2dev" in variants:
+        plan.append(sweep(task, n, main_width(task, n), devices=2))
+        if gather:
+          plan.append(sweep(task, n, main_width(task, n), "step_gather", devices=2))
+      if n == min(big, 8) or task == "classic":
+        plan += [sweep(task, n, main_width(task, n), allocator=a)
+                 for a in allocators if a != "default"]
+        if task == "classic" and gather:
+          plan += [sweep(task, n, main_width(task, n), "step_gather", allocator=a)
+                   for a in allocators if a != "default"]
+  return plan
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+  """Runs `spec` in a fresh `python -m benchmarks.sweep_throughput --worker` process."""
+  env, problem = _env_for(spec["allocator"])
+  if problem:
+    return {"skipped": problem}
+  cmd = [sys.executable, "-m", "benchmarks.sweep_throughput", f"--worker={json.dumps(spec)}"]
+  proc = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True, check=False)
+  lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+  if proc.returncode or not lines:
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+  out = json.loads(lines[-1][len("RESULT "):])
+  out["env"] = {k: env[k] for k in ("LD_PRELOAD", "GLIBC_TUNABLES") if k in env}
+  return out
+
+
+def _label(spec: dict[str, Any]) -> str:
+  if spec["kind"] != "sweep":
+    return f"{spec['kind']} {spec.get('task', '')}".strip()
+  parts = [spec["task"], f"N={spec['n']}", f"w={spec['width'] or 'all'}", spec["variant"]]
+  if spec["devices"] > 1:
+    parts.append(f"{spec['devices']}dev")
+  if spec["allocator"] != "default":
+    parts.append(spec["allocator"])
+  return " ".join(parts)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _find(results, **match) -> dict[str, Any] | None:
+  for spec, out in results:
+    if all(spec.get(k) == v for k, v in match.items()) and "error" not in out and (
+        "skipped" not in out):
+      return out
+  return None
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return "–"
+  if abs(x) >= 1000:
+    return f"{x:,.0f}"
+  return f"{x:.{digits}g}"
+
+
+def _verdict(ok: bool) -> str:
+  return "met" if ok else "NOT met"
+
+
+def sweep_rate(spec: dict[str, Any], out: dict[str, Any]) -> float:
+  """The rate a row stands for: end to end, the host's batches and then the program, the way
+  `driver._Run.run_chunk` works (`overlapped` and `program` are shown beside it)."""
+  del spec
+  return out["rate_e2e"]
+
+
+def report(results: list[tuple[dict[str, Any], dict[str, Any]]], tasks: Sequence[str],
+           points: Sequence[int]) -> tuple[str, list[dict[str, Any]]]:
+  """The Markdown tables and the target verdicts."""
+  lines: list[str] = []
+  targets: list[dict[str, Any]] = []
+  peak_out = _find(results, kind="peak")
+  peak = peak_out["peak_flops"] if peak_out else None
+  if peak_out:
+    lines.append(f"Measured matmul peak: {peak / 1e9:,.1f} GFLOP/s "
+                 f"({peak_out['device']}, float32, best of n = 512, 1024, 2048).\n")
+  for task in tasks:
+    seq = _find(results, kind="seq", task=task)
+    best_seq = max(seq["rate_step"], seq["rate_scan"]) if seq else None
+    lines.append(f"### {task} ({_EXPERIMENT[task]})\n")
+    if seq:
+      lines.append(f"Sequential loops: one jitted step per call {_fmt(seq['rate_step'])}, one "
+                   f"jitted scan per point {_fmt(seq['rate_scan'])} points × steps/s (first "
+                   f"calls {seq['compile_step_s']:.1f} s / {seq['compile_scan_s']:.1f} s, peak "
+                   f"RSS {seq['peak_rss_mb']:,.0f} MB, load {seq['load_before']:.1f}).")
+    torch_out = _find(results, kind="torch")
+    if task == "classic":
+      skipped = next((o.get("skipped") for s, o in results if s["kind"] == "torch"), None)
+      if torch_out:
+        lines.append(f"PyTorch {torch_out['version']} loop ({torch_out['threads']} threads): "
+                     f"{_fmt(torch_out['rate'])} points × steps/s.")
+      elif skipped:
+        lines.append(f"PyTorch loop skipped: {skipped}.")
+    lines += ["", "| N | slice | setup | rate | × best seq | × step loop | e2e | overlapped | "
+              "program | MFU | compile s | peak RSS MB | XLA MB | load |", "|" + "---|" * 14]
+    rows = [(s, o) for s, o in results if s["kind"] == "sweep" and s["task"] == task]
+    rows.sort(key=lambda so: (so[0]["n"], so[0]["allocator"] != "default", so[0]["allocator"],
+                              so[0]["devices"], so[0]["width"] or 10**6, so[0]["variant"]))
+    for spec, out in rows:
+      name = spec["variant"] + (f", {spec['devices']} dev" if spec["devices"] > 1 else "") + (
+          f", {spec['allocator']}" if spec["allocator"] != "default" else "")
+      if "error" in out or "skipped" in out:
+        lines.append(f"| {spec['n']} | {spec['width'] or 'all'} | {name} | "
+                     f"{out.get('error') or out.get('skipped')} |" + " |" * 10)
+        continue
+      rate = sweep_rate(spec, out)
+      mfu = rate * out["flops_per_step"] / peak if peak and out["flops_per_step"] else None
+      lines.append(
+          f"| {spec['n']} | {out['width']} | {name} | **{_fmt(rate)}** | "
+          f"{_fmt(rate / best_seq if best_seq else None)} | "
+          f"{_fmt(rate / seq['rate_step'] if seq else None)} | {_fmt(out['rate_e2e'])} | "
+          f"{_fmt(out.get('rate_overlap'))} | {_fmt(out['rate_program'])} | "
+          f"{'–' if mfu is None else f'{100 * mfu:.1f}%'} | {out['compile_s']:.1f} | "
+          f"{out['peak_rss_mb']:,.0f} | "
+          f"{_fmt(out['xla_bytes'] / 2**20 if out['xla_bytes'] else None)} | "
+          f"{out['load_before']:.1f} |")
+    lines.append("")
+    targets += _task_targets(task, results, seq, best_seq, torch_out, peak, points)
+  if targets:
+    lines += ["### Targets\n", "| target | driver now | verdict | best measured setup | verdict |",
+              "|---|---|---|---|---|"]
+    for t in targets:
+      lines.append(f"| {t['target']} | {t['now']} | {_verdict(t['now_ok'])} | "
+                   f"{t.get('variant', '–')} | "
+                   f"{_verdict(t['variant_ok']) if 'variant_ok' in t else '–'} |")
+  return "\n".join(lines) + "\n", targets
+
+
+def _main(results, task, n, variant="driver", **match):
+  """The row of (task, n) at the main slice width, one device, default allocator."""
+  fields = dict(kind="sweep", task=task, n=n, width=main_width(task, n), variant=variant,
+                devices=1, allocator="default")
+  fields.update(match)
+  return _find(results, **fields)
+
+
+def _best(results, task, n, **match):
+  """The fastest row of (task, n) with the default allocator (by `sweep_rate`), and its label."""
+  rows = [(s, o) for s, o in results if s["kind"] == "sweep" and s["task"] == task
+          and s["n"] == n and s["allocator"] == "default" and "rate_e2e" in o
+          and all(s.get(k) == v for k, v in match.items())]
+  if not rows:
+    return None, None, None
+  spec, out = max(rows, key=lambda so: sweep_rate(*so))
+  return sweep_rate(spec, out), out, _label(spec)
+
+
+def _task_targets(task, results, seq, best_seq, torch_out, peak, points):
+  targets = []
+  big = max(points)
+
+  def ratio(text, n, reference, need):
+    now = _main(results, task, n)
+    rate, _, label = _best(results, task, n)
+    if now is None or not reference:
+      return
+    t = dict(target=text, now=f"{now['rate_e2e'] / reference:.2f}×",
+             now_ok=now["rate_e2e"] / reference >= need)
+    if rate:
+      t.update(variant=f"{rate / reference:.2f}× ({label})", variant_ok=rate / reference >= need)
+    targets.append(t)
+
+  if task == "classic" and seq and 128 in points:
+    ratio("classic N=128 ≥ 5× the scan loop", 128, seq["rate_scan"], 5)
+    ratio("classic N=128 ≥ 50× the step loop", 128, seq["rate_step"], 50)
+    if torch_out:
+      ratio("classic N=128 ≥ 500× the PyTorch loop", 128, torch_out["rate"], 500)
+  if task == "digits" and seq and 8 in points:
+    ratio("digits N=8 ≥ 1.5× the best sequential loop", 8, best_seq, 1.5)
+    now = _main(results, task, 8)
+    rate8, out8, label8 = _best(results, task, 8)
+    if now and peak:
+      mfu_now = now["rate_e2e"] * now["flops_per_step"] / peak
+      t = dict(target="digits N=8 ≥ 70% of the matmul peak", now=f"{100 * mfu_now:.1f}%",
+               now_ok=mfu_now >= 0.7)
+      if rate8:
+        mfu = rate8 * out8["flops_per_step"] / peak
+        t.update(variant=f"{100 * mfu:.1f}% ({label8})", variant_ok=mfu >= 0.7)
+      targets.append(t)
+    now_big = _main(results, task, big)
+    if now and now_big and big > 8:
+      r = now_big["rate_e2e"] / now["rate_e2e"]
+      t = dict(target=f"digits N={big} ≥ 0.9× N=8", now=f"{r:.2f}×", now_ok=r >= 0.9)
+      rate_big, _, label_big = _best(results, task, big)
+      if rate_big and rate8:
+        t.update(variant=f"{rate_big / rate8:.2f}× ({label_big} vs {label8})",
+                 variant_ok=rate_big / rate8 >= 0.9)
+      targets.append(t)
+  if task == "lm" and seq and 8 in points:
+    ratio("lm N=8 ≥ 1× the best sequential loop", 8, best_seq, 1.0)
+  if task == "lm" and 32 in points:
+    sliced, whole = _main(results, task, 32), _main(results, task, 32, width=0)
+    if sliced:
+      targets.append(dict(target=f"lm N=32 peak memory ≤ 1.5 GB (slices of {sliced['width']})",
+                          now=f"{sliced['peak_rss_mb']:,.0f} MB (XLA "
+                              f"{_fmt((sliced['xla_bytes'] or 0) / 2**20)} MB)",
+                          now_ok=sliced["peak_rss_mb"] <= 1536))
+    if sliced and whole:
+      r = sliced["rate_e2e"] / whole["rate_e2e"]
+      targets.append(dict(target="lm N=32 slicing keeps throughput (≥ 0.95× unsliced)",
+                          now=f"{r:.2f}× (unsliced: {whole['peak_rss_mb']:,.0f} MB)",
+                          now_ok=r >= 0.95))
+  one, many = _main(results, task, 1), _main(results, task, big)
+  if one and many and big > 1:
+    r = many["compile_s"] / one["compile_s"]
+    t = dict(target=f"{task}: compile at N={big} ≤ 1.2× N=1",
+             now=f"{r:.2f}× ({one['compile_s']:.1f} → {many['compile_s']:.1f} s)", now_ok=r <= 1.2)
+    g1, gb = _main(results, task, 1, "step_gather"), _main(results, task, big, "step_gather")
+    if g1 and gb:
+      rg = gb["compile_s"] / g1["compile_s"]
+      t.update(variant=f"{rg:.2f}× (step_gather)", variant_ok=rg <= 1.2)
+    targets.append(t)
+  for spec, out in results:
+    if spec["kind"] != "sweep" or spec["task"] != task or spec["allocator"] == "default" or (
+        "rate_e2e" not in out):
+      continue
+    ref = _find(results, **{**spec, "allocator": "default"})
+    if ref:
+      r = out["rate_e2e"] / ref["rate_e2e"]
+      targets.append(dict(target=f"allocator {spec['allocator']} ({_label(spec)}) vs default",
+                          now=f"{r:.2f}× (peak RSS {out['peak_rss_mb']:,.0f} vs "
+                              f"{ref['peak_rss_mb']:,.0f} MB)", now_ok=r > 1.0))
+  return targets
+
+
+# ----------------------------------------------------------------------------- device check
+
+
+def device_check() -> None:
+  """lm_small on the first accelerator: the sweep at several N against the sequential loops."""
+  import jax
+
+  from jaxopt_lab import files, hardware
+  from jaxopt_lab.sweep import design, driver
+
+  if not FLAGS.json_out:
+    raise ValueError("--json_out: the device check needs a path for its JSON results")
+  jax.config.update("jax_enable_compilation_cache", False)
+  started = time.perf_counter()
+  device = jax.devices()[0]
+  base = _lm_small_config()
+  if FLAGS.device_shrink:
+    shrink_lm(base)
+  dtype = base.model.dtype
+  peak = hardware.peak_flops(device, dtype)
+  peak_source = "data sheet"
+  if peak is None:
+    peak, peak_source = hardware.measure_matmul_flops(n=1024), "measured float32 matmul"
+  k = FLAGS.device_steps
+  doc: dict[str, Any] = dict(device=str(device.device_kind), platform=device.platform,
+                             devices=jax.device_count(), dtype=dtype, peak_flops=peak,
+                             peak_source=peak_source, steps=k, width=FLAGS.device_width,
+                             shrink=FLAGS.device_shrink, model=base.model.to_dict(),
+                             batch_size=base.data.batch_size, jax=jax.__version__,
+                             xla_flags=os.environ.get("XLA_FLAGS", ""), results=[])
+
+  def save():
+    doc["elapsed_s"] = time.perf_counter() - started
+    files.atomic_write_json(FLAGS.json_out, doc)
+
+  def memory():
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    return (stats or {}).get("peak_bytes_in_use")
+
+  def left():
+    return FLAGS.device_budget_s - (time.perf_counter() - started)
+
+  # Sequential: one point, one jitted step per call and one jitted scan per chunk.
+  config = sweep_config(base, 1, k, 0)
+  (group,) = driver.build_groups(config, design.make_design(config.sweep))
+  task = group.task
+  doc["flops_per_step"] = task.flops_per_step
+  doc["tokens_per_step"] = task.tokens_per_step
+  save()
+  try:
+    doc["sequential"] = _device_sequential(task, group, k, peak, memory)
+  except Exception as e:  # noqa: BLE001 - record and go on to the sweeps
+    doc["sequential"] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+  gc.collect()
+  save()
+  best_seq = max(doc["sequential"].get("rate_step", 0), doc["sequential"].get("rate_scan", 0))
+
+  runs = [(int(p), "driver") for p in FLAGS.device_points]
+  runs += [(int(p), "step_gather") for p in FLAGS.device_gather_points]
+  for n, variant in runs:
+    row: dict[str, Any] = {"n": n, "variant": variant}
+    doc["results"].append(row)
+    if left() < 30:
+      row["skipped"] = f"device budget of {FLAGS.device_budget_s} s spent"
+      save()
+      continue
+    try:
+      row.update(_device_sweep(base, n, k, FLAGS.device_width, variant, peak, memory))
+      if best_seq:
+        row["vs_best_sequential"] = row["rate"] / best_seq
+    except Exception as e:  # noqa: BLE001 - an OOM at one N must not lose the others
+      row["error"] = f"{type(e).__name__}: {str(e)[:500]}"
+    gc.collect()
+    jax.clear_caches()
+    save()
+    print(f"[{time.perf_counter() - started:5.0f}s] N={n} {variant}: " + ", ".join(
+        f"{key}={_fmt(value)}" for key, value in row.items()
+        if isinstance(value, float | str) and key != "variant"), flush=True)
+  seq = doc["sequential"]
+  print(f"sequential: {seq}\nwritten to {FLAGS.json_out} ({time.perf_counter() - started:.0f} s)")
+
+
+def _device_sweep(base, n: int, k: int, width: int, variant: str, peak: float, memory
+                  ) -> dict[str, Any]:
+  """Device check: one sweep configuration, the driver's program or the step-gather variant."""
+  import jax
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  from jaxopt_lab.sweep import design, driver
+
+  config = sweep_config(base, n, k, width)
+  (group,) = driver.build_groups(config, design.make_design(config.sweep))
+  run = driver._Run(group, driver.make_mesh(), None)
+  pop = run.init_population()
+  batches = jax.device_put(run._batches(0, k), NamedSharding(run.mesh, P()))
+  t0 = time.perf_counter()
+  if variant == "step_gather":
+    chunk = make_step_gather_chunk(group.task, group.config, run.mesh, run.width)
+    compiled = chunk.lower(pop, run.hparams, run.replicate, batches).compile()
+    compile_s = time.perf_counter() - t0
+    pop, metrics = compiled(pop, run.hparams, run.replicate, batches)
+  else:
+    pop, metrics = run.run_chunk(pop, 0, k)
+    compile_s = run.compile_seconds
+    compiled = run._compiled[k]
+  jax.block_until_ready((pop, metrics))
+  first = time.perf_counter() - t0
+  state = {"pop": pop}
+
+  def call():
+    new_pop, new_metrics = compiled(state["pop"], run.hparams, run.replicate, batches)
+    jax.block_until_ready((new_pop, new_metrics))
+    state["pop"] = new_pop
+
+  seconds = _best_time(call, 2)
+  rate = n * k / seconds
+  return dict(width=run.width, compile_s=compile_s, first_call_s=first, seconds=seconds,
+              rate=rate, tokens_per_s=rate * group.task.tokens_per_step,
+              mfu=rate * group.task.flops_per_step / peak, xla_bytes=_xla_bytes(compiled),
+              peak_bytes_in_use=memory())
+
+
+def _device_sequential(task, group, k: int, peak: float, memory) -> dict[str, Any]:
+  """Device check: one point, one jitted step per call and one jitted scan of `k` steps."""
+  import jax
+
+  from jaxopt_lab import train
+
+  train_step = train.make_train_step(task, group.config)
+  hp = jax.device_put({key: v[0] for key, v in group.hparams.items()})
+  state = jax.jit(lambda h: train.init_state(task, group.config, h, 0))(hp)
+  batches = jax.device_put(task.train_batches(0, 0, k))
+  per_step = [jax.tree.map(lambda x, j=j: x[j], batches) for j in range(k)]
+  t0 = time.perf_counter()
+  step_c = jax.jit(train_step, donate_argnums=0).lower(state, per_step[0], hp).compile()
+  t1 = time.perf_counter()
+  scan_c = jax.jit(train.scan_steps(train_step), donate_argnums=0).lower(
+      state, batches, hp).compile()
+  t2 = time.perf_counter()
+  holder = {"s": state}
+
+  def steps():
+    s = holder["s"]
+    for j in range(k):
+      s, _ = step_c(s, per_step[j], hp)
+    jax.block_until_ready(s)
+    holder["s"] = s
+
+  def scans():
+    s, metrics = scan_c(holder["s"], batches, hp)
+    jax.block_until_ready((s, metrics))
+    holder["s"] = s
+
+  steps()  # warm-up
+  scans()
+  rate_step, rate_scan = k / _best_time(steps, 1), k / _best_time(scans, 1)
+  return dict(rate_step=rate_step, rate_scan=rate_scan, compile_step_s=t1 - t0,
+              compile_scan_s=t2 - t1, mfu_step=rate_step * task.flops_per_step / peak,
+              mfu_scan=rate_scan * task.flops_per_step / peak, peak_bytes_in_use=memory())
+
+
+def _lm_small_config():
+  from jaxopt_lab import configs
+
+  return configs.sibling(os.path.join(_REPO, "experiments", "lm_small.py"), "lm_small").get_config()
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _ints(values: Sequence[str], flag: str) -> list[int]:
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise ValueError(f"--{flag}: integers expected, got {','.join(values)}") from None
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  if FLAGS.worker:
+    run_worker(FLAGS.worker)
+    return
+  if FLAGS.device_check:
+    device_check()
+    return
+  for task in FLAGS.tasks:
+    if task not in _TASKS:
+      raise app.UsageError(f"--tasks: unknown task {task!r}; valid choices: {', '.join(_TASKS)}")
+  for variant in FLAGS.variants:
+    if variant not in ("step_gather", "2dev"):
+      raise app.UsageError(f"--variants: unknown {variant!r}; valid choices: step_gather, 2dev")
+  for allocator in FLAGS.allocators:
+    if allocator not in _ALLOCATORS:
+      raise app.UsageError(f"--allocators: unknown {allocator!r}; valid choices: "
+                           f"{', '.join(_ALLOCATORS)}")
+  points = _ints(FLAGS.points, "points")
+  plan = make_plan(FLAGS.tasks, points, FLAGS.repeats, FLAGS.seq_points,
+                   _ints(FLAGS.widths, "widths"), FLAGS.variants, FLAGS.allocators, FLAGS.torch,
+                   FLAGS.overlap, _ints(FLAGS.lm_widths, "lm_widths"))
+  started = time.perf_counter()
+  results: list[tuple[dict[str, Any], dict[str, Any]]] = []
+  for i, spec in enumerate(plan):
+    t0 = time.perf_counter()
+    out = run_child(spec)
+    results.append((spec, out))
+    summary = out.get("error") or out.get("skipped") or ", ".join(
+        f"{k}={_fmt(v)}" for k, v in out.items()
+        if k.startswith(("rate", "compile", "peak_rss", "peak_flops")))
+    print(f"[{i + 1}/{len(plan)} {time.perf_counter() - started:6.0f}s] {_label(spec)}: "
+          f"{summary} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    if FLAGS.json_out:
+      _write_json(results, started)
+  text, _ = report(results, FLAGS.tasks, points)
+  command = "python -m benchmarks.sweep_throughput " + " ".join(sys.argv[1:])
+  text = (f"Command: `{command.strip()}`; {os.cpu_count()} CPUs; "
+          f"{time.perf_counter() - started:.0f} s in all.\n\n" + text)
+  print("\n" + text)
+  if FLAGS.markdown_out:
+    from jaxopt_lab import files
+
+    files.atomic_write_text(FLAGS.markdown_out, text)
+
+
+def _write_json(results, started) -> None:
+  from jaxopt_lab import files
+
+  files.atomic_write_json(FLAGS.json_out, dict(
+      cpus=os.cpu_count(), elapsed_s=time.perf_counter() - started,
+      results=[dict(spec=s, result=o) for s, o in results]))
+
+
+if __name__ == "__main__":
+  app.run(main)
