@@ -176,10 +176,15 @@ def _check_fields(group: str, config: ml_collections.ConfigDict, allowed: set[st
 # ----------------------------------------------------------------------------- losses
 
 
+def _loss_dtype(logits: jax.Array) -> Any:
+  """Losses are float32 (float64 under the float64 compute dtype of numerical checks)."""
+  return jnp.promote_types(logits.dtype, jnp.float32)
+
+
 def _binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean BCE ``-[y log s(z) + (1 - y) log s(-z)]`` and accuracy of ``z > 0``."""
-  z = logits.astype(jnp.float32)
-  y = labels.astype(jnp.float32)
+  z = logits.astype(_loss_dtype(logits))
+  y = labels.astype(z.dtype)
   loss = -(y * jax.nn.log_sigmoid(z) + (1.0 - y) * jax.nn.log_sigmoid(-z))
   accuracy = ((z > 0) == (y > 0.5)).astype(jnp.float32)
   return loss.mean(), accuracy.mean()
@@ -187,7 +192,7 @@ def _binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.A
 
 def _softmax_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean cross-entropy ``logsumexp(z) - z[y]`` and accuracy of ``argmax z``."""
-  z = logits.astype(jnp.float32)
+  z = logits.astype(_loss_dtype(logits))
   y = labels.astype(jnp.int32)
   picked = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0]
   loss = jax.nn.logsumexp(z, axis=-1) - picked
@@ -200,7 +205,7 @@ def _mean_over_batches(
 ) -> dict[str, jax.Array]:
   """Averages ``per_batch`` over the leading axis of ``data`` (equal batches) with a scan."""
   shapes = jax.eval_shape(per_batch, params, jax.tree.map(lambda a: a[0], data))
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
   def body(carry, batch):
     return jax.tree.map(jnp.add, carry, per_batch(params, batch)), None

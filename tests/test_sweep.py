@@ -300,3 +300,22 @@ def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
   monkeypatch.setattr(store, "device_memory_bytes", lambda device: 1e15)
   assert driver._Run(group, mesh, st).width == 6
   st.release()
+
+
+def test_points_equal_single_runs_to_1e9_in_float64(tmp_path):
+  """With 64-bit JAX and float64 compute, batched and single runs agree to 1e-9 over the run."""
+  _run_child("""
+      import jax
+      import numpy as np
+      from small_configs import classic_sweep_config
+      from jaxopt_lab import train
+      from jaxopt_lab.sweep import design, driver
+      config = classic_sweep_config(learning_rates=(0.03, 0.3, 3.0), replicates=2, steps=60)
+      config.model.dtype = "float64"
+      rows = driver.run_sweep(config, "sweep")
+      for point in design.make_design(config.sweep)[::2]:
+        single = train.train(driver.point_config(config, point), f"single{point.point}")
+        assert single["final_valid_loss"] != float(np.float32(single["final_valid_loss"]))
+        for key in ("final_valid_loss", "final_test_loss", "final_train_loss"):
+          np.testing.assert_allclose(rows[point.point][key], single[key], rtol=1e-9)
+  """, {"JAX_ENABLE_X64": "1"}, tmp_path)

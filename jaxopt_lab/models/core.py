@@ -26,16 +26,27 @@ from flax import nnx
 
 Params = dict[str, Any]
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float64': jnp.float64}
 
 
 def compute_dtype(name: str) -> Any:
-  """The JAX dtype called ``name`` ('float32' or 'bfloat16'); anything else is a ValueError."""
+  """The JAX dtype called ``name`` ('float32', 'bfloat16' or 'float64'); else a ValueError.
+
+  'float64' (parameters too, see `param_dtype`) is for numerical checks and needs
+  ``jax_enable_x64``.
+  """
   if name not in DTYPES:
     raise ValueError(
         f"model.dtype: unknown dtype {name!r}; valid choices: {', '.join(DTYPES)}"
     )
+  if name == 'float64' and not jax.config.jax_enable_x64:
+    raise ValueError("model.dtype: 'float64' needs 64-bit JAX (JAX_ENABLE_X64=1)")
   return DTYPES[name]
+
+
+def param_dtype(name: str) -> Any:
+  """Parameters are float32, except under the float64 compute dtype (then float64)."""
+  return jnp.float64 if compute_dtype(name) == jnp.float64 else jnp.float32
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
-from jaxopt_lab.models.core import compute_dtype
+from jaxopt_lab.models.core import compute_dtype, param_dtype
 
 
 class LogisticRegression(nnx.Module):
@@ -18,9 +17,10 @@ class LogisticRegression(nnx.Module):
   """
 
   def __init__(self, features: int = 10, *, dtype: str = 'float32', rngs: nnx.Rngs):
-    """Args: features: input size; dtype: compute dtype (parameters stay float32); rngs: init."""
+    """Args: features: input size; dtype: compute dtype (parameters stay float32, except
+    under float64); rngs: init."""
     self.linear = nnx.Linear(
-        features, 1, dtype=compute_dtype(dtype), param_dtype=jnp.float32, rngs=rngs
+        features, 1, dtype=compute_dtype(dtype), param_dtype=param_dtype(dtype), rngs=rngs
     )
 
   def __call__(self, x: jax.Array) -> jax.Array:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxopt_lab.models.core import compute_dtype
+from jaxopt_lab.models.core import compute_dtype, param_dtype
 
 ACTIVATIONS = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu, 'tanh': jnp.tanh}
 
@@ -45,7 +45,7 @@ class MLP(nnx.Module):
     self.activation = activation_fn(activation)
     dt = compute_dtype(dtype)
     self.layers = nnx.List([
-        nnx.Linear(a, b, dtype=dt, param_dtype=jnp.float32, rngs=rngs)
+        nnx.Linear(a, b, dtype=dt, param_dtype=param_dtype(dtype), rngs=rngs)
         for a, b in zip(widths[:-1], widths[1:], strict=True)
     ])
 

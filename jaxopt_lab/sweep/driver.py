@@ -87,7 +87,7 @@ def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict,
   def point_step(pop: Population, batch, hparams):
     state, metrics = train_step(pop.state, batch, hparams)
     loss = metrics["loss"]
-    initial = jnp.where(pop.state.step == 0, loss, pop.initial_loss)
+    initial = jnp.where(pop.state.step == 0, loss, pop.initial_loss).astype(jnp.float32)
     bad = ~jnp.isfinite(loss)
     if factor > 0:  # structure of the config, not a traced value
       bad = bad | (loss > factor * initial)

@@ -12,8 +12,9 @@ Layout (the contract with `jaxopt_lab.analysis`):
   run.json        status ("running" | "complete"), devices, timing and throughput of each group
   checkpoints/    orbax checkpoints of each group's population
 A sweep holds an exclusive lock on `.lock` while it runs (`files.WorkdirLock`, as a single run
-does); a second one on the same directory is refused. Every file is rewritten whole through a temporary file and a rename, so a kill at any
-moment leaves the previous version; the rows past a group's checkpoint are dropped on resume.
+does); a second one on the same directory is refused. Every file is rewritten whole through a
+temporary file and a rename, so a kill at any moment leaves the previous version; the rows past
+a group's checkpoint are dropped on resume.
 """
 
 from __future__ import annotations
