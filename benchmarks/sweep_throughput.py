@@ -361,6 +361,15 @@ def measure_sweep(spec: dict[str, Any]) -> dict[str, Any]:
       fns[f"seq_{name}"] = loop
       work[f"seq_{name}"] = min(seq_n, n) * k
       out[f"seq_first_call_{name}_s"] = first[name]
+  if spec.get("torch_points"):
+    loop = torch_loop(group, min(spec["torch_points"], n), k)
+    if isinstance(loop, str):
+      out["torch_skipped"] = loop
+    else:
+      import torch
+
+      fns["torch"], work["torch"] = loop, min(spec["torch_points"], n) * k
+      out["torch_version"] = torch.__version__
   best = _interleaved_best(fns, spec["repeats"])
   for name, seconds in best.items():
     out[f"{name}_s"] = seconds
@@ -386,19 +395,20 @@ def measure_sequential(spec: dict[str, Any]) -> dict[str, Any]:
           "rate_scan": n * k / best["scan"], "peak_rss_mb": _peak_rss_mb()}
 
 
-def measure_torch(spec: dict[str, Any]) -> dict[str, Any]:
-  """A plain PyTorch loop of the classic model (Linear(10, 1), BCE with logits, Adam)."""
+def torch_loop(group, n: int, k: int) -> Callable[[], None] | str:
+  """A plain PyTorch loop of the classic model over `n` points of `group`, `k` steps each.
+
+  `Linear(features, 1)`, `BCEWithLogitsLoss`, `torch.optim.Adam` at each point's learning rate,
+  the same batches; one intra-op thread (the fastest setting for a model this small, and immune
+  to OpenMP spin-waiting on a busy machine). Returns the loop, or why it can't run.
+  """
   try:
     import torch
   except ImportError:
-    return {"skipped": "torch is not installed (pip install torch, CPU wheel)"}
-  from jaxopt_lab.sweep import design, driver
-
-  n, k = spec["n"], spec["steps"]
-  config = sweep_config(experiment_config("classic"), n, k, 0)
-  (group,) = driver.build_groups(config, design.make_design(config.sweep))
+    return "torch is not installed (the CPU wheel of PyTorch, an optional benchmark dependency)"
   if group.config.optimizer.name != "adam":
     raise ValueError(f"the torch loop is Adam; the config has {group.config.optimizer.name!r}")
+  torch.set_num_threads(1)
   batches = group.task.train_batches(group.distinct_seeds[0], 0, k)
   xs = [torch.from_numpy(x) for x in batches["inputs"]]
   ys = [torch.from_numpy(y.astype("float32")) for y in batches["labels"]]
@@ -419,8 +429,7 @@ def measure_torch(spec: dict[str, Any]) -> dict[str, Any]:
         opt.step()
 
   loop()
-  return {"rate": n * k / _best_time(loop, spec["repeats"]), "threads": torch.get_num_threads(),
-          "version": torch.__version__, "peak_rss_mb": _peak_rss_mb()}
+  return loop
 
 
 def measure_peak(spec: dict[str, Any]) -> dict[str, Any]:
@@ -435,8 +444,7 @@ def measure_peak(spec: dict[str, Any]) -> dict[str, Any]:
           "device": str(jax.devices()[0].device_kind)}
 
 
-_MEASURES = {"sweep": measure_sweep, "seq": measure_sequential, "torch": measure_torch,
-             "peak": measure_peak}
+_MEASURES = {"sweep": measure_sweep, "seq": measure_sequential, "peak": measure_peak}
 
 
 def run_worker(spec_json: str) -> None:
@@ -510,13 +518,13 @@ def make_plan(tasks: Sequence[str], points: Sequence[int], repeats: int, seq_poi
   for task in tasks:
     plan.append(dict(kind="seq", task=task, n=min(seq_points, 2) if task == "lm" else seq_points,
                      steps=_STEPS[task], repeats=repeats, allocator="default", devices=1))
-    if task == "classic" and with_torch:
-      plan.append(dict(kind="torch", task=task, n=seq_points, steps=_STEPS[task],
-                       repeats=repeats, allocator="default", devices=1))
     for n in points:
       plan.append(sweep(task, n, main_width(task, n)))
       if gather and not (task == "lm" and n >= 64):
         plan.append(sweep(task, n, main_width(task, n), "step_gather"))
+      if task == "classic" and with_torch and n == big:
+        for spec in plan[-2:]:
+          spec["torch_points"] = seq_points
     if task == "digits":
       for width in widths:
         if width != main_width(task, big) and (width == 0 or width < big):
@@ -630,12 +638,13 @@ def report(results: list[tuple[dict[str, Any], dict[str, Any]]], tasks: Sequence
                    f"{_fmt(seq['rate_scan'])} points × steps/s (first calls "
                    f"{seq['compile_step_s']:.1f} s / {seq['compile_scan_s']:.1f} s, peak RSS "
                    f"{seq['peak_rss_mb']:,.0f} MB, load {seq['load_before']:.1f}).")
-    torch_out = _find(results, kind="torch")
     if task == "classic":
-      skipped = next((o.get("skipped") for s, o in results if s["kind"] == "torch"), None)
-      if torch_out:
-        lines.append(f"PyTorch {torch_out['version']} loop ({torch_out['threads']} threads): "
-                     f"{_fmt(torch_out['rate'])} points × steps/s.")
+      torch_rows = [o for sp, o in results if sp["kind"] == "sweep" and "rate_torch" in o]
+      skipped = next((o["torch_skipped"] for sp, o in results if "torch_skipped" in o), None)
+      if torch_rows:
+        lines.append(f"PyTorch {torch_rows[0]['torch_version']} loop (1 thread), timed in turn "
+                     f"with the N={max(points)} rows: "
+                     f"{', '.join(_fmt(o['rate_torch']) for o in torch_rows)} points × steps/s.")
       elif skipped:
         lines.append(f"PyTorch loop skipped: {skipped}.")
     lines += ["", "| N | slice | setup | e2e | program | seq step | seq scan | × best seq | "
@@ -662,7 +671,7 @@ def report(results: list[tuple[dict[str, Any], dict[str, Any]]], tasks: Sequence
           f"{_fmt(out['xla_bytes'] / 2**20 if out['xla_bytes'] else None)} | "
           f"{out['load_before']:.1f} |")
     lines.append("")
-    targets += _task_targets(task, results, torch_out, peak, points)
+    targets += _task_targets(task, results, peak, points)
   if targets:
     lines += ["### Targets\n", "| target | driver now | verdict | best measured setup | verdict |",
               "|---|---|---|---|---|"]
@@ -692,7 +701,7 @@ def _best(results, task, n, key):
   return spec, out, _label(spec)
 
 
-def _task_targets(task, results, torch_out, peak, points):
+def _task_targets(task, results, peak, points):
   targets = []
   big = max(points)
   main_spec = lambda n, **m: dict(kind="sweep", task=task, n=n, width=main_width(task, n),  # noqa: E731
@@ -717,9 +726,7 @@ def _task_targets(task, results, torch_out, peak, points):
   if task == "classic" and 128 in points:
     ratio("classic N=128 ≥ 5× the scan loop", 128, over("rate_seq_scan"), 5)
     ratio("classic N=128 ≥ 50× the step loop", 128, over("rate_seq_step"), 50)
-    if torch_out:
-      ratio("classic N=128 ≥ 500× the PyTorch loop (another process)", 128,
-            lambda s, o: sweep_rate(s, o) / torch_out["rate"], 500)
+    ratio("classic N=128 ≥ 500× the PyTorch loop", 128, over("rate_torch"), 500)
   if task == "digits" and 8 in points:
     ratio("digits N=8 ≥ 1.5× the best sequential loop", 8, vs_seq, 1.5)
     if peak:
