@@ -9,6 +9,8 @@ Running the same command again with the same workdir resumes; the report is writ
 --process_id (jax.distributed) to every process.
 """
 
+import os
+
 import jax
 from absl import flags, logging
 from ml_collections import config_flags
@@ -22,11 +24,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The experiment directory.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of a multi-host run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", os.cpu_count() or 1,
+    "XLA CPU devices on a CPU-only machine: one per core lets the sweep shard its points over "
+    "the cores (benchmarks/README.md: 1.4-2x on 2 cores). Ignored where an accelerator exists.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
+  jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   launch.log_devices()
