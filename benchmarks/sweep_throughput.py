@@ -17,8 +17,9 @@ rates of one optimizer, one seed) of `classic`, `digits` and the `tiny` LM:
   (`hardware.measure_matmul_flops`);
 * what the driver could change, measured on the same points: `step_gather` is the driver's
   program with each point's batch picked inside the step loop instead of once per chunk (see
-  `make_step_gather_chunk`); `2dev` runs with one XLA CPU device per core
-  (`jax_num_cpu_devices`), so the driver shards the point axis over the cores; and the memory
+  `make_step_gather_chunk`; the driver adopted it after the results in the README); `2dev`
+  runs with one XLA CPU device per core (`jax_num_cpu_devices`), so the driver shards the point
+  axis over the cores; and the memory
   allocators `glibc` (glibc malloc that keeps its freed memory), `tcmalloc` and `jemalloc`
   (LD_PRELOAD of Debian's libtcmalloc-minimal4 / libjemalloc2).
 
@@ -161,12 +162,13 @@ def _xla_bytes(compiled) -> float | None:
 def make_step_gather_chunk(task, config, mesh, width: int):
   """The driver's chunk program with each point's batch picked inside the step loop.
 
-  `driver.make_group_programs` picks a point's batches (`x[replicate]`) for the whole chunk
-  before its `lax.scan`; under `vmap` that is a gather that copies the chunk's batches once per
-  point ([points, steps, batch...]) and a batched matmul on the copies. Here the scan runs over
-  the steps of the shared batches and the pick happens inside the step, so the copy is one
-  step's batch per point and stays in cache. Same `driver.make_point_step`, slices
-  (`driver._by_slices`), sharding, arguments and outputs as the driver's program.
+  Until commit 013fb23 `driver.make_group_programs` picked a point's batches (`x[replicate]`)
+  for the whole chunk before its `lax.scan`; under `vmap` that is a gather that copies the
+  chunk's batches once per point ([points, steps, batch...]) and a batched matmul on the copies.
+  Here the scan runs over the steps of the shared batches and the pick happens inside the step,
+  so the copy is one step's batch per point and stays in cache. The driver has since adopted
+  this layout, so the two rows now time the same program (a check on each other). Same
+  `driver.make_point_step`, slices (`driver._by_slices`), sharding, arguments and outputs.
   """
   import jax
   import jax.numpy as jnp
