@@ -39,8 +39,12 @@ def test_killed_train_script_resumes_to_the_uninterrupted_result(tmp_path):
   workdir = tmp_path / "killed"
   proc = subprocess.Popen([sys.executable, "scripts/train.py", *_LONG, f"--workdir={workdir}"],
                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  def saved_steps():
+    folder = workdir / "checkpoints"
+    return [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
+
   deadline = time.time() + 120
-  while time.time() < deadline and not (workdir / "checkpoints" / "200").exists():
+  while time.time() < deadline and proc.poll() is None and max(saved_steps(), default=0) < 200:
     time.sleep(0.01)
   proc.send_signal(signal.SIGKILL)
   assert proc.wait() == -signal.SIGKILL
