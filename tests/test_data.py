@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn import datasets
 from sklearn.preprocessing import StandardScaler
 
@@ -40,6 +41,21 @@ def test_resume_at_any_step(start, k):
   whole = batching.batch_indices(50, 4, data_seed=9, start_step=0, num_steps=start + k)
   part = batching.batch_indices(50, 4, data_seed=9, start_step=start, num_steps=k)
   np.testing.assert_array_equal(part, whole[start:])
+
+
+def test_epoch_orders_are_uniform_and_independent():
+  # 6000 epochs of 6 examples: every example as often in every position (chi-square, 25 dof),
+  # and consecutive epochs' first examples independent (chi-square, 25 dof).
+  perms = batching.epoch_permutations(6, 11, tuple(range(6000)))
+  np.testing.assert_array_equal(np.sort(perms, axis=1), np.tile(np.arange(6), (6000, 1)))
+  counts = np.stack([np.bincount(perms[:, j], minlength=6) for j in range(6)])
+  assert stats.chi2_contingency(counts).pvalue > 1e-3
+  pairs = np.zeros((6, 6))
+  np.add.at(pairs, (perms[:-1, 0], perms[1:, 0]), 1)
+  assert stats.chi2_contingency(pairs).pvalue > 1e-3
+  assert stats.chisquare(counts[:, 0]).pvalue > 1e-3
+  other_seed = batching.epoch_permutations(6, 12, tuple(range(6000)))
+  assert np.mean(other_seed[:, 0] == perms[:, 0]) < 0.2  # 1/6 expected by chance
 
 
 def test_batch_size_errors_name_the_field_and_size():

@@ -1,8 +1,11 @@
 """Batches as a pure function of (data seed, step): resumable and shared across runs.
 
 The batch at step ``s`` for data seed ``d`` takes the examples at positions
-``[i * batch_size, (i + 1) * batch_size)`` of the permutation ``default_rng([d, epoch])`` of the
-training set, where ``epoch, i = divmod(s, steps_per_epoch)``. An epoch drops the last
+``[i * batch_size, (i + 1) * batch_size)`` of the permutation of epoch ``epoch`` of the training
+set, where ``epoch, i = divmod(s, steps_per_epoch)``. That permutation sorts the examples by a
+64-bit hash of ``(d, epoch, example)`` (SplitMix64's finaliser), so the permutations of all the
+epochs a chunk of steps touches come from one vectorised computation (a generator per epoch cost
+more than the compiled steps when an epoch is one step). An epoch drops the last
 ``num_examples % batch_size`` examples of its permutation (different ones every epoch), so every
 step has a full batch, and within an epoch every other example is seen exactly once. Nothing is
 stateful: a run resumes at any step, and two runs with the same data seed see the same batches.
@@ -10,6 +13,7 @@ stateful: a run resumes at any step, and two runs with the same data seed see th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -31,6 +35,35 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   """Full batches per epoch, ``num_examples // batch_size``."""
   check_batch_size(batch_size, num_examples)
   return num_examples // batch_size
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+  """SplitMix64's output function, elementwise on uint64 (wrapping arithmetic)."""
+  z = x + _GOLDEN
+  z = (z ^ (z >> np.uint64(30))) * _MIX1
+  z = (z ^ (z >> np.uint64(27))) * _MIX2
+  return z ^ (z >> np.uint64(31))
+
+
+@functools.lru_cache(maxsize=16)
+def epoch_permutations(num_examples: int, data_seed: int, epochs: tuple[int, ...]) -> np.ndarray:
+  """The example order of each of ``epochs`` for ``data_seed``: [len(epochs), num_examples].
+
+  Row ``j`` sorts ``range(num_examples)`` by ``mix(mix(mix(data_seed) ^ epochs[j]) ^ example)``
+  (ties have probability ~ n^2 / 2^65). Cached (read-only), because successive chunks of steps
+  of a large training set fall in the same epoch.
+  """
+  seed = _mix(np.asarray([data_seed], np.uint64))
+  per_epoch = _mix(seed ^ np.asarray(epochs, np.uint64))
+  keys = _mix(per_epoch[:, None] ^ np.arange(num_examples, dtype=np.uint64)[None, :])
+  out = np.argsort(keys, axis=1).astype(np.int32 if num_examples < 2**31 else np.int64)
+  out.flags.writeable = False
+  return out
 
 
 def batch_indices(
@@ -58,13 +91,11 @@ def batch_indices(
   per_epoch = steps_per_epoch(num_examples, batch_size)
   steps = np.arange(start_step, start_step + num_steps)
   epochs, within = np.divmod(steps, per_epoch)
-  out = np.empty((num_steps, batch_size), dtype=np.int64)
-  for epoch in np.unique(epochs):
-    perm = np.random.default_rng([data_seed, int(epoch)]).permutation(num_examples)
-    batches = perm[: per_epoch * batch_size].reshape(per_epoch, batch_size)
-    rows = epochs == epoch
-    out[rows] = batches[within[rows]]
-  return out
+  unique, which = np.unique(epochs, return_inverse=True)
+  perms = epoch_permutations(num_examples, data_seed, tuple(unique.tolist()))
+  perms = perms[:, : per_epoch * batch_size]
+  batches = perms.reshape(len(unique), per_epoch, batch_size)
+  return batches[which, within].astype(np.int64)
 
 
 def gather(arrays: Mapping[str, np.ndarray], indices: np.ndarray) -> dict[str, np.ndarray]:
