@@ -115,6 +115,26 @@ def test_a_diverging_point_leaves_the_others_bit_identical(tmp_path):
   assert [strip(r) for r in kept] == [strip(r) for r in rows]
 
 
+def test_living_points_sharing_a_slice_with_a_diverging_one_are_unchanged(tmp_path):
+  """One slice of 4 points, one of which diverges at step 2: the other three keep every bit of
+  their summary and curves (the freeze is a select that leaves a living point's state alone)."""
+  lrs = (0.01, 0.1, 1.0)
+  tame = classic_sweep_config(learning_rates=lrs + (0.5,), optimizers=("adam",), replicates=1)
+  wild = classic_sweep_config(learning_rates=lrs + (1e38,), optimizers=("adam",), replicates=1)
+  for config in (tame, wild):
+    config.sweep.slice_size = 4
+  rows = driver.run_sweep(tame, str(tmp_path / "tame"))
+  out = driver.run_sweep(wild, str(tmp_path / "wild"))
+  assert [r["status"] for r in out] == ["ok", "ok", "ok", "diverged"]
+  assert out[3]["diverged_step"] == 2 and out[3]["steps"] == 1
+  strip = lambda r: {k: v for k, v in r.items() if k != "learning_rate"}  # noqa: E731
+  assert [strip(r) for r in out[:3]] == [strip(r) for r in rows[:3]]
+  curves = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("tame", "wild")]
+  tame_rows = [r for r in curves[0] if '"point": 3' not in r]
+  wild_rows = [r for r in curves[1] if '"point": 3' not in r]
+  assert tame_rows == wild_rows and len(tame_rows) > 3
+
+
 def test_divergence_by_loss_growth(tmp_path):
   config = classic_sweep_config(learning_rates=(0.1, 1e6), optimizers=("sgd",), replicates=1)
   config.sweep.diverge_factor = 10.0
