@@ -17,7 +17,7 @@ def get_config():
   config.sweep.design = "grid"
   config.sweep.replicates = 3
   config.sweep.diverge_factor = 10.0
-  config.sweep.slice_size = 8  # points per vmapped slice: keeps the working set in cache
+  config.sweep.slice_size = -1  # slices sized to the cache (CPU) or half the memory (accelerator)
   config.sweep.factors = ml_collections.ConfigDict({
       "optimizer": {"values": ["sgd", "adam", "rmsprop"]},
       "learning_rate": {"scale": "log", "low": 1e-5, "high": 1.0, "num": 32},

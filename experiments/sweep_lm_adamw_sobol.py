@@ -19,7 +19,7 @@ def get_config():
   config.sweep.num_points = 32
   config.sweep.replicates = 2
   config.sweep.diverge_factor = 3.0
-  config.sweep.slice_size = 8
+  config.sweep.slice_size = -1  # slices sized to the cache (CPU) or half the memory (accelerator)
   config.sweep.factors = ml_collections.ConfigDict({
       "learning_rate": {"scale": "log", "low": 1e-4, "high": 3e-2},
       "b2": {"scale": "linear", "low": 0.9, "high": 0.999},

@@ -1,7 +1,9 @@
-"""Peak arithmetic rates of accelerators, for model-FLOPs utilisation (MFU) estimates."""
+"""What a device has: peak arithmetic rates (for MFU estimates), memory and caches (for slices)."""
 
 from __future__ import annotations
 
+import glob
+import os
 import time
 
 import jax
@@ -52,3 +54,45 @@ def measure_matmul_flops(
     matmul(a, b).block_until_ready()
     best = min(best, time.perf_counter() - start)
   return 2.0 * n**3 / best
+
+
+def device_memory_bytes(device: jax.Device) -> float:
+  """The memory of `device`: its allocator's limit on accelerators, physical memory on CPUs."""
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if stats and stats.get("bytes_limit"):
+    return float(stats["bytes_limit"])
+  return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def l2_cache_bytes(default: int = 1 << 20) -> int:
+  """The L2 cache of one core (Linux sysfs), `default` where the system does not say."""
+  for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+    try:
+      with open(os.path.join(index, "level")) as f:
+        level = f.read().strip()
+      with open(os.path.join(index, "size")) as f:
+        size = f.read().strip()
+    except OSError:
+      continue
+    if level == "2" and size:
+      units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+      return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+  return default
+
+
+# On a CPU a slice of points runs fastest when its working set stays near the core's caches.
+# Measured with `sweep.slice_size` on 2 Xeon cores (2 MB L2 each), 128 digits MLPs (about 2.3 MB
+# per point), one device per core: slices of 2-4 points ran 1.5-1.6x as fast as slices of 64.
+_CPU_SLICE_L2_CACHES = 4
+
+
+def slice_budget_bytes(device: jax.Device) -> float:
+  """The memory one vmapped slice of points may use on `device` (`sweep.slice_size = -1`).
+
+  Half the memory of an accelerator; on a CPU, a few times the core's L2 cache (within half the
+  RAM): a CPU is not short of memory at these sizes, but of cache.
+  """
+  budget = device_memory_bytes(device) / 2
+  if device.platform == "cpu":
+    budget = min(budget, _CPU_SLICE_L2_CACHES * l2_cache_bytes())
+  return budget

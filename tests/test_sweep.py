@@ -10,11 +10,12 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 from small_configs import classic_sweep_config
 
-from jaxopt_lab import files, train
+from jaxopt_lab import files, hardware, train
 from jaxopt_lab.sweep import design, driver, store
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -307,7 +308,8 @@ def test_report_of_a_real_sweep(swept):
 
 
 def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
-  """slice_size=-1: the widest slice whose compiled program fits half the device memory."""
+  """slice_size=-1: the widest slice whose compiled program fits `hardware.slice_budget_bytes`:
+  half an accelerator's memory; on a CPU, four L2 caches within half the RAM."""
   config = classic_sweep_config(optimizers=("adam",))
   config.sweep.slice_size = -1
   group = driver.build_groups(config, design.make_design(config.sweep))[0]
@@ -315,11 +317,21 @@ def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
   mesh = driver.make_mesh()
   per_point = driver._Run(group, mesh, st)._bytes_per_point()
   assert per_point > 0
-  monkeypatch.setattr(store, "device_memory_bytes", lambda device: 2 * 2.5 * per_point)
+  monkeypatch.setattr(hardware, "l2_cache_bytes", lambda: 2.5 * per_point / 4)
   assert driver._Run(group, mesh, st).width == 2  # 6 points, room for 2.5 -> slices of 2
-  monkeypatch.setattr(store, "device_memory_bytes", lambda device: 1e15)
+  monkeypatch.setattr(hardware, "l2_cache_bytes", lambda: 1e15)
+  monkeypatch.setattr(hardware, "device_memory_bytes", lambda device: 2 * 3.5 * per_point)
+  assert driver._Run(group, mesh, st).width == 3  # half the RAM is the tighter bound
+  monkeypatch.setattr(hardware, "device_memory_bytes", lambda device: 1e15)
   assert driver._Run(group, mesh, st).width == 6
   st.release()
+
+
+def test_l2_cache_and_slice_budget():
+  l2 = hardware.l2_cache_bytes()
+  assert 64 << 10 <= l2 <= 1 << 30  # a core's L2: between 64 KB and 1 GB
+  cpu = jax.devices("cpu")[0]
+  assert hardware.slice_budget_bytes(cpu) == min(4 * l2, hardware.device_memory_bytes(cpu) / 2)
 
 
 def test_points_equal_single_runs_to_1e9_in_float64(tmp_path):

@@ -37,7 +37,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxopt_lab import checkpoints, tasks, train
+from jaxopt_lab import checkpoints, hardware, tasks, train
 from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import design, store
 
@@ -252,8 +252,8 @@ class _Run:
     self._compiled: dict[int, Any] = {}
 
   def _auto_width(self, local: int) -> int:
-    """The widest slice whose compiled program fits half the device memory (memory analysis)."""
-    budget = store.device_memory_bytes(self.mesh.devices.flat[0]) / 2
+    """The widest slice whose compiled program (memory analysis) fits `slice_budget_bytes`."""
+    budget = hardware.slice_budget_bytes(self.mesh.devices.flat[0])
     return max(1, min(local, int(budget // self._bytes_per_point())))
 
   def _bytes_per_point(self) -> float:

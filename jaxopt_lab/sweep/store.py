@@ -34,14 +34,6 @@ from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import design
 
 
-def device_memory_bytes(device: jax.Device) -> float:
-  """The memory of `device`: its allocator's limit on accelerators, physical memory on CPUs."""
-  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-  if stats and stats.get("bytes_limit"):
-    return float(stats["bytes_limit"])
-  return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-
-
 class Store:
   """Reads and writes one experiment directory (only process 0 writes on multi-host runs)."""
 
