@@ -15,11 +15,11 @@ rates of one optimizer, one seed) of `classic`, `digits` and the `tiny` LM:
   that runs one configuration and nothing else (`ru_maxrss` of a fresh child), and the
   model-FLOPs utilisation against the machine's measured matmul peak
   (`hardware.measure_matmul_flops`);
-* what the driver could change, measured on the same points: `step_gather` is the driver's
-  program with each point's batch picked inside the step loop instead of once per chunk (see
-  `make_step_gather_chunk`; the driver adopted it after the results in the README); `2dev`
-  runs with one XLA CPU device per core (`jax_num_cpu_devices`), so the driver shards the point
-  axis over the cores; and the memory
+* the driver runs as `scripts/sweep.py` runs it: one XLA CPU device per core
+  (`jax_num_cpu_devices`, the script's `--cpu_devices` default) and `sweep.slice_size = -1`
+  (slices sized to the cache, `hardware.slice_budget_bytes`); other setups measured on the same
+  points: `1dev` (one device, whose XLA threads share the cores), explicit slice widths
+  (`--widths` for digits at the largest N, `--lm_widths` for the LM at N = 32), and the memory
   allocators `glibc` (glibc malloc that keeps its freed memory), `tcmalloc` and `jemalloc`
   (LD_PRELOAD of Debian's libtcmalloc-minimal4 / libjemalloc2).
 
@@ -62,11 +62,11 @@ flags.DEFINE_list("tasks", list(_TASKS), f"Tasks to measure, of {', '.join(_TASK
 flags.DEFINE_list("points", ["1", "8", "32", "128"], "Numbers of design points N.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (best of); fewer for slow ones.")
 flags.DEFINE_integer("seq_points", 4, "Points trained one after another by the sequential loops.")
-flags.DEFINE_list("widths", ["16", "0"],
+flags.DEFINE_list("widths", ["8", "0"],
                   "Extra slice widths (sweep.slice_size, 0 = all) of digits at the largest N.")
-flags.DEFINE_list("lm_widths", ["8", "0"], "Extra slice widths of the LM at N = 32.")
-flags.DEFINE_list("variants", ["step_gather", "2dev"],
-                  "Driver variants to measure: step_gather, 2dev.")
+flags.DEFINE_list("lm_widths", ["4", "0"], "Extra slice widths of the LM at N = 32.")
+flags.DEFINE_list("variants", ["1dev"],
+                  "Other setups to measure beside the driver's: 1dev (one XLA CPU device).")
 flags.DEFINE_list("allocators", list(_ALLOCATORS),
                   f"Memory allocators to compare, of {', '.join(_ALLOCATORS)}.")
 flags.DEFINE_bool("overlap", False, "Also time the program with the next chunk's batches built "
@@ -77,8 +77,6 @@ flags.DEFINE_string("markdown_out", "", "Write the result tables to this Markdow
 flags.DEFINE_string("worker", "", "Internal: run one measurement (JSON spec) and print it.")
 flags.DEFINE_bool("device_check", False, "Run the lm_small accelerator check instead.")
 flags.DEFINE_list("device_points", ["1", "8", "32", "64"], "Device check: numbers of points.")
-flags.DEFINE_list("device_gather_points", ["32"],
-                  "Device check: numbers of points at which the step_gather variant also runs.")
 flags.DEFINE_integer("device_steps", 10, "Device check: timed steps per call (one call).")
 flags.DEFINE_integer("device_width", 8, "Device check: sweep.slice_size (points per slice).")
 flags.DEFINE_integer("device_budget_s", 330, "Device check: skip what would start after this.")
@@ -88,8 +86,14 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _EXPERIMENT = {"classic": "classic", "digits": "digits_mlp", "lm": "lm_tiny"}
 # Steps per timed call; the LM's largest N runs a single step per call.
 _STEPS = {"classic": 100, "digits": 20, "lm": 2}
-# Slice width of the driver rows (0 = all points in one vmap); see the README.
-_MAIN_WIDTH = {"classic": 0, "digits": 8, "lm": 4}
+# The driver rows run as scripts/sweep.py does: one XLA CPU device per core (at most one per
+# point, `driver.default_cpu_devices`), slices sized by `sweep.slice_size = -1`.
+_HOST_DEVICES = os.cpu_count() or 1
+_MAIN_WIDTH = -1
+
+
+def main_devices(n: int) -> int:
+  return min(_HOST_DEVICES, n)
 _ALLOCATOR_LIBS = {"tcmalloc": "libtcmalloc_minimal.so.4", "jemalloc": "libjemalloc.so.2"}
 # glibc malloc that keeps what it frees: buffers up to 32 MiB (the largest mmap threshold glibc
 # takes) come from the heap, which is never trimmed, so repeated steps reuse warm pages.
@@ -157,22 +161,6 @@ def _xla_bytes(compiled) -> float | None:
                  - mem.alias_size_in_bytes)
   except Exception:  # noqa: BLE001 - not every backend reports it
     return None
-
-
-def make_step_gather_chunk(task, config, mesh, width: int):
-  """The `step_gather` rows' program: each point's batch picked inside the step loop.
-
-  Until commit 013fb23 `driver.make_group_programs` picked a point's batches (`x[replicate]`)
-  for the whole chunk before its `lax.scan`; under `vmap` that is a gather that copies the
-  chunk's batches once per point ([points, steps, batch...]) and a batched matmul on the copies.
-  The `step_gather` layout scans over the steps of the shared batches and picks inside the step,
-  so the copy is one step's batch per point and stays in cache. The driver has adopted this
-  layout, so this is now the driver's own program and the two rows time the same thing; the
-  README's tables were measured before, when they differed.
-  """
-  from jaxopt_lab.sweep import driver
-
-  return driver.make_group_programs(task, config, mesh, width)[0]
 
 
 def device_batches(run, k: int):
@@ -287,27 +275,15 @@ def measure_sweep(spec: dict[str, Any]) -> dict[str, Any]:
     return device_batches(run, k)
 
   batches = host_batches()
-  if spec["variant"] == "step_gather":
-    chunk = make_step_gather_chunk(group.task, group.config, mesh, run.width)
-    start = time.perf_counter()
-    compiled = chunk.lower(pop, run.hparams, run.replicate, batches).compile()
-    out["compile_s"] = time.perf_counter() - start
-    state = {"pop": compiled(pop, run.hparams, run.replicate, batches)[0]}
-    jax.block_until_ready(state)
-    out["first_call_s"] = time.perf_counter() - start
+  start = time.perf_counter()
+  state = {"pop": run.run_chunk(pop, 0, k)[0]}
+  jax.block_until_ready(state)
+  out["first_call_s"] = time.perf_counter() - start
+  out["compile_s"] = run.compile_seconds
+  compiled = run._compiled[k]
 
-    def e2e():
-      return compiled(state["pop"], run.hparams, run.replicate, host_batches())
-  else:
-    start = time.perf_counter()
-    state = {"pop": run.run_chunk(pop, 0, k)[0]}
-    jax.block_until_ready(state)
-    out["first_call_s"] = time.perf_counter() - start
-    out["compile_s"] = run.compile_seconds
-    compiled = run._compiled[k]
-
-    def e2e():
-      return run.run_chunk(state["pop"], 0, k)
+  def e2e():
+    return run.run_chunk(state["pop"], 0, k)
 
   def program():
     return compiled(state["pop"], run.hparams, run.replicate, batches)
@@ -483,24 +459,19 @@ def _find_library(name: str) -> str | None:
   return None
 
 
-def main_width(task: str, n: int) -> int:
-  """The slice width of the main rows: all points for classic, slices of 8 for digits and LM."""
-  return min(n, _MAIN_WIDTH[task]) if _MAIN_WIDTH[task] else 0
-
-
 def make_plan(tasks: Sequence[str], points: Sequence[int], repeats: int, seq_points: int,
               widths: Sequence[int], variants: Sequence[str], allocators: Sequence[str],
               with_torch: bool, overlap: bool = False,
-              lm_widths: Sequence[int] = (8, 0)) -> list[dict[str, Any]]:
+              lm_widths: Sequence[int] = (4, 0)) -> list[dict[str, Any]]:
   """The child measurements, in order: each a JSON-able spec."""
   plan: list[dict[str, Any]] = [dict(kind="peak", allocator="default", devices=1)]
   big = max(points)
-  gather = "step_gather" in variants
 
-  def sweep(task, n, width, variant="driver", devices=1, allocator="default"):
+  def sweep(task, n, width=_MAIN_WIDTH, devices=None, allocator="default"):
+    devices = main_devices(n) if devices is None else devices
     steps = 1 if task == "lm" and n >= 64 else _STEPS[task]
     slow = (task == "lm" and n >= 32) or (task == "digits" and n >= 64)
-    return dict(kind="sweep", task=task, n=n, steps=steps, width=width, variant=variant,
+    return dict(kind="sweep", task=task, n=n, steps=steps, width=width, variant="driver",
                 repeats=min(repeats, 1 if task == "lm" else 2) if slow else repeats,
                 devices=devices, allocator=allocator, overlap=overlap,
                 seq_points=min(seq_points, 2) if task == "lm" else seq_points,
@@ -510,34 +481,21 @@ def make_plan(tasks: Sequence[str], points: Sequence[int], repeats: int, seq_poi
     plan.append(dict(kind="seq", task=task, n=min(seq_points, 2) if task == "lm" else seq_points,
                      steps=_STEPS[task], repeats=repeats, allocator="default", devices=1))
     for n in points:
-      plan.append(sweep(task, n, main_width(task, n)))
-      if gather and not (task == "lm" and n >= 64):
-        plan.append(sweep(task, n, main_width(task, n), "step_gather"))
+      plan.append(sweep(task, n))
       if task == "classic" and with_torch and n == big:
-        for spec in plan[-2:]:
-          spec["torch_points"] = seq_points
+        plan[-1]["torch_points"] = seq_points
     if task == "digits":
-      for width in widths:
-        if width != main_width(task, big) and (width == 0 or width < big):
-          plan.append(sweep(task, big, width))
-          if gather:
-            plan.append(sweep(task, big, width, "step_gather"))
+      plan += [sweep(task, big, width) for width in widths if width == 0 or width < big]
     if task == "lm" and 32 in points:
-      plan += [sweep(task, 32, width) for width in lm_widths if width != main_width(task, 32)]
+      plan += [sweep(task, 32, width) for width in lm_widths]
     # Setups that need another process, at the sizes the targets name.
-    for n in {"classic": [big], "digits": [8, big], "lm": [8]}[task]:
+    for n in sorted({"classic": {big}, "digits": {8, big}, "lm": {8}}[task]):
       if n not in points:
         continue
-      if "2dev" in variants:
-        plan.append(sweep(task, n, main_width(task, n), devices=2))
-        if gather:
-          plan.append(sweep(task, n, main_width(task, n), "step_gather", devices=2))
+      if "1dev" in variants and main_devices(n) > 1:
+        plan.append(sweep(task, n, devices=1))
       if (task, n) in (("classic", big), ("lm", 8)):
-        plan += [sweep(task, n, main_width(task, n), allocator=a)
-                 for a in allocators if a != "default"]
-        if task == "classic" and gather:
-          plan += [sweep(task, n, main_width(task, n), "step_gather", allocator=a)
-                   for a in allocators if a != "default"]
+        plan += [sweep(task, n, allocator=a) for a in allocators if a != "default"]
   return plan
 
 
@@ -557,12 +515,15 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
+def _width_label(width: int) -> str:
+  return {0: "all", -1: "auto"}.get(width, str(width))
+
+
 def _label(spec: dict[str, Any]) -> str:
   if spec["kind"] != "sweep":
     return f"{spec['kind']} {spec.get('task', '')}".strip()
-  parts = [spec["task"], f"N={spec['n']}", f"w={spec['width'] or 'all'}", spec["variant"]]
-  if spec["devices"] > 1:
-    parts.append(f"{spec['devices']}dev")
+  parts = [spec["task"], f"N={spec['n']}", f"w={_width_label(spec['width'])}",
+           f"{spec['devices']}dev"]
   if spec["allocator"] != "default":
     parts.append(spec["allocator"])
   return " ".join(parts)
@@ -651,12 +612,14 @@ def report(results: list[tuple[dict[str, Any], dict[str, Any]]], tasks: Sequence
               "× step loop | MFU | compile s | peak RSS MB | XLA MB | load |", "|" + "---|" * 14]
     rows = [(s, o) for s, o in results if s["kind"] == "sweep" and s["task"] == task]
     rows.sort(key=lambda so: (so[0]["n"], so[0]["allocator"] != "default", so[0]["allocator"],
-                              so[0]["devices"], so[0]["width"] or 10**6, so[0]["variant"]))
+                              so[0]["devices"] != main_devices(so[0]["n"]),
+                              so[0]["width"] != _MAIN_WIDTH,
+                              so[0]["width"] or 10**6))
     for spec, out in rows:
-      name = spec["variant"] + (f", {spec['devices']} dev" if spec["devices"] > 1 else "") + (
-          f", {spec['allocator']}" if spec["allocator"] != "default" else "")
+      name = (f"{spec['devices']} dev" + (", auto slices" if spec["width"] == _MAIN_WIDTH else "")
+              + (f", {spec['allocator']}" if spec["allocator"] != "default" else ""))
       if "error" in out or "skipped" in out:
-        lines.append(f"| {spec['n']} | {spec['width'] or 'all'} | {name} | "
+        lines.append(f"| {spec['n']} | {_width_label(spec['width'])} | {name} | "
                      f"{out.get('error') or out.get('skipped')} |" + " |" * 10)
         continue
       rate = sweep_rate(spec, out)
@@ -683,10 +646,10 @@ def report(results: list[tuple[dict[str, Any], dict[str, Any]]], tasks: Sequence
   return "\n".join(lines) + "\n", targets
 
 
-def _main(results, task, n, variant="driver", **match):
-  """The row of (task, n) at the main slice width, one device, default allocator."""
-  fields = dict(kind="sweep", task=task, n=n, width=main_width(task, n), variant=variant,
-                devices=1, allocator="default")
+def _main(results, task, n, **match):
+  """The row of (task, n) as scripts/sweep.py runs it: auto slices, a device per core."""
+  fields = dict(kind="sweep", task=task, n=n, width=_MAIN_WIDTH, devices=main_devices(n),
+                allocator="default")
   fields.update(match)
   return _find(results, **fields)
 
@@ -705,9 +668,8 @@ def _best(results, task, n, key):
 def _task_targets(task, results, peak, points):
   targets = []
   big = max(points)
-  main_spec = lambda n, **m: dict(kind="sweep", task=task, n=n, width=main_width(task, n),  # noqa: E731
-                                  variant=m.get("variant", "driver"), devices=1,
-                                  allocator="default")
+  main_spec = lambda n: dict(kind="sweep", task=task, n=n, width=_MAIN_WIDTH,  # noqa: E731
+                             devices=main_devices(n), allocator="default")
 
   def ratio(text, n, what, need):
     """`what(spec, out)`: the row's ratio to its reference."""
@@ -775,10 +737,6 @@ def _task_targets(task, results, peak, points):
     r = many["compile_s"] / one["compile_s"]
     t = dict(target=f"{task}: compile at N={big} ≤ 1.2× N=1",
              now=f"{r:.2f}× ({one['compile_s']:.1f} → {many['compile_s']:.1f} s)", now_ok=r <= 1.2)
-    g1, gb = _main(results, task, 1, "step_gather"), _main(results, task, big, "step_gather")
-    if g1 and gb:
-      rg = gb["compile_s"] / g1["compile_s"]
-      t.update(variant=f"{rg:.2f}× (step_gather)", variant_ok=rg <= 1.2)
     targets.append(t)
   for spec, out in results:
     if spec["kind"] != "sweep" or spec["task"] != task or spec["allocator"] == "default" or (
@@ -853,17 +811,15 @@ def device_check() -> None:
   save()
   best_seq = max(doc["sequential"].get("rate_step", 0), doc["sequential"].get("rate_scan", 0))
 
-  runs = [(int(p), "driver") for p in FLAGS.device_points]
-  runs += [(int(p), "step_gather") for p in FLAGS.device_gather_points]
-  for n, variant in runs:
-    row: dict[str, Any] = {"n": n, "variant": variant}
+  for n in (int(p) for p in FLAGS.device_points):
+    row: dict[str, Any] = {"n": n}
     doc["results"].append(row)
     if left() < 30:
       row["skipped"] = f"device budget of {FLAGS.device_budget_s} s spent"
       save()
       continue
     try:
-      row.update(_device_sweep(base, n, k, FLAGS.device_width, variant, peak, memory))
+      row.update(_device_sweep(base, n, k, FLAGS.device_width, peak, memory))
       if best_seq:
         row["vs_best_sequential"] = row["rate"] / best_seq
     except Exception as e:  # noqa: BLE001 - an OOM at one N must not lose the others
@@ -871,16 +827,15 @@ def device_check() -> None:
     gc.collect()
     jax.clear_caches()
     save()
-    print(f"[{time.perf_counter() - started:5.0f}s] N={n} {variant}: " + ", ".join(
-        f"{key}={_fmt(value)}" for key, value in row.items()
-        if isinstance(value, float | str) and key != "variant"), flush=True)
+    print(f"[{time.perf_counter() - started:5.0f}s] N={n}: " + ", ".join(
+        f"{key}={_fmt(value)}" for key, value in row.items() if isinstance(value, float | str)),
+        flush=True)
   seq = doc["sequential"]
   print(f"sequential: {seq}\nwritten to {FLAGS.json_out} ({time.perf_counter() - started:.0f} s)")
 
 
-def _device_sweep(base, n: int, k: int, width: int, variant: str, peak: float, memory
-                  ) -> dict[str, Any]:
-  """Device check: one sweep configuration, the driver's program or the step-gather variant."""
+def _device_sweep(base, n: int, k: int, width: int, peak: float, memory) -> dict[str, Any]:
+  """Device check: one sweep configuration through the driver's program."""
   import jax
 
   from jaxopt_lab.sweep import design, driver
@@ -891,15 +846,9 @@ def _device_sweep(base, n: int, k: int, width: int, variant: str, peak: float, m
   pop = run.init_population()
   batches = device_batches(run, k)
   t0 = time.perf_counter()
-  if variant == "step_gather":
-    chunk = make_step_gather_chunk(group.task, group.config, run.mesh, run.width)
-    compiled = chunk.lower(pop, run.hparams, run.replicate, batches).compile()
-    compile_s = time.perf_counter() - t0
-    pop, metrics = compiled(pop, run.hparams, run.replicate, batches)
-  else:
-    pop, metrics = run.run_chunk(pop, 0, k)
-    compile_s = run.compile_seconds
-    compiled = run._compiled[k]
+  pop, metrics = run.run_chunk(pop, 0, k)
+  compile_s = run.compile_seconds
+  compiled = run._compiled[k]
   jax.block_until_ready((pop, metrics))
   first = time.perf_counter() - t0
   state = {"pop": pop}
@@ -984,8 +933,8 @@ def main(argv: Sequence[str]) -> None:
     if task not in _TASKS:
       raise app.UsageError(f"--tasks: unknown task {task!r}; valid choices: {', '.join(_TASKS)}")
   for variant in FLAGS.variants:
-    if variant not in ("step_gather", "2dev"):
-      raise app.UsageError(f"--variants: unknown {variant!r}; valid choices: step_gather, 2dev")
+    if variant not in ("1dev",):
+      raise app.UsageError(f"--variants: unknown {variant!r}; valid choices: 1dev")
   for allocator in FLAGS.allocators:
     if allocator not in _ALLOCATORS:
       raise app.UsageError(f"--allocators: unknown {allocator!r}; valid choices: "

@@ -25,15 +25,17 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of a multi-host run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", os.cpu_count() or 1,
-    "XLA CPU devices on a CPU-only machine: one per core lets the sweep shard its points over "
-    "the cores (benchmarks/README.md: 1.4-2x on 2 cores). Ignored where an accelerator exists.")
+    "cpu_devices", 0,
+    "XLA CPU devices on a CPU-only machine; 0: one per core, but no more than the points of the "
+    "smallest group. A device per core lets the sweep shard its points over the cores "
+    "(benchmarks/README.md). Ignored where an accelerator exists.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
-  jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
+  cpu_devices = _CPU_DEVICES.value or driver.default_cpu_devices(_CONFIG.value, os.cpu_count())
+  jax.config.update("jax_num_cpu_devices", cpu_devices)
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   launch.log_devices()

@@ -327,6 +327,14 @@ def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
   st.release()
 
 
+def test_default_cpu_devices_one_per_core_at_most_one_per_point():
+  config = classic_sweep_config()  # 2 groups of 3 learning rates x 2 seeds
+  assert driver.default_cpu_devices(config, 16) == 6
+  assert driver.default_cpu_devices(config, 2) == 2
+  assert driver.default_cpu_devices(config, None) == 1
+  assert driver.default_cpu_devices(classic_sweep_config((0.1,), ("adam",), 1), 8) == 1
+
+
 def test_l2_cache_and_slice_budget():
   l2 = hardware.l2_cache_bytes()
   assert 64 << 10 <= l2 <= 1 << 30  # a core's L2: between 64 KB and 1 GB
