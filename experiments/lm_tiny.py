@@ -18,6 +18,7 @@ def get_config():
   config.optimizer.learning_rate = 3e-3
   config.optimizer.b2 = 0.95
   config.optimizer.weight_decay = 0.1
+  config.optimizer.decay_mask = "matrices"  # no decay of biases and norm scales
   config.optimizer.schedule = "cosine"
   config.optimizer.warmup = 0.05  # fraction of the steps
   config.optimizer.clip_norm = 1.0

@@ -40,6 +40,7 @@ def tiny_lm_config(**model_fields) -> ml_collections.ConfigDict:
   config.model.update(model_fields)
   config.data.update(dict(batch_size=4, eval_windows=8, eval_batch_size=4, byte_budget=200_000))
   config.optimizer.name = "adamw"
+  config.optimizer.decay_mask = "matrices"  # as experiments/lm_tiny.py
   config.optimizer.learning_rate = 3e-3
   config.train.update(dict(steps=10, steps_per_call=5, log_every=5, eval_every=10,
                            checkpoint_every=10))

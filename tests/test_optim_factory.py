@@ -138,6 +138,12 @@ REFERENCE = {  # config overrides -> the Optax optimizer build() must reproduce.
     'adamw': (dict(name='adamw', learning_rate=0.03125, weight_decay=0.125),
               optax.adamw(0.03125, b1=float(np.float32(0.9)), b2=float(np.float32(0.999)),
                           eps=float(np.float32(1e-8)), weight_decay=0.125)),
+    # Decay of the (3, 4) matrix only, not the (4,) bias.
+    'adamw_matrices': (dict(name='adamw', learning_rate=0.03125, weight_decay=0.125,
+                            decay_mask='matrices'),
+                       optax.adamw(0.03125, b1=float(np.float32(0.9)),
+                                   b2=float(np.float32(0.999)), eps=float(np.float32(1e-8)),
+                                   weight_decay=0.125, mask={'w': True, 'b': False})),
     'rmsprop': (dict(name='rmsprop', learning_rate=0.0625, decay=0.875, momentum=0.5,
                      centered=True),
                 optax.rmsprop(0.0625, decay=0.875, eps=float(np.float32(1e-8)), momentum=0.5,
@@ -162,6 +168,18 @@ def _reference_results():
 def test_build_matches_optax_aliases(case):
   ours, ref = _reference_results()[case]
   _assert_close(ours, ref, 1e-6, case)
+
+
+def test_decay_mask_leaves_biases_alone_and_names_its_choices():
+  (ours, _), (everything, _) = (_reference_results()[c] for c in ('adamw_matrices', 'adamw'))
+  # Adam is elementwise: the decayed matrix moves as without a mask, the bias does not decay.
+  np.testing.assert_array_equal(ours['w'], everything['w'])
+  assert not np.allclose(ours['b'], everything['b'])
+  with pytest.raises(ValueError, match=r"optimizer\.decay_mask: unknown mask 'bias'; valid "
+                                       r"choices: all, matrices"):
+    factory.build(_cfg(name='adamw', decay_mask='bias'), {'learning_rate': 0.1, 'b1': 0.9,
+                  'b2': 0.99, 'eps': 1e-8, 'weight_decay': 0.1, 'warmup': 0.0,
+                  'clip_norm': 0.0}, TOTAL)
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from jaxopt_lab.optim import _checks, alias, clipping, schedules
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'wsd')
+DECAY_MASKS = ('all', 'matrices')
 VALUE_FACTORS = (
     'learning_rate', 'b1', 'b2', 'eps', 'momentum', 'decay', 'weight_decay', 'warmup', 'clip_norm')
 
@@ -63,6 +64,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.schedule = 'constant'  # One of SCHEDULES: 'constant', 'cosine', 'wsd' (all after warmup).
   c.decay_fraction = 0.2  # 'wsd': fraction of the total steps spent in the final linear decay.
   c.end_factor = 0.0  # 'cosine', 'wsd': final learning rate as a fraction of the peak.
+  # adamw: which parameters weight decay shrinks, one of DECAY_MASKS: 'all' (Optax's default) or
+  # 'matrices' (leaves of 2+ dimensions: weights and embeddings, not biases or norm scales).
+  c.decay_mask = 'all'
   # Values: may differ between the points of one compiled sweep.
   c.learning_rate = 1e-3  # Peak learning rate (after warmup), >= 0.
   c.b1 = 0.9  # adam, adamw: first-moment decay, in [0, 1).
@@ -161,6 +165,19 @@ def _schedule(opt_cfg: Any, peak: jax.typing.ArrayLike, warmup_steps: jax.typing
       end_value=end_value)
 
 
+def _matrices(params: Any) -> Any:
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def _decay_mask(opt_cfg: Any) -> Any:
+  """`optimizer.decay_mask` as AdamW's `mask`: None (every leaf) or a function of the params."""
+  kind = _field(opt_cfg, 'decay_mask')
+  if kind not in DECAY_MASKS:
+    raise ValueError(f'optimizer.decay_mask: unknown mask {kind!r}; valid choices: '
+                     f'{", ".join(DECAY_MASKS)}')
+  return None if kind == 'all' else _matrices
+
+
 def build(
     opt_cfg: Any,
     hparams: Mapping[str, jax.typing.ArrayLike],
@@ -170,7 +187,7 @@ def build(
 
   Args:
     opt_cfg: the optimizer config; supplies the structure (name, nesterov, centered, schedule,
-      decay_fraction, end_factor). Its numeric fields are not read here.
+      decay_fraction, end_factor, decay_mask). Its numeric fields are not read here.
     hparams: the values of `hparam_names(opt_cfg.name)` (other keys are ignored): numbers,
       arrays or tracers. The peak learning rate is `hparams['learning_rate']`, the warmup lasts
       `hparams['warmup'] * total_steps` steps, and gradients are clipped to global norm
@@ -207,7 +224,8 @@ def build(
     opt = alias.adam(lr, b1=hp['b1'], b2=hp['b2'], eps=hp['eps'], nesterov=nesterov)
   elif name == 'adamw':
     opt = alias.adamw(lr, b1=hp['b1'], b2=hp['b2'], eps=hp['eps'],
-                      weight_decay=hp['weight_decay'], nesterov=nesterov)
+                      weight_decay=hp['weight_decay'], mask=_decay_mask(opt_cfg),
+                      nesterov=nesterov)
   else:
     opt = alias.rmsprop(lr, decay=hp['decay'], eps=hp['eps'],
                         centered=bool(_field(opt_cfg, 'centered')), momentum=hp['momentum'],

@@ -35,6 +35,7 @@ STRUCTURAL_FACTORS: dict[str, str] = {
     "nesterov": "optimizer.nesterov",
     "centered": "optimizer.centered",
     "schedule": "optimizer.schedule",
+    "decay_mask": "optimizer.decay_mask",
     "width": "model.width",
     "depth": "model.depth",
     "heads": "model.heads",
