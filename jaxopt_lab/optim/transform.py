@@ -36,6 +36,12 @@ def _zeros_like(params: Any, dtype: Any = None) -> Any:
   return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype), params)
 
 
+def _ema(updates: Any, moments: Any, decay: ArrayLike, order: int = 1) -> Any:
+  """One step of an exponential moving average of ``g**order``: ``(1 - decay) g^order + decay m``.
+  """
+  return jax.tree.map(lambda g, m: (1 - decay) * g**order + decay * m, updates, moments)
+
+
 @functools.partial(jax.jit, inline=True)
 def _debias(moment: Any, decay: ArrayLike, count: jax.Array) -> Any:
   """Divides an exponential moving average started at zero by `1 - decay**count`.
@@ -165,15 +171,11 @@ def scale_by_adam(
 
   def update_fn(updates, state, params=None):
     del params
-    mu = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m, updates, state.mu)
-    nu = jax.tree.map(lambda g, v: (1 - b2) * g**2 + b2 * v, updates, state.nu)
+    mu = _ema(updates, state.mu, b1)
+    nu = _ema(updates, state.nu, b2, 2)
     count = optax.safe_increment(state.count)
     if nesterov:
-      mu_hat = jax.tree.map(
-          lambda m, g: b1 * m + (1 - b1) * g,
-          _debias(mu, b1, optax.safe_increment(count)),
-          _debias(updates, b1, count),
-      )
+      mu_hat = _ema(_debias(updates, b1, count), _debias(mu, b1, optax.safe_increment(count)), b1)
     else:
       mu_hat = _debias(mu, b1, count)
     nu_hat = _debias(nu, b2, count)
@@ -238,7 +240,7 @@ def scale_by_rms(
 
   def update_fn(updates, state, params=None):
     del params
-    nu = jax.tree.map(lambda g, v: (1 - decay) * g**2 + decay * v, updates, state.nu)
+    nu = _ema(updates, state.nu, decay, 2)
     count = optax.safe_increment(state.count)
     nu_hat = _debias(nu, decay, count) if bias_correction else nu
     scaling = _inverse_root(nu_hat, eps, eps_in_sqrt)
@@ -304,8 +306,8 @@ def scale_by_stddev(
 
   def update_fn(updates, state, params=None):
     del params
-    mu = jax.tree.map(lambda g, m: (1 - decay) * g + decay * m, updates, state.mu)
-    nu = jax.tree.map(lambda g, v: (1 - decay) * g**2 + decay * v, updates, state.nu)
+    mu = _ema(updates, state.mu, decay)
+    nu = _ema(updates, state.nu, decay, 2)
     count = optax.safe_increment(state.count)
     if bias_correction:
       mu_hat, nu_hat = _debias(mu, decay, count), _debias(nu, decay, count)
