@@ -266,24 +266,33 @@ class _Run:
   def _auto_width(self, local: int) -> int:
     """The widest slice whose compiled program (memory analysis) fits `slice_budget_bytes`."""
     budget = hardware.slice_budget_bytes(self.mesh.devices.flat[0])
-    return max(1, min(local, int(budget // self._bytes_per_point())))
+    fixed, per_point = self._slice_memory()
+    return max(1, min(local, int((budget - fixed) // per_point)))
 
-  def _bytes_per_point(self) -> float:
+  def _slice_memory(self) -> tuple[float, float]:
+    """(bytes shared by a device's points, bytes per point) of the chunk program.
+
+    From XLA's memory analysis of the program at slices of one and of two points on one device:
+    the chunk's batches (and XLA's copies of them) are shared; parameters, optimizer state,
+    activations and metrics grow with the points.
+    """
     cfg = self.group.config
     k = min(cfg.train.steps_per_call, cfg.train.steps)
     mesh1 = Mesh(self.mesh.devices[:1], ("points", "data"))
-    chunk, _ = make_group_programs(self.group.task, cfg, mesh1, 1)
-    pop = jax.eval_shape(self._init_fn(), *[
-        {k2: jax.ShapeDtypeStruct((1,), jnp.float32) for k2 in self.group.hparams},
-        jax.ShapeDtypeStruct((1,), jnp.int32)])
     batches = jax.eval_shape(lambda: self._batches(0, k))
-    hp = {k2: jax.ShapeDtypeStruct((1,), jnp.float32) for k2 in self.group.hparams}
-    rep = jax.ShapeDtypeStruct((1,), jnp.int32)
-    mem = chunk.lower(pop, hp, rep, batches).compile().memory_analysis()
-    # The chunk's batches are one argument shared by all the points of a device, not per point.
-    shared = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(batches))
-    return float(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
-                 - shared)
+
+    def program_bytes(width: int) -> float:
+      chunk, _ = make_group_programs(self.group.task, cfg, mesh1, width)
+      hp = {name: jax.ShapeDtypeStruct((width,), jnp.float32) for name in self.group.hparams}
+      rep = jax.ShapeDtypeStruct((width,), jnp.int32)
+      pop = jax.eval_shape(self._init_fn(), hp, rep)
+      mem = chunk.lower(pop, hp, rep, batches).compile().memory_analysis()
+      return float(mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                   + mem.output_size_in_bytes - mem.alias_size_in_bytes)
+
+    one, two = program_bytes(1), program_bytes(2)
+    per_point = max(two - one, 1.0)
+    return max(one - per_point, 0.0), per_point
 
   def _init_fn(self):
     task, cfg = self.group.task, self.group.config
