@@ -68,7 +68,7 @@ def main(argv: Sequence[str]) -> None:
         f"points x steps / s of the compiled program, best of the rounds:")
   print("| slice_size | points per slice | points x steps / s | x auto |\n|---|---|---|---|")
   for label, seconds in best.items():
-    print(f"| {label} | {used[label]} | {n * k / seconds:,.0f} | {auto / seconds:.2f} |")
+    print(f"| {label} | {used[label]} | {bench._fmt(n * k / seconds)} | {auto / seconds:.2f} |")
 
 
 if __name__ == "__main__":
