@@ -37,8 +37,7 @@ def _zeros_like(params: Any, dtype: Any = None) -> Any:
 
 
 def _ema(updates: Any, moments: Any, decay: ArrayLike, order: int = 1) -> Any:
-  """One step of an exponential moving average of ``g**order``: ``(1 - decay) g^order + decay m``.
-  """
+  """One step of a moving average of ``g**order`` per leaf: ``(1 - decay) g^order + decay m``."""
   return jax.tree.map(lambda g, m: (1 - decay) * g**order + decay * m, updates, moments)
 
 
