@@ -18,6 +18,7 @@ def get_config():
   config.sweep.design = "grid"
   config.sweep.replicates = 1
   config.sweep.diverge_factor = 3.0
+  config.sweep.slice_size = -1  # as many points per slice as half the accelerator's memory holds
   config.sweep.factors = ml_collections.ConfigDict({
       "learning_rate": {"scale": "log", "low": 1e-5, "high": 3e-2, "num": 64},
   })

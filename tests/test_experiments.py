@@ -1,0 +1,49 @@
+"""Every config in experiments/ loads, validates, and (for sweeps) yields a valid design."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import jax.numpy as jnp
+import pytest
+
+from jaxopt_lab import configs, train
+from jaxopt_lab.optim import factory
+from jaxopt_lab.sweep import design, driver
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "experiments")
+NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(EXPERIMENTS, "*.py")))
+
+
+def _load(name: str):
+  return configs.sibling(os.path.join(EXPERIMENTS, "_"), name)
+
+
+def _check_optimizer(config) -> None:
+  hparams = factory.hparams_from_config(config.optimizer)
+  tx = factory.build(config.optimizer, hparams, config.train.steps)
+  tx.init({"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)})  # a decay mask is applied at init
+
+
+def test_the_experiments_are_there():
+  assert {"classic", "digits_mlp", "lm_tiny", "lm_small", "sweep_classic_lr", "sweep_digits_lr",
+          "sweep_lm_tiny_lr", "sweep_lm_adamw_sobol", "sweep_lm_small_gpu"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_is_valid(name):
+  module = _load(name)
+  config = module.get_config()
+  assert f"experiments/{name}.py" in (module.__doc__ or ""), "the docstring names its command"
+  train.validate_train_config(config)
+  driver.slice_width(config, 1)
+  _check_optimizer(config)
+  if not config.sweep.factors:
+    return
+  points = design.make_design(config.sweep)
+  assert points and len(design.groups(points)) >= 1
+  for point in points:  # every point's values are in range for its group's optimizer
+    _check_optimizer(driver.point_config(config, point))
+  assert 1 <= driver.default_cpu_devices(config, 2) <= 2
