@@ -24,25 +24,26 @@ _TASK = flags.DEFINE_enum("task", "digits", list(bench._EXPERIMENT), "Task to me
 _NUM_POINTS = flags.DEFINE_integer("num_points", 128, "Points N (learning rates, one seed).")
 _SLICE_WIDTHS = flags.DEFINE_list("slice_widths", ["1", "2", "4", "8", "64"],
                                   "Slice widths (sweep.slice_size) to time; 0 = all at once.")
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "XLA CPU devices; 0 = one per core.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "XLA CPU devices; 0 = as scripts/sweep.py "
+                                    "(one per usable core, at most one per point).")
 _STEPS = flags.DEFINE_integer("steps", 0, "Steps per call; 0 = the task's default.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds (more while under 6 s in all).")
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  import os
-
   import jax
 
+  from jaxopt_lab import hardware
   from jaxopt_lab.sweep import design, driver
 
-  devices = _CPU_DEVICES.value or os.cpu_count() or 1
-  jax.config.update("jax_num_cpu_devices", devices)
   task, n = _TASK.value, _NUM_POINTS.value
   k = _STEPS.value or bench._STEPS[task]
   widths = [-1] + [int(w) for w in _SLICE_WIDTHS.value]
   base = bench.experiment_config(task)
+  devices = _CPU_DEVICES.value or driver.default_cpu_devices(
+      bench.sweep_config(base, n, k, -1), hardware.usable_cpus())
+  jax.config.update("jax_num_cpu_devices", devices)
   calls, used = {}, {}
   for width in widths:
     config = bench.sweep_config(base, n, k, width)

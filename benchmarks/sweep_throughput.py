@@ -90,11 +90,13 @@ _EXPERIMENT = {"classic": "classic", "digits": "digits_mlp", "lm": "lm_tiny"}
 _STEPS = {"classic": 100, "digits": 20, "lm": 2}
 # The driver rows run as scripts/sweep.py does: one XLA CPU device per core (at most one per
 # point, `driver.default_cpu_devices`), slices sized by `sweep.slice_size = -1`.
-_HOST_DEVICES = os.cpu_count() or 1
+_HOST_DEVICES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+    os.cpu_count() or 1)  # hardware.usable_cpus(), without importing JAX in the parent
 _MAIN_WIDTH = -1
 
 
 def main_devices(n: int) -> int:
+  """`driver.default_cpu_devices` of a one-group sweep of n points."""
   return min(_HOST_DEVICES, n)
 _ALLOCATOR_LIBS = {"tcmalloc": "libtcmalloc_minimal.so.4", "jemalloc": "libjemalloc.so.2"}
 # glibc malloc that keeps what it frees: buffers up to 32 MiB (the largest mmap threshold glibc
@@ -749,7 +751,7 @@ def _task_targets(task, results, peak, points):
     # N = 1 runs on one device: the same device count at N = big is the 1dev row.
     same = _find(results, kind="sweep", task=task, n=big, width=_MAIN_WIDTH, devices=1,
                  allocator="default")
-    if same and main_devices(1) == 1:
+    if same:
       rs = same["compile_s"] / one["compile_s"]
       t.update(variant=f"{rs:.2f}× ({one['compile_s']:.1f} → {same['compile_s']:.1f} s, both "
                        "on 1 device)", variant_ok=rs <= 1.2)
@@ -960,6 +962,8 @@ def main(argv: Sequence[str]) -> None:
     with open(FLAGS.from_json) as f:
       doc = json.load(f)
     results = [(r["spec"], r["result"]) for r in doc["results"]]
+    global _HOST_DEVICES
+    _HOST_DEVICES = doc.get("cpus", _HOST_DEVICES)  # the main rows of the machine that ran
     ran = sorted({s["n"] for s, _ in results if s["kind"] == "sweep"})
     ran_tasks = [t for t in _TASKS if any(s.get("task") == t for s, _ in results)]
     print(report(results, ran_tasks, ran)[0])
@@ -995,7 +999,7 @@ def _write_json(results, started) -> None:
   from jaxopt_lab import files
 
   files.atomic_write_json(FLAGS.json_out, dict(
-      cpus=os.cpu_count(), elapsed_s=time.perf_counter() - started,
+      cpus=_HOST_DEVICES, elapsed_s=time.perf_counter() - started,
       results=[dict(spec=s, result=o) for s, o in results]))
 
 

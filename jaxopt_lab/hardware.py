@@ -64,24 +64,39 @@ def device_memory_bytes(device: jax.Device) -> float:
   return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def l2_cache_bytes(default: int = 1 << 20) -> int:
+def usable_cpus() -> int:
+  """The cores this process may run on (its affinity mask where the system has one)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
+def parse_cache_size(text: str) -> int | None:
+  """Bytes of a sysfs cache size such as '2048K', '2M' or '512'; None if it is not one."""
+  text = text.strip()
+  units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+  number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+  return int(number) * unit if number.isdigit() else None
+
+
+def l2_cache_bytes(default: int = 1 << 20,
+                   cache_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
   """The L2 cache of one core (Linux sysfs), `default` where the system does not say."""
-  for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+  for index in sorted(glob.glob(os.path.join(cache_dir, "index*"))):
     try:
       with open(os.path.join(index, "level")) as f:
         level = f.read().strip()
       with open(os.path.join(index, "size")) as f:
-        size = f.read().strip()
+        size = parse_cache_size(f.read())
     except OSError:
       continue
     if level == "2" and size:
-      units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-      return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+      return size
   return default
 
 
 # On a CPU a slice of points runs fastest when its working set stays near the core's caches.
-# Measured with `sweep.slice_size` on 2 Xeon cores (2 MB L2 each), 128 digits MLPs (about 2.3 MB
+# Measured with `sweep.slice_size` on 2 Xeon cores (2 MB L2 each), 128 digits MLPs (about 2.2 MB
 # per point), one device per core: slices of 2-4 points ran 1.5-1.6x as fast as slices of 64.
 _CPU_SLICE_L2_CACHES = 4
 

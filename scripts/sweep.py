@@ -9,13 +9,11 @@ Running the same command again with the same workdir resumes; the report is writ
 --process_id (jax.distributed) to every process.
 """
 
-import os
-
 import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxopt_lab import launch
+from jaxopt_lab import hardware, launch
 from jaxopt_lab.analysis import report
 from jaxopt_lab.sweep import driver
 
@@ -26,15 +24,16 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of a mul
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0,
-    "XLA CPU devices on a CPU-only machine; 0: one per core, but no more than the points of the "
-    "smallest group. A device per core lets the sweep shard its points over the cores "
-    "(benchmarks/README.md). Ignored where an accelerator exists.")
+    "XLA CPU devices on a CPU-only machine; 0: one per usable core, but no more than the points "
+    "of the largest group (times sweep.data_parallel). A device per core lets the sweep shard "
+    "its points over the cores (benchmarks/README.md). Ignored where an accelerator exists.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
-  cpu_devices = _CPU_DEVICES.value or driver.default_cpu_devices(_CONFIG.value, os.cpu_count())
+  cpu_devices = _CPU_DEVICES.value or driver.default_cpu_devices(_CONFIG.value,
+                                                                  hardware.usable_cpus())
   jax.config.update("jax_num_cpu_devices", cpu_devices)
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -335,13 +335,42 @@ def test_default_cpu_devices_one_per_core_at_most_one_per_point():
   assert driver.default_cpu_devices(config, 2) == 2
   assert driver.default_cpu_devices(config, None) == 1
   assert driver.default_cpu_devices(classic_sweep_config((0.1,), ("adam",), 1), 8) == 1
+  config.sweep.data_parallel = 2  # each point takes 2 devices: a multiple of 2, <= the cores
+  assert driver.default_cpu_devices(config, 16) == 12
+  assert driver.default_cpu_devices(config, 5) == 4
+  assert driver.default_cpu_devices(config, 1) == 2
 
 
-def test_l2_cache_and_slice_budget():
-  l2 = hardware.l2_cache_bytes()
-  assert 64 << 10 <= l2 <= 1 << 30  # a core's L2: between 64 KB and 1 GB
+def test_a_resume_keeps_the_recorded_slices_and_refuses_another_layout(tmp_path, monkeypatch):
+  config = classic_sweep_config(optimizers=("adam",))
+  config.sweep.slice_size = -1
+  monkeypatch.setattr(hardware, "l2_cache_bytes", lambda: 0.0)  # auto: slices of 1
+  rows = driver.run_sweep(config, str(tmp_path))
+  layout_path = tmp_path / "checkpoints" / "optimizer=adam.layout.json"
+  layout = json.loads(layout_path.read_text())
+  assert layout == {"point_devices": 1, "data_devices": 1, "width": 1, "padded": 6}
+  monkeypatch.setattr(hardware, "l2_cache_bytes", lambda: 1e15)  # auto would now take all 6
+  assert driver.run_sweep(config, str(tmp_path)) == rows
+  assert json.loads(layout_path.read_text()) == layout
+  layout_path.write_text(json.dumps(dict(layout, point_devices=4, padded=8)))
+  with pytest.raises(ValueError, match=r"hold 8 points \(4 x 1 devices.*--cpu_devices=4"):
+    driver.run_sweep(config, str(tmp_path))
+
+
+def test_l2_cache_and_slice_budget(tmp_path):
+  assert [hardware.parse_cache_size(t) for t in ("2048K", "2M", "512\n", "1G", "big", "")] == [
+      2 << 20, 2 << 20, 512, 1 << 30, None, None]
+  for index, level, size in (("index0", "1", "48K"), ("index2", "2", "1280K"),
+                             ("index3", "3", "105M")):
+    (tmp_path / index).mkdir()
+    (tmp_path / index / "level").write_text(level + "\n")
+    (tmp_path / index / "size").write_text(size + "\n")
+  assert hardware.l2_cache_bytes(cache_dir=str(tmp_path)) == 1280 << 10
+  assert hardware.l2_cache_bytes(7, cache_dir=str(tmp_path / "none")) == 7
   cpu = jax.devices("cpu")[0]
-  assert hardware.slice_budget_bytes(cpu) == min(4 * l2, hardware.device_memory_bytes(cpu) / 2)
+  assert hardware.slice_budget_bytes(cpu) == min(4 * hardware.l2_cache_bytes(),
+                                                 hardware.device_memory_bytes(cpu) / 2)
+  assert 1 <= hardware.usable_cpus() <= (os.cpu_count() or 1)
 
 
 def test_points_equal_single_runs_to_1e9_in_float64(tmp_path):

@@ -82,8 +82,8 @@ def batch_indices(
     int64 array [num_steps, batch_size].
   """
   data_seed, start_step, num_steps = int(data_seed), int(start_step), int(num_steps)
-  if data_seed < 0:
-    raise ValueError(f'data_seed: must be non-negative; got {data_seed}')
+  if not 0 <= data_seed < 2**64:
+    raise ValueError(f'data_seed: must be in [0, 2**64); got {data_seed}')
   if start_step < 0 or num_steps < 0:
     raise ValueError(
         f'start_step, num_steps: must be non-negative; got {start_step}, {num_steps}'

@@ -217,6 +217,7 @@ def build(
     _checks.check(v, f'hparams[{k!r}]', _KIND[k])
 
   lr = _schedule(opt_cfg, hp['learning_rate'], hp['warmup'] * total_steps, total_steps)
+  mask = _decay_mask(opt_cfg)  # checked for every optimizer, used by adamw
   nesterov = bool(_field(opt_cfg, 'nesterov'))
   if name == 'sgd':
     opt = alias.sgd(lr, momentum=hp['momentum'], nesterov=nesterov)
@@ -224,7 +225,7 @@ def build(
     opt = alias.adam(lr, b1=hp['b1'], b2=hp['b2'], eps=hp['eps'], nesterov=nesterov)
   elif name == 'adamw':
     opt = alias.adamw(lr, b1=hp['b1'], b2=hp['b2'], eps=hp['eps'],
-                      weight_decay=hp['weight_decay'], mask=_decay_mask(opt_cfg),
+                      weight_decay=hp['weight_decay'], mask=mask,
                       nesterov=nesterov)
   else:
     opt = alias.rmsprop(lr, decay=hp['decay'], eps=hp['eps'],

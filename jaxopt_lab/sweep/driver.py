@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -37,7 +38,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxopt_lab import checkpoints, hardware, tasks, train
+from jaxopt_lab import checkpoints, files, hardware, tasks, train
 from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import design, store
 
@@ -217,15 +218,17 @@ def make_mesh(data_parallel: int = 1) -> Mesh:
 
 
 def default_cpu_devices(config: ml_collections.ConfigDict, cores: int | None) -> int:
-  """XLA CPU devices for a sweep: one per core, but no more than the smallest group's points.
+  """XLA CPU devices for a sweep: one per core, but no more than the largest group needs.
 
   A device per core runs the points of each core in its own thread (1.4-2x on 2 cores,
-  benchmarks/README.md); a device without a point of its own would only pad, so a group smaller
-  than the cores keeps the cores for XLA's threads within one device. Call before JAX's backend
-  starts (`jax_num_cpu_devices`).
+  benchmarks/README.md); a device without a point of its own would only pad, so a sweep whose
+  groups are smaller than the cores keeps the rest of the cores for XLA's threads. With
+  `sweep.data_parallel = d` each point takes d devices, and the count is a multiple of d. Call
+  before JAX's backend starts (`jax_num_cpu_devices`).
   """
-  sizes = [len(members) for members in design.groups(design.make_design(config.sweep)).values()]
-  return max(1, min([cores or 1] + sizes))
+  dp = max(1, int(config.sweep.data_parallel))
+  largest = max(len(m) for m in design.groups(design.make_design(config.sweep)).values())
+  return dp * max(1, min((cores or 1) // dp, largest))
 
 
 def slice_width(config: ml_collections.ConfigDict, n_local: int) -> int:
@@ -239,15 +242,18 @@ def slice_width(config: ml_collections.ConfigDict, n_local: int) -> int:
 class _Run:
   """Trains one group from its checkpoint (if any) to the end, appending to the store."""
 
-  def __init__(self, group: Group, mesh: Mesh, st: store.Store):
+  def __init__(self, group: Group, mesh: Mesh, st: store.Store, width: int | None = None):
+    """`width`: points per slice, instead of the one `sweep.slice_size` gives (a resume)."""
     self.group, self.mesh, self.store = group, mesh, st
     cfg = group.config
     n = len(group.points)
     n_dev = mesh.shape["points"]
     local = -(-n // n_dev)
-    width = slice_width(cfg, local)
-    if int(cfg.sweep.slice_size) == -1:
-      width = self._auto_width(local)
+    if width is None:
+      width = slice_width(cfg, local)
+      if int(cfg.sweep.slice_size) == -1:
+        width = self._auto_width(local)
+    width = min(width, local)
     slices = -(-local // width)
     width = -(-local // slices)  # the same number of slices, the least padding
     local = slices * width
@@ -265,9 +271,15 @@ class _Run:
 
   def _auto_width(self, local: int) -> int:
     """The widest slice whose compiled program (memory analysis) fits `slice_budget_bytes`."""
+    if local == 1:
+      return 1
     budget = hardware.slice_budget_bytes(self.mesh.devices.flat[0])
     fixed, per_point = self._slice_memory()
-    return max(1, min(local, int((budget - fixed) // per_point)))
+    width = max(1, min(local, int((budget - fixed) // per_point)))
+    logging.info("Group %s: slices of %d of the %d points per device (%.1f MB shared + %.2f MB "
+                 "per point within %.0f MB).", self.group.name, width, local, fixed / 2**20,
+                 per_point / 2**20, budget / 2**20)
+    return width
 
   def _slice_memory(self) -> tuple[float, float]:
     """(bytes shared by a device's points, bytes per point) of the chunk program.
@@ -291,8 +303,9 @@ class _Run:
                    + mem.output_size_in_bytes - mem.alias_size_in_bytes)
 
     one, two = program_bytes(1), program_bytes(2)
-    per_point = max(two - one, 1.0)
-    return max(one - per_point, 0.0), per_point
+    if two <= one:  # no growth seen: count the whole program per point (never too wide)
+      return 0.0, one
+    return max(2 * one - two, 0.0), two - one
 
   def _init_fn(self):
     task, cfg = self.group.task, self.group.config
@@ -379,16 +392,45 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   return st.summary_rows()
 
 
+def _layout(run: _Run) -> dict[str, int]:
+  return {"point_devices": run.mesh.shape["points"], "data_devices": run.mesh.shape["data"],
+          "width": run.width, "padded": run.padded}
+
+
+def _check_layout(group: Group, recorded: dict[str, int], now: dict[str, int]) -> None:
+  """A checkpoint holds the padded population of one device layout: resume only on that one."""
+  if recorded != now:
+    raise ValueError(
+        f"--workdir: the checkpoints of group {group.name} hold {recorded['padded']} points "
+        f"({recorded['point_devices']} x {recorded['data_devices']} devices, slices of "
+        f"{recorded['width']}); this run lays them out as {now['padded']} points "
+        f"({now['point_devices']} x {now['data_devices']} devices, slices of {now['width']}). "
+        f"Resume with --cpu_devices={recorded['point_devices'] * recorded['data_devices']} on a "
+        f"CPU (the same devices elsewhere) and the same sweep.slice_size, or use a new workdir")
+
+
 def _train_group(group: Group, mesh: Mesh, st: store.Store) -> None:
   cfg = group.config
   total = cfg.train.steps
-  run = _Run(group, mesh, st)
+  ckpt_dir = os.path.join(st.workdir, "checkpoints", group.name)
+  ckpt = checkpoints.Checkpointer(ckpt_dir)
+  layout_path = ckpt_dir + ".layout.json"
+  latest = ckpt.latest_step()
+  recorded = None
+  if latest is not None and os.path.exists(layout_path):
+    with open(layout_path) as f:
+      recorded = json.load(f)
+  # A resumed group keeps the slice width it started with: the same programs, the same numbers.
+  run = _Run(group, mesh, st, width=recorded["width"] if recorded else None)
+  if recorded:
+    _check_layout(group, recorded, _layout(run))
+  elif st.write:
+    files.atomic_write_json(layout_path, _layout(run))
   ids = [p.point for p in group.points]
   st.register(group.name, group.task, ids, group.hparams)
-  ckpt = checkpoints.Checkpointer(os.path.join(st.workdir, "checkpoints", group.name))
   pop = run.init_population()
   start = 0
-  if (latest := ckpt.latest_step()) is not None:
+  if latest is not None:
     pop = ckpt.restore(latest, pop)
     start = latest
     logging.info("Group %s: resumed from the checkpoint at step %d.", group.name, start)
