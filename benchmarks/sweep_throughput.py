@@ -54,6 +54,8 @@ from typing import Any
 
 from absl import app, flags
 
+from jaxopt_lab import hardware
+
 _TASKS = ("classic", "digits", "lm")
 _ALLOCATORS = ("default", "glibc", "tcmalloc", "jemalloc")
 
@@ -90,8 +92,7 @@ _EXPERIMENT = {"classic": "classic", "digits": "digits_mlp", "lm": "lm_tiny"}
 _STEPS = {"classic": 100, "digits": 20, "lm": 2}
 # The driver rows run as scripts/sweep.py does: one XLA CPU device per core (at most one per
 # point, `driver.default_cpu_devices`), slices sized by `sweep.slice_size = -1`.
-_HOST_DEVICES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-    os.cpu_count() or 1)  # hardware.usable_cpus(), without importing JAX in the parent
+_HOST_DEVICES = hardware.usable_cpus()
 _MAIN_WIDTH = -1
 
 
