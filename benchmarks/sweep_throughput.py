@@ -81,6 +81,8 @@ flags.DEFINE_string("from_json", "", "Print the tables of the --json_out file of
                     "(with this version's report) instead of measuring.")
 flags.DEFINE_bool("device_check", False, "Run the lm_small accelerator check instead.")
 flags.DEFINE_list("device_points", ["1", "8", "32", "64"], "Device check: numbers of points.")
+flags.DEFINE_list("device_fused_points", ["8", "64"], "Device check: numbers of points measured "
+                  "again with model.attention = 'fused' (jax.nn.dot_product_attention).")
 flags.DEFINE_integer("device_steps", 10, "Device check: timed steps per call (one call).")
 flags.DEFINE_integer("device_width", 8, "Device check: sweep.slice_size (points per slice).")
 flags.DEFINE_integer("device_budget_s", 330, "Device check: skip what would start after this.")
@@ -830,15 +832,19 @@ def device_check() -> None:
   save()
   best_seq = max(doc["sequential"].get("rate_step", 0), doc["sequential"].get("rate_scan", 0))
 
-  for n in (int(p) for p in FLAGS.device_points):
-    row: dict[str, Any] = {"n": n}
+  fused = copy.deepcopy(base)
+  fused.model.attention = "fused"
+  plan = ([(base, int(p)) for p in FLAGS.device_points]
+          + [(fused, int(p)) for p in FLAGS.device_fused_points])
+  for config, n in plan:
+    row: dict[str, Any] = {"n": n, "attention": config.model.attention}
     doc["results"].append(row)
     if left() < 30:
       row["skipped"] = f"device budget of {FLAGS.device_budget_s} s spent"
       save()
       continue
     try:
-      row.update(_device_sweep(base, n, k, FLAGS.device_width, peak, memory))
+      row.update(_device_sweep(config, n, k, FLAGS.device_width, peak, memory))
       if best_seq:
         row["vs_best_sequential"] = row["rate"] / best_seq
     except Exception as e:  # noqa: BLE001 - an OOM at one N must not lose the others
@@ -847,7 +853,8 @@ def device_check() -> None:
     jax.clear_caches()
     save()
     print(f"[{time.perf_counter() - started:5.0f}s] N={n}: " + ", ".join(
-        f"{key}={_fmt(value)}" for key, value in row.items() if isinstance(value, float | str)),
+        f"{key}={value if isinstance(value, str) else _fmt(value)}" for key, value in row.items()
+        if isinstance(value, float | str)),
         flush=True)
   seq = doc["sequential"]
   print(f"sequential: {seq}\nwritten to {FLAGS.json_out} ({time.perf_counter() - started:.0f} s)")

@@ -111,6 +111,7 @@ def lm_size_config(size: str) -> ml_collections.ConfigDict:
   model.positions = 'learned'  # 'learned' (added table) or 'rope' (rotary).
   model.norm = 'rmsnorm'  # 'rmsnorm' or 'layernorm' (pre-norm blocks and final norm).
   model.dtype = dtype  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
+  model.attention = 'dense'  # 'dense' (einsums) or 'fused' (jax.nn.dot_product_attention).
   data = ml_collections.ConfigDict()
   data.batch_size = batch_size  # Windows per training step.
   data.paths = ''  # Comma-separated text files/dirs/globs; '' = the Python stdlib's .py files.

@@ -165,6 +165,19 @@ def test_causal(lm):
     assert np.abs(out[:, t] - base[:, t]).max() > 1e-3  # The changed token is seen.
 
 
+@pytest.mark.parametrize('positions', ['learned', 'rope'])
+def test_fused_attention_equals_dense(positions):
+  _, _, params, apply = _small_lm(positions)
+  _, fused = _lm(positions=positions, attention='fused')
+  x = _tokens((2, 16))
+  np.testing.assert_allclose(jax.jit(fused.apply)(params, x), apply(params, x), rtol=1e-5,
+                             atol=1e-5)
+  grad = lambda m: jax.jit(jax.grad(lambda p: m.apply(p, x)[:, :9, 3].sum()))(params)  # noqa: E731
+  for a, b in zip(jax.tree.leaves(grad(fused)), jax.tree.leaves(grad(_small_lm(positions)[1])),
+                  strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_rope_positions_are_relative():
   q = jnp.broadcast_to(jax.random.normal(jax.random.key(0), (1, 8)), (12, 1, 8))
   k = jnp.broadcast_to(jax.random.normal(jax.random.key(1), (1, 8)), (12, 1, 8))
@@ -249,6 +262,7 @@ def test_flops_formula_numbers():
 @pytest.mark.parametrize('field, value, match', [
     ('positions', 'absolute', r"model.positions: unknown positions 'absolute'.*learned, rope"),
     ('norm', 'batchnorm', r"model.norm: unknown norm 'batchnorm'.*rmsnorm, layernorm"),
+    ('attention', 'flash', r"model.attention: unknown attention 'flash'.*dense, fused"),
     ('dtype', 'float16', r"model.dtype: unknown dtype 'float16'.*float32, bfloat16"),
     ('heads', 5, r'model.heads: width 32 is not divisible by heads 5'),
     ('width', 0, r'model.width: must be a positive integer'),

@@ -26,6 +26,7 @@ from jaxopt_lab.models.core import compute_dtype
 
 POSITIONS = ('learned', 'rope')
 NORMS = ('rmsnorm', 'layernorm')
+ATTENTIONS = ('dense', 'fused')
 _INIT_STD = 0.02
 
 
@@ -42,6 +43,9 @@ class TransformerConfig:
     positions: 'learned' or 'rope'.
     norm: 'rmsnorm' or 'layernorm'.
     dtype: compute dtype, 'float32' or 'bfloat16'.
+    attention: 'dense' (einsums, a [time, time] mask, float32 softmax) or 'fused'
+      (``jax.nn.dot_product_attention`` with ``is_causal``: cuDNN's flash attention on a GPU in
+      bfloat16, XLA's implementation elsewhere).
   """
 
   vocab: int = 256
@@ -52,6 +56,7 @@ class TransformerConfig:
   positions: str = 'learned'
   norm: str = 'rmsnorm'
   dtype: str = 'float32'
+  attention: str = 'dense'
 
   def __post_init__(self):
     for name in ('vocab', 'width', 'depth', 'heads', 'context'):
@@ -66,6 +71,11 @@ class TransformerConfig:
     if self.norm not in NORMS:
       raise ValueError(
           f"model.norm: unknown norm {self.norm!r}; valid choices: {', '.join(NORMS)}"
+      )
+    if self.attention not in ATTENTIONS:
+      raise ValueError(
+          f"model.attention: unknown attention {self.attention!r}; valid choices: "
+          f"{', '.join(ATTENTIONS)}"
       )
     compute_dtype(self.dtype)
     if self.width % self.heads:
@@ -162,6 +172,7 @@ class CausalSelfAttention(nnx.Module):
   def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
     self.heads = cfg.heads
     self.rope = cfg.positions == 'rope'
+    self.fused = cfg.attention == 'fused'
     self.qkv = _dense(cfg.width, 3 * cfg.width, cfg, _INIT_STD, rngs)
     self.out = _dense(cfg.width, cfg.width, cfg, _INIT_STD / math.sqrt(2 * cfg.depth), rngs)
 
@@ -172,6 +183,12 @@ class CausalSelfAttention(nnx.Module):
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if self.rope:
       q, k = apply_rope(q), apply_rope(k)
+    if self.fused:
+      # jax picks XLA's implementation unless told: cuDNN's flash attention takes 16-bit inputs.
+      cudnn = jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16)
+      y = jax.nn.dot_product_attention(
+          q, k, v, is_causal=True, implementation='cudnn' if cudnn else 'xla')
+      return self.out(y.reshape(batch, time, width))
     # Logits in the compute dtype, softmax in float32. (A float32-output einsum of bfloat16 inputs
     # would make the backward pass multiply float32 by bfloat16, which XLA's GPU matmuls don't
     # take natively; measured a few percent slower on an H200.)
