@@ -218,20 +218,38 @@ def test_bfloat16_computes_in_bf16_with_float32_params():
   assert 'bf16' in hlo and hlo.count('dot_general') >= 4 * cfg32.depth
 
 
+def test_bfloat16_embedding_gradient_scatters_in_float32():
+  # A bf16 scatter-add into the 256-row table took 76 ms of a 90 ms lm_small step on an H200.
+  _, _, params, _ = _small_lm('learned')
+  _, model16 = _lm(dtype='bfloat16')
+  x = _tokens((2, 16))
+  loss = lambda p: model16.apply(p, x).astype(jnp.float32).sum()  # noqa: E731
+  jaxpr = jax.make_jaxpr(jax.grad(loss))(params).jaxpr
+  scatters = [eqn.invars[0].aval.dtype for eqn in _eqns(jaxpr)
+              if eqn.primitive.name.startswith('scatter')]
+  assert scatters and all(dtype == jnp.float32 for dtype in scatters), scatters
+
+
+def _eqns(jaxpr):
+  """Every equation of `jaxpr`, into sub-jaxprs."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, tuple | list) else (value,):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          yield from _eqns(sub.jaxpr)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          yield from _eqns(sub)
+
+
 def _dot_general_flops(jaxpr) -> int:
   """2 * (output size) * (contracted size) for every dot_general, into sub-jaxprs."""
   total = 0
-  for eqn in jaxpr.eqns:
+  for eqn in _eqns(jaxpr):
     if eqn.primitive.name == 'dot_general':
       (contract, _), _ = eqn.params['dimension_numbers']
       lhs = eqn.invars[0].aval.shape
       total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
-    for value in eqn.params.values():
-      for sub in value if isinstance(value, tuple | list) else (value,):
-        if isinstance(sub, jax.extend.core.ClosedJaxpr):
-          total += _dot_general_flops(sub.jaxpr)
-        elif isinstance(sub, jax.extend.core.Jaxpr):
-          total += _dot_general_flops(sub)
   return total
 
 

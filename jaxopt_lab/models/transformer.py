@@ -249,7 +249,12 @@ class Transformer(nnx.Module):
     *lead, time = tokens.shape
     if time > self.cfg.context:
       raise ValueError(f'model.context: {time} tokens exceed the context of {self.cfg.context}')
-    x = self.embed(tokens.reshape(-1, time).astype(jnp.int32))
+    # Gather from the float32 table, then cast: the gradient of the gather is a scatter-add, which
+    # on a GPU in bfloat16 serialises on the table's 256 rows (76 ms of an 90 ms lm_small step on
+    # an H200) and in float32 takes 0.06 ms. Same values as nnx.Embed's cast-then-gather.
+    table = self.embed.embedding[...]
+    x = jnp.take(table, tokens.reshape(-1, time).astype(jnp.int32), axis=0)
+    x = x.astype(compute_dtype(self.cfg.dtype))
     if self.cfg.positions == 'learned':
       x = x + self.pos_embed[:time].astype(x.dtype)
     for block in self.blocks:
