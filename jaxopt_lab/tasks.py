@@ -91,8 +91,9 @@ def lm_size_config(size: str) -> ml_collections.ConfigDict:
   """Model and data configs of an LM size: ``ConfigDict(model=..., data=...)``.
 
   'tiny' (0.44M parameters) trains on a CPU in minutes; 'small' (25.6M parameters) is worth a
-  GPU. Both compute in float32: on an H200, 'small' ran a step in 26 ms in float32 (TF32 matmuls)
-  and in 28 to 90 ms in bfloat16 (varying between compilations), so bfloat16 is opt-in.
+  GPU. Both compute in float32; bfloat16 is opt-in (experiments/lm_small.py). On an H200, 'small'
+  ran a step in 27 ms in float32 (TF32 matmuls) and in 83 ms in bfloat16, 76 ms of which was the
+  embedding gradient's bf16 scatter-add, since moved to float32 (benchmarks/README.md).
   """
   sizes = {
       # width, depth, heads, context, batch_size, eval_batch_size, dtype
