@@ -262,3 +262,266 @@ def test_optax_optimization_with_complex_parameters(name, target):
   # Step by step as Optax at first. (Later, Adam's oscillation about Rosenbrock's minimum
   # amplifies a difference of an ulp to 1e-2, so the end is compared with the minimiser only.)
   np.testing.assert_allclose(ours_early, ref_early, rtol=0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# Closed forms of the first step with complex gradients: the update keeps the phase of g.
+
+G = jnp.asarray([3 - 4j, -0.5j, 1e-3 + 1e-3j, -2e-6, 40 + 1j], jnp.complex64)
+B2 = 1 - 2**-10  # Exact in float32, unlike 0.999 (see test_optim_closed_form.py).
+
+
+def _first_update(opt, grads=G, params=None):
+  params = jnp.ones_like(grads) if params is None else params
+  updates, _ = opt.update(grads, opt.init(params), params)
+  assert updates.dtype == jnp.complex64
+  return np.asarray(updates, np.complex128)
+
+
+@pytest.mark.parametrize('decay', [0.5, 0.9])
+def test_first_steps_with_complex_gradients(decay):
+  lr, eps, wd = 0.1, 1e-4, 0.3
+  g = np.asarray(G, np.complex128)
+  a2 = np.abs(g) ** 2
+  x = jnp.asarray([1 + 2j, -1, 0.5j, 2, -1 - 1j], jnp.complex64)
+  cases = {
+      'sgd': (optim.sgd(lr, momentum=decay), -lr * g),
+      'adam': (optim.adam(lr, b1=decay, b2=B2, eps=eps), -lr * g / (np.abs(g) + eps)),
+      'adamw': (optim.adamw(lr, b1=decay, b2=B2, eps=eps, weight_decay=wd),
+                -lr * (g / (np.abs(g) + eps) + wd * np.asarray(x))),
+      'rmsprop': (optim.rmsprop(lr, decay=decay, eps=eps),
+                  -lr * g / np.sqrt((1 - decay) * a2 + eps)),
+      'rmsprop_eps_outside': (optim.rmsprop(lr, decay=decay, eps=eps, eps_in_sqrt=False),
+                              -lr * g / (np.sqrt((1 - decay) * a2) + eps)),
+      'rmsprop_centered': (optim.rmsprop(lr, decay=decay, eps=eps, centered=True),
+                           -lr * g / np.sqrt(decay * (1 - decay) * a2 + eps)),
+      'rmsprop_bias_correction': (optim.rmsprop(lr, decay=decay, eps=eps, bias_correction=True),
+                                  -lr * g / np.sqrt(a2 + eps)),
+  }
+  for name, (opt, expected) in cases.items():
+    np.testing.assert_allclose(_first_update(opt, params=x), expected, rtol=1e-6, err_msg=name)
+
+
+def _np_norm(tree):
+  return float(np.linalg.norm(np.concatenate(
+      [np.ravel(np.asarray(x, np.complex128)) for x in jax.tree.leaves(tree)])))
+
+
+@pytest.mark.parametrize('scale', [1.0, 1e-30, 1e30])
+def test_global_norm_of_a_complex_tree(scale):
+  tree = jax.tree.map(lambda x: x * scale, PARAMS0)
+  norm = optim.global_norm(tree)
+  assert norm.dtype == jnp.float32
+  np.testing.assert_allclose(float(norm), _np_norm(tree), rtol=1e-6)
+  if scale == 1.0:
+    np.testing.assert_allclose(norm, optax.tree.norm(tree), rtol=1e-6)
+  clipped = optim.clip_by_global_norm(0.5 * _np_norm(tree)).update(tree, optax.EmptyState())[0]
+  np.testing.assert_allclose(_np_norm(clipped), 0.5 * _np_norm(tree), rtol=1e-5)
+  for c, x in zip(jax.tree.leaves(clipped), jax.tree.leaves(tree), strict=True):
+    assert c.dtype == x.dtype
+    np.testing.assert_allclose(np.asarray(c, np.complex128), 0.5 * np.asarray(x, np.complex128),
+                               rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Property checks with complex parameters, centered RMSprop included.
+
+BUILDERS = {
+    'sgd': lambda hp: optim.sgd(hp['learning_rate'], momentum=hp['momentum'], nesterov=True),
+    'adam': lambda hp: optim.adam(hp['learning_rate'], b1=hp['b1'], b2=hp['b2']),
+    'adamw': lambda hp: optim.adamw(hp['learning_rate'], b1=hp['b1'], b2=hp['b2'],
+                                    weight_decay=hp['weight_decay']),
+    'rmsprop': lambda hp: optim.rmsprop(hp['learning_rate'], decay=hp['decay'],
+                                        momentum=hp['momentum']),
+    'rmsprop_centered': lambda hp: optim.rmsprop(hp['learning_rate'], decay=hp['decay'],
+                                                 centered=True),
+}
+HP = dict(learning_rate=0.01, b1=0.9, b2=0.99, momentum=0.9, decay=0.95, weight_decay=0.01)
+PROPERTY_GRID = {  # 4 points: each value factor takes two values across them.
+    'learning_rate': [1e-3, 3e-2, 1e-2, 1e-1],
+    'b1': [0.9, 0.5, 0.0, 0.95],
+    'b2': [0.999, 0.9, 0.99, 0.5],
+    'momentum': [0.0, 0.9, 0.5, 0.99],
+    'decay': [0.9, 0.99, 0.5, 0.95],
+    'weight_decay': [0.0, 1e-2, 0.1, 0.5],
+}
+
+
+def _run_all(hp, steps=20):
+  noise = jax.tree.map(lambda n: n[:steps], NOISE)
+  return {name: _trajectory(build(hp), noise=noise) for name, build in BUILDERS.items()}
+
+
+@functools.cache
+def _vmapped_and_separate():
+  grid = {k: jnp.asarray(v, jnp.float32) for k, v in PROPERTY_GRID.items()}
+  batched = jax.jit(jax.vmap(_run_all))(grid)
+  single = jax.jit(_run_all)
+  return batched, [single({k: v[i] for k, v in grid.items()}) for i in range(4)]
+
+
+@pytest.mark.parametrize('name', list(BUILDERS))
+def test_vmap_over_hyperparameters_equals_separate_runs(name):
+  batched, separate = _vmapped_and_separate()
+  # Centered RMSprop divides by sqrt(v - |m|^2), which amplifies a rounding difference (an FMA
+  # fused in one program and not the other) more than the others do.
+  tol = 1e-5 if name == 'rmsprop_centered' else 1e-6
+  for i, single in enumerate(separate):
+    point = jax.tree.map(lambda x, i=i: x[i], batched[name])
+    _assert_same(point, single[name], f'{name} point {i}', rtol=tol)
+  first = jax.tree.leaves(batched[name])[0]
+  assert not np.allclose(first[0], first[1])
+
+
+@pytest.mark.parametrize('name', list(BUILDERS))
+def test_jit_equals_eager_and_no_recompilation(name):
+  traces = []
+
+  def update(hp, grads, state, params):
+    traces.append(1)  # Runs only while tracing.
+    return BUILDERS[name](hp).update(grads, state, params)
+
+  jitted = jax.jit(update)
+  hp_j = {k: jnp.float32(v) for k, v in HP.items()}
+  opt = BUILDERS[name](HP)
+  params_e = params_j = PARAMS0
+  state_e = state_j = opt.init(PARAMS0)
+  for t in range(3):
+    noise = jax.tree.map(lambda n, t=t: n[t], NOISE)
+    u_e, state_e = opt.update(_grads(params_e, noise), state_e, params_e)
+    u_j, state_j = jitted(hp_j, _grads(params_j, noise), state_j, params_j)
+    params_e = optax.apply_updates(params_e, u_e)
+    params_j = optax.apply_updates(params_j, u_j)
+  _assert_same(params_j, params_e, name)
+  jitted({k: jnp.float32(v[1]) for k, v in PROPERTY_GRID.items()}, _grads(PARAMS0, jax.tree.map(
+      lambda n: n[0], NOISE)), state_j, params_j)
+  assert len(traces) == 1
+
+
+@pytest.mark.parametrize('name', list(BUILDERS))
+def test_dtypes_and_structure_are_preserved(name):
+  """Updates and first moments in each leaf's dtype (complex64 or float32), nu real."""
+  opt = BUILDERS[name]({k: jnp.float32(v) for k, v in HP.items()})
+  state0 = jax.eval_shape(opt.init, PARAMS0)
+  grads = _grads(PARAMS0, jax.tree.map(lambda n: n[0], NOISE))
+  updates, state = jax.eval_shape(opt.update, grads, state0, PARAMS0)
+  assert jax.tree.structure(updates) == jax.tree.structure(PARAMS0)
+  assert jax.tree.structure(state) == jax.tree.structure(state0)
+  for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(PARAMS0), strict=True):
+    assert (u.dtype, u.shape) == (p.dtype, p.shape)
+  for s, s0 in zip(jax.tree.leaves(state), jax.tree.leaves(state0), strict=True):
+    assert (s.dtype, s.shape) == (s0.dtype, s0.shape)
+  nus = [s.nu for s in jax.tree.leaves(state0, is_leaf=lambda x: hasattr(x, 'nu'))
+         if hasattr(s, 'nu')]
+  assert len(nus) == (0 if name == 'sgd' else 1)
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(nus))
+  jax.eval_shape(lambda: _trajectory(opt, noise=jax.tree.map(lambda n: n[:2], NOISE)))
+
+
+@pytest.mark.parametrize('name', list(BUILDERS))
+def test_zero_complex_gradients(name):
+  opt = BUILDERS[name](HP)
+  zeros = jax.tree.map(jnp.zeros_like, PARAMS0)
+  state = opt.init(PARAMS0)
+  for _ in range(3):
+    updates, state = opt.update(zeros, state, PARAMS0)
+  lr_wd = HP['learning_rate'] * HP['weight_decay'] if name == 'adamw' else 0.0
+  for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(PARAMS0), strict=True):
+    np.testing.assert_allclose(u, -lr_wd * np.asarray(p), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize('scale', [1e30, 1e-30])
+@pytest.mark.parametrize('name', list(BUILDERS))
+def test_extreme_complex_gradients_give_finite_updates(name, scale):
+  """|g|^2 of 1e30 overflows float32 and of 1e-30 underflows: updates stay finite."""
+  opt = BUILDERS[name](dict(HP, weight_decay=0.0))
+  params = jax.tree.map(jnp.zeros_like, PARAMS0)
+  grads = jax.tree.map(lambda x: (scale * x / jnp.abs(x)).astype(x.dtype), PARAMS0)
+  state = opt.init(params)
+  for _ in range(4):
+    updates, state = opt.update(grads, state, params)
+    assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates)), name
+
+
+# --------------------------------------------------------------------------------------------
+# Centered RMSprop's variance estimate v - |m|^2 at its edges, real and complex gradients.
+
+# Magnitudes from 1e-4 to 1e-3 (so that sqrt of a rounding error of |g|^2 is far below eps = 1),
+# random phases; real ones too.
+_K = jax.random.split(jax.random.key(11), 3)
+_MAG = 10 ** jax.random.uniform(_K[0], (2048,), minval=-4, maxval=-3)
+CONSTANT_GRADS = {
+    'real': _MAG * jnp.sign(jax.random.normal(_K[1], (2048,))),
+    'complex': _MAG * jnp.exp(1j * jax.random.uniform(_K[2], (2048,), maxval=2 * jnp.pi)),
+}
+
+
+@pytest.mark.parametrize('kind', list(CONSTANT_GRADS))
+def test_centered_variance_of_a_constant_gradient_is_clipped_at_zero(kind):
+  """A constant gradient from initial_scale=0 with bias correction: m_hat = g and v_hat = |g|^2
+  at every step, so the variance is 0 exactly and the update is -lr g / (0 + eps) (eps outside
+  the root). In float32, v_hat - |m_hat|^2 is a rounding error of either sign; where negative
+  its root is NaN (Optax's result) unless clipped at 0."""
+  lr, eps = 0.1, 1.0
+  g = CONSTANT_GRADS[kind]
+  opt = optim.rmsprop(lr, decay=0.9, eps=eps, eps_in_sqrt=False, centered=True,
+                      bias_correction=True, initial_scale=0.0)
+  ref = optax.rmsprop(lr, decay=0.9, eps=eps, eps_in_sqrt=False, centered=True,
+                      bias_correction=True, initial_scale=0.0)
+
+  def run(o):
+    state, out = o.init(g), []
+    for _ in range(5):
+      u, state = o.update(g, state, g)
+      out.append(u)
+    return jnp.stack(out)
+
+  ours, theirs = jax.jit(lambda: (run(opt), run(ref)))()
+  expected = np.broadcast_to(-lr * np.asarray(g, np.complex128) / eps, ours.shape)
+  np.testing.assert_allclose(np.asarray(ours, np.complex128), expected, rtol=2e-6)
+  finite = np.isfinite(theirs)
+  np.testing.assert_allclose(np.asarray(ours)[finite], np.asarray(theirs)[finite], rtol=2e-6)
+
+
+@pytest.mark.parametrize('kind', list(CONSTANT_GRADS))
+def test_centered_rmsprop_from_zero_follows_its_closed_form(kind):
+  """Without bias correction, from initial_scale=0: m_t = (1 - d^t) g, v_t = (1 - d^t) |g|^2,
+  so v_t - |m_t|^2 = d^t (1 - d^t) |g|^2 and u_t = -lr g / sqrt(d^t (1 - d^t) |g|^2 + eps)."""
+  lr, d, eps = 0.1, 0.5, 1e-12
+  g = CONSTANT_GRADS[kind][:64] * 1e3  # |g| in [0.1, 1]: the variance is well above eps.
+  opt = optim.rmsprop(lr, decay=d, eps=eps, centered=True, initial_scale=0.0)
+  state, got = opt.init(g), []
+  for _ in range(6):
+    u, state = opt.update(g, state, g)
+    got.append(np.asarray(u, np.complex128))
+  gd = np.asarray(g, np.complex128)
+  dt = d ** np.arange(1, 7)[:, None]
+  expected = -lr * gd / np.sqrt(dt * (1 - dt) * np.abs(gd) ** 2 + eps)
+  np.testing.assert_allclose(np.stack(got), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize('bias_correction', [False, True])
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.complex64])
+def test_centered_rmsprop_where_the_square_overflows(dtype, bias_correction):
+  """|g| = 1e30: v = inf and |m|^2 = inf, and inf - inf would be NaN. As in scale_by_rms, v stays
+  infinite and that coordinate's updates are 0 from then on (also for later normal gradients);
+  the other coordinates follow the closed form of their own averages."""
+  lr, d, eps = 0.1, 0.9, 1e-8
+  big = jnp.asarray([1e30, 0.0, 0.0]).astype(dtype) * (1 + 1j if dtype == jnp.complex64 else 1)
+  normal = jnp.asarray([0.0, 0.5, -2.0]).astype(dtype)
+  opt = optim.rmsprop(lr, decay=d, eps=eps, centered=True, bias_correction=bias_correction,
+                      initial_scale=1.0)
+  params = jnp.zeros(3, dtype)
+  state = opt.init(params)
+  u1, state = opt.update(big + normal, state, params)
+  u2, state = opt.update(normal, state, params)
+  assert u1.dtype == dtype and np.all(np.isfinite(u1)) and np.all(np.isfinite(u2))
+  assert u1[0] == 0 and u2[0] == 0
+  # Coordinates 1 and 2 saw g twice from v_0 = 1, m_0 = 0.
+  g = np.asarray(normal[1:], np.complex128)
+  m1, v1 = (1 - d) * g, d + (1 - d) * np.abs(g) ** 2
+  m2, v2 = d * m1 + (1 - d) * g, d * v1 + (1 - d) * np.abs(g) ** 2
+  c1, c2 = (1 - d, 1 - d**2) if bias_correction else (1.0, 1.0)
+  for u, m, v, c in ((u1, m1, v1, c1), (u2, m2, v2, c2)):
+    expected = -lr * g / np.sqrt(v / c - np.abs(m / c) ** 2 + eps)
+    np.testing.assert_allclose(np.asarray(u[1:], np.complex128), expected, rtol=1e-5)
