@@ -5,7 +5,8 @@ Each alias has the signature and defaults of its Optax namesake (optax 0.2.8) an
 states and updates follow the same equations. Numeric hyperparameters may be Python numbers,
 arrays or tracers: an optimizer built inside a `jax.vmap`-ed function from a batch of values runs
 one independent optimizer per value. Concrete out-of-range values raise a `ValueError` naming the
-argument; traced values are not checked.
+argument; traced values are not checked. Complex parameters are supported as in Optax (second
+moments of :math:`|g|^2`; see `jaxopt_lab.optim.transform`).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def adam(
 
     \begin{align*}
       m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1)\, g_t, \qquad
-      v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2)\, g_t^2, \qquad m_0 = v_0 = 0 \\
+      v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2)\, |g_t|^2, \qquad m_0 = v_0 = 0 \\
       \hat m_t &\leftarrow m_t / (1-\beta_1^t), \qquad \hat v_t \leftarrow v_t / (1-\beta_2^t) \\
       u_t &\leftarrow -\alpha_t\, \hat m_t / \left(\sqrt{\hat v_t + \bar\varepsilon}
              + \varepsilon\right)
@@ -262,11 +263,11 @@ def rmsprop(
   .. math::
 
     \begin{align*}
-      v_t &\leftarrow \rho\, v_{t-1} + (1-\rho)\, g_t^2, \qquad v_0 = \text{initial\_scale} \\
+      v_t &\leftarrow \rho\, v_{t-1} + (1-\rho)\, |g_t|^2, \qquad v_0 = \text{initial\_scale} \\
       \bar g_t &\leftarrow \rho\, \bar g_{t-1} + (1-\rho)\, g_t \quad \text{(centered only,
         } \bar g_0 = 0) \\
-      s_t &\leftarrow \sqrt{\hat v_t - [\hat{\bar g}_t^2] + \varepsilon}
-        \text{ if eps\_in\_sqrt else } \sqrt{\hat v_t - [\hat{\bar g}_t^2]} + \varepsilon \\
+      s_t &\leftarrow \sqrt{\hat v_t - [|\hat{\bar g}_t|^2] + \varepsilon}
+        \text{ if eps\_in\_sqrt else } \sqrt{\hat v_t - [|\hat{\bar g}_t|^2]} + \varepsilon \\
       d_t &\leftarrow -\alpha_t\, g_t / s_t \\
       u_t &\leftarrow d_t \text{ without momentum; else }
         b_t \leftarrow d_t + \mu\, b_{t-1},\ u_t \leftarrow b_t
@@ -277,7 +278,7 @@ def rmsprop(
   rounding error cannot make it negative; Optax returns NaN in that case, e.g. at the first
   step of `centered=True, bias_correction=True`). As in Optax, the momentum trace comes after the
   learning-rate scaling, so it accumulates already-scaled steps. The first update with
-  `initial_scale=0` and no momentum is :math:`-\alpha g_1 / \sqrt{(1-\rho) g_1^2 + \varepsilon}`.
+  `initial_scale=0` and no momentum is :math:`-\alpha g_1 / \sqrt{(1-\rho) |g_1|^2 + \varepsilon}`.
 
   Args:
     learning_rate: :math:`\alpha`, >= 0: a number, array, tracer or schedule.

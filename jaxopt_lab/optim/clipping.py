@@ -20,14 +20,17 @@ def global_norm(tree: Any) -> jax.Array:
 
   Scaling by the largest magnitude keeps the sum of squares finite for gradients as large as
   1e30 (whose squares overflow float32) and avoids underflow for gradients as small as 1e-30.
+  A complex leaf counts as its real and imaginary parts, so :math:`(g_i / s)^2` is
+  :math:`|g_i / s|^2` there and the norm is real (as `optax.tree.norm`).
 
   Args:
     tree: a pytree of arrays.
 
   Returns:
-    A scalar array: the global norm (0 for an all-zero or empty tree).
+    A real scalar array: the global norm (0 for an all-zero or empty tree).
   """
-  leaves = [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+  leaves = [part for x in jax.tree.leaves(tree)
+            for part in ((jnp.real(x), jnp.imag(x)) if jnp.iscomplexobj(x) else (jnp.asarray(x),))]
   if not leaves:
     return jnp.zeros([], jnp.float32)
   dtype = jnp.promote_types(jnp.float32, jnp.result_type(*leaves))

@@ -9,6 +9,13 @@ are range-checked with a `ValueError` naming the argument.
 Dtypes: each primitive returns updates in the dtype of the incoming updates and keeps every state
 leaf in the dtype it was initialised with, even when a hyperparameter is a float32 array and the
 parameters are bfloat16 (arithmetic is then carried out in float32 and rounded once).
+
+Complex parameters are handled as in Optax: second moments average :math:`|g|^2 = \bar g g`
+(not :math:`g^2`, which would turn them complex and lose the gradient's phase), and a centered
+variance subtracts :math:`|m|^2`. Second moments are kept real, in the real dtype of the
+parameters (Optax keeps the same values in the complex dtype, with a zero imaginary part).
+Gradients of a real loss are conjugated before an update, as in Optax's tests:
+`jax.tree.map(jnp.conj, jax.grad(f)(params))`.
 """
 
 from __future__ import annotations
@@ -36,9 +43,30 @@ def _zeros_like(params: Any, dtype: Any = None) -> Any:
   return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype), params)
 
 
-def _ema(updates: Any, moments: Any, decay: ArrayLike, order: int = 1) -> Any:
-  """One step of a moving average of ``g**order`` per leaf: ``(1 - decay) g^order + decay m``."""
-  return jax.tree.map(lambda g, m: (1 - decay) * g**order + decay * m, updates, moments)
+def _real_dtype(x: Any) -> Any:
+  """The dtype of `x`, or of its real part for a complex `x` (complex64 -> float32)."""
+  dtype = jnp.result_type(x)
+  return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def _second_moment_init(params: Any, value: ArrayLike) -> Any:
+  """Second moments filled with `value`, real (the real dtype of each parameter leaf)."""
+  return jax.tree.map(lambda p: jnp.full_like(p, value, dtype=_real_dtype(p)), params)
+
+
+def _abs_sq(x: jax.Array) -> jax.Array:
+  """``|x|^2``, real: ``x**2`` for real `x` (Optax's HLO), ``Re(conj(x) x)`` for complex `x`."""
+  return (x.conj() * x).real if jnp.iscomplexobj(x) else x**2
+
+
+def _ema(updates: Any, moments: Any, decay: ArrayLike) -> Any:
+  """One step of a moving average per leaf: ``(1 - decay) g + decay m``."""
+  return jax.tree.map(lambda g, m: (1 - decay) * g + decay * m, updates, moments)
+
+
+def _ema_abs_sq(updates: Any, moments: Any, decay: ArrayLike) -> Any:
+  """One step of a moving average of ``|g|^2`` per leaf: ``(1 - decay) |g|^2 + decay v``."""
+  return jax.tree.map(lambda g, v: (1 - decay) * _abs_sq(g) + decay * v, updates, moments)
 
 
 @functools.partial(jax.jit, inline=True)
@@ -136,7 +164,7 @@ def scale_by_adam(
 
     \begin{align*}
       m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
-      v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+      v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) |g_t|^2 \\
       \hat m_t &\leftarrow m_t / (1-\beta_1^t), \quad \hat v_t \leftarrow v_t / (1-\beta_2^t) \\
       u_t &\leftarrow \hat m_t / \left(\sqrt{\hat v_t + \bar\varepsilon} + \varepsilon\right)
     \end{align*}
@@ -165,13 +193,13 @@ def scale_by_adam(
     return ScaleByAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=_zeros_like(params, mu_dtype),
-        nu=_zeros_like(params),
+        nu=_second_moment_init(params, 0.0),
     )
 
   def update_fn(updates, state, params=None):
     del params
     mu = _ema(updates, state.mu, b1)
-    nu = _ema(updates, state.nu, b2, 2)
+    nu = _ema_abs_sq(updates, state.nu, b2)
     count = optax.safe_increment(state.count)
     if nesterov:
       mu_hat = _ema(_debias(updates, b1, count), _debias(mu, b1, optax.safe_increment(count)), b1)
@@ -211,7 +239,7 @@ def scale_by_rms(
   .. math::
 
     \begin{align*}
-      v_t &\leftarrow \rho\, v_{t-1} + (1-\rho) g_t^2, \qquad v_0 = \text{initial\_scale} \\
+      v_t &\leftarrow \rho\, v_{t-1} + (1-\rho) |g_t|^2, \qquad v_0 = \text{initial\_scale} \\
       \hat v_t &\leftarrow v_t / (1 - \rho^t) \text{ if bias\_correction else } v_t \\
       u_t &\leftarrow g_t / \sqrt{\hat v_t + \varepsilon} \text{ if eps\_in\_sqrt else }
              g_t / (\sqrt{\hat v_t} + \varepsilon)
@@ -234,12 +262,12 @@ def scale_by_rms(
   def init_fn(params):
     return ScaleByRmsState(
         count=jnp.zeros([], jnp.int32),
-        nu=jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params),
+        nu=_second_moment_init(params, initial_scale),
     )
 
   def update_fn(updates, state, params=None):
     del params
-    nu = _ema(updates, state.nu, decay, 2)
+    nu = _ema_abs_sq(updates, state.nu, decay)
     count = optax.safe_increment(state.count)
     nu_hat = _debias(nu, decay, count) if bias_correction else nu
     scaling = _inverse_root(nu_hat, eps, eps_in_sqrt)
@@ -270,8 +298,8 @@ def scale_by_stddev(
 
     \begin{align*}
       m_t &\leftarrow \rho\, m_{t-1} + (1-\rho) g_t, \qquad m_0 = 0 \\
-      v_t &\leftarrow \rho\, v_{t-1} + (1-\rho) g_t^2, \qquad v_0 = \text{initial\_scale} \\
-      \sigma_t^2 &\leftarrow \max(\hat v_t - \hat m_t^2, 0) \\
+      v_t &\leftarrow \rho\, v_{t-1} + (1-\rho) |g_t|^2, \qquad v_0 = \text{initial\_scale} \\
+      \sigma_t^2 &\leftarrow \max(\hat v_t - |\hat m_t|^2, 0) \\
       u_t &\leftarrow g_t / \sqrt{\sigma_t^2 + \varepsilon} \text{ if eps\_in\_sqrt
              else } g_t / (\sqrt{\sigma_t^2} + \varepsilon)
     \end{align*}
@@ -279,7 +307,7 @@ def scale_by_stddev(
   where hats are bias-corrected by :math:`1-\rho^t` if `bias_correction`, else plain. The
   variance estimate is clipped at 0, which Optax's `scale_by_stddev` does not do: it differs
   only where rounding makes the estimate negative (Optax then returns NaN), as at the first
-  step with `bias_correction=True`, where the estimate is exactly 0. Where :math:`g_t^2`
+  step with `bias_correction=True`, where the estimate is exactly 0. Where :math:`|g_t|^2`
   overflows, :math:`v_t = \infty` and the update is 0, as in `scale_by_rms` (Optax: NaN).
 
   Args:
@@ -300,13 +328,13 @@ def scale_by_stddev(
     return ScaleByStddevState(
         count=jnp.zeros([], jnp.int32),
         mu=_zeros_like(params),
-        nu=jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params),
+        nu=_second_moment_init(params, initial_scale),
     )
 
   def update_fn(updates, state, params=None):
     del params
     mu = _ema(updates, state.mu, decay)
-    nu = _ema(updates, state.nu, decay, 2)
+    nu = _ema_abs_sq(updates, state.nu, decay)
     count = optax.safe_increment(state.count)
     if bias_correction:
       mu_hat, nu_hat = _debias(mu, decay, count), _debias(nu, decay, count)
@@ -317,7 +345,7 @@ def scale_by_stddev(
     # gradient whose square overflows) stays infinite, as in `scale_by_rms`, instead of
     # inf - inf = NaN.
     variance = jax.tree.map(
-        lambda m, v: jnp.where(v == jnp.inf, v, jnp.maximum(v - m**2, 0)), mu_hat, nu_hat)
+        lambda m, v: jnp.where(v == jnp.inf, v, jnp.maximum(v - _abs_sq(m), 0)), mu_hat, nu_hat)
     scaling = _inverse_root(variance, eps, eps_in_sqrt)
     out = jax.tree.map(lambda s, g: s * g, scaling, updates)
     new_state = ScaleByStddevState(
