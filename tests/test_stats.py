@@ -154,7 +154,8 @@ def test_tuning_curve_shape_and_band():
   # The band is the 95% percentile bootstrap of the curve, as SciPy computes it.
   for k in (1, 3):
     ref = sp_stats.bootstrap(
-        (values,), lambda x, axis: stats.expected_best_of_k(np.moveaxis(x, axis, -1), [k])[..., 0],
+        (values,),
+        lambda x, axis, k=k: stats.expected_best_of_k(np.moveaxis(x, axis, -1), [k])[..., 0],
         method="percentile", n_resamples=500, rng=np.random.default_rng(3)).confidence_interval
     width = ref.high - ref.low
     assert abs(curve.low[k - 1] - ref.low) < 0.1 * width, k
