@@ -319,3 +319,30 @@ def test_analysis_does_not_import_jax():
   code = ("import sys; import jaxopt_lab.analysis.report; "
           "assert not [m for m in sys.modules if m == 'jax' or m.startswith('jax.')]")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
+
+
+def test_scores_are_capped_for_every_statistic(grid):
+  # sgd at lr 1e-4 ends above the initial loss without diverging; it counts as the cap in
+  # selection, sensitivity, tuning curves and effects alike (they all read Group.scored).
+  _, workdir, _, _ = grid
+  exp = results.load_experiment(workdir)
+  sgd = next(g for g in exp.groups if g.label == "sgd")
+  assert np.nanmax(sgd.valid) > fx.INIT_LOSS  # the raw value is worse than the cap
+  np.testing.assert_allclose(np.nanmax(sgd.scored("valid")), fx.INIT_LOSS)
+  row = sgd.scored("valid")[np.argmin(sgd.lr)]
+  np.testing.assert_allclose(row, fx.INIT_LOSS)
+  f = findings.analyse(exp, num_resamples=50)
+  effect_levels, effect_means = next(e for e in f.effects if e.group is sgd).main_effects[
+      "learning_rate"]
+  np.testing.assert_allclose(effect_means[0], fx.INIT_LOSS)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(os.path.join(REPO, "experiments"))
+                                        if n.startswith("sweep_") and n.endswith(".py")))
+def test_every_example_sweep_detects_divergence(name):
+  import importlib.util  # noqa: PLC0415
+
+  spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(REPO, "experiments", name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert module.get_config().sweep.diverge_factor > 1.0

@@ -167,7 +167,11 @@ def learning_curves(f: fnd.Findings) -> Figure | None:
       if c.train is not None:
         ax.plot(c.train_step, c.train, "--", color=color, lw=0.8, alpha=0.7)
         shown.append(c.train)
-    limits = y_range(np.concatenate(shown), sel.group.cap, exp.mode)
+    # The top: the cap, or the curves' own start where it lies beyond (the cap is a median).
+    starts = [c.valid[0] for c in curves if np.isfinite(c.valid[0])]
+    pick = max if exp.mode == "min" else min
+    top = pick([sel.group.cap, *starts]) if np.isfinite(sel.group.cap) else math.nan
+    limits = y_range(np.concatenate(shown), top, exp.mode)
     if limits:
       ax.set_ylim(*limits)
       for c in curves:

@@ -387,15 +387,17 @@ def _verdict(doc: Document, f: fnd.Findings, v: vd.Verdict, rows: list[dict[str,
   doc.box(v.lines())
   if len(rows) < 2 or not any(r["test_mean"] for r in rows):
     return
+  settings = any(r["settings"] for r in rows)  # a one-factor sweep has none to show
   doc.table(
-      ["group", "lr", "other settings", f"valid {exp.metric}", f"{exp.test_split} {exp.metric}",
-       "diff vs best [95% CI]", "Holm p"],
-      [[r["label"], cell(r["learning_rate"]), r["settings"] or "-", cell(r["valid_mean"]),
-        cell(r["test_mean"]),
-        (f"{cell(r['diff_vs_best'])} "
-         f"{interval_text(r['diff_ci_low'], r['diff_ci_high'], int(r['pairs'] or 0))}"
-         if r["rank"] != "1" else "best"),
-        cell(r["p_holm"]) if r["rank"] != "1" else "-"] for r in rows])
+      ["group", "lr"] + (["other settings"] if settings else [])
+      + [f"valid {exp.metric}", f"{exp.test_split} {exp.metric}", "diff vs best [95% CI]",
+         "Holm p"],
+      [[r["label"], cell(r["learning_rate"])] + ([r["settings"] or "-"] if settings else [])
+       + [cell(r["valid_mean"]), cell(r["test_mean"]),
+          (f"{cell(r['diff_vs_best'])} "
+           f"{interval_text(r['diff_ci_low'], r['diff_ci_high'], int(r['pairs'] or 0))}"
+           if r["rank"] != "1" else "best"),
+          cell(r["p_holm"]) if r["rank"] != "1" else "-"] for r in rows])
 
 
 def _comparison(doc: Document, f: fnd.Findings, rows: list[dict[str, str]],
