@@ -241,9 +241,8 @@ def effects(f: fnd.Findings) -> Figure | None:
       else:
         _scale_axis(ax, "x", exp.factor_scale(name), levels)
       shown.append(means)
-    caps = [e.group.cap for e in f.effects if name in e.main_effects]
-    limits = y_range(np.concatenate(shown), caps[0] if len(set(caps)) == 1 else math.nan,
-                     exp.mode)
+    # Means over bins are far from the cap (capped points are already in them): the data's range.
+    limits = y_range(np.concatenate(shown), math.nan, exp.mode)
     if limits:
       ax.set_ylim(*limits)
     ax.tick_params(axis="x", labelsize=7)
