@@ -156,3 +156,32 @@ def test_scripts_print_the_verdict_and_the_report_path(tmp_path):
   assert lines[-1] == f"Report: {html}"
   assert lines[-3].startswith("Best by validation: adam at lr ")
   assert lines[-2].startswith("adam beats sgd: ") or "not distinguishable" in lines[-2]
+
+
+def test_sweep_script_ends_with_the_verdict_and_the_report(tmp_path):
+  # The README's main job, shrunk: 2 optimizers x 3 learning rates x 2 seeds, 20 steps.
+  config = tmp_path / "small.py"
+  config.write_text(
+      "import runpy\n"
+      "def get_config():\n"
+      f"  c = runpy.run_path({os.path.join(REPO, 'experiments', 'sweep_classic_lr.py')!r})"
+      "['get_config']()\n"
+      "  c.train.steps, c.train.steps_per_call, c.train.eval_every = 20, 10, 10\n"
+      "  c.train.checkpoint_every = 20\n"
+      "  c.sweep.factors.optimizer['values'] = ['sgd', 'adam']\n"
+      "  c.sweep.factors.learning_rate.num = 3\n"
+      "  c.sweep.replicates = 2\n"
+      "  return c\n", encoding="utf-8")
+  workdir = tmp_path / "w"
+  run = subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "sweep.py"), f"--config={config}",
+       f"--workdir={workdir}", "--cpu_devices=1"],
+      capture_output=True, text=True, cwd=REPO, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert run.returncode == 0, run.stderr[-3000:]
+  lines = [line.split("] ", 1)[-1] for line in run.stderr.strip().splitlines()]
+  assert lines[-1] == f"Report: {workdir / 'report' / 'report.html'}"
+  assert lines[-3].startswith("Best by validation: ")
+  assert " beats " in lines[-2] or "not distinguishable with 2 seeds" in lines[-2]
+  md = (workdir / "report" / "report.md").read_text(encoding="utf-8")
+  assert lines[-3] in md and lines[-2] in md
