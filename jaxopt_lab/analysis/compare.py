@@ -28,9 +28,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxopt_lab import files
+from jaxopt_lab.analysis import document as dm
 from jaxopt_lab.analysis import findings as fnd
 from jaxopt_lab.analysis import plots, results
-from jaxopt_lab.analysis import report as rpt
 
 TAU_MAX = 10.0
 
@@ -160,14 +160,14 @@ def profile_figure(c: Comparison) -> Figure:
 
 
 def _cell(x: float, spec: str) -> str:
-  return "not reached" if x == math.inf else rpt.cell(rpt.fmt(x, spec))
+  return "not reached" if x == math.inf else dm.cell(dm.fmt(x, spec))
 
 
 def write(workdirs: list[str], out: str, *, num_resamples: int = 200, seed: int = 0) -> str:
   """Writes `out/comparison.md`, `.html`, `profiles.png` and `to_target.csv`; returns the
   HTML's path."""
   c = compare(workdirs, num_resamples=num_resamples, seed=seed)
-  doc = rpt.Document()
+  doc = dm.Document()
   doc.heading(1, f"Comparison of {len(c.tasks)} experiments")
   doc.para(
       f"Tasks: {', '.join(f'`{t.name}`' for t in c.tasks)}. Each group at its best "
@@ -183,20 +183,20 @@ def write(workdirs: list[str], out: str, *, num_resamples: int = 200, seed: int 
   for t in c.tasks:
     for label in c.labels:
       if label in t.steps:
-        rows.append({"task": t.name, "group": label, "target": rpt.fmt(t.target),
-                     "steps_to_target": rpt.fmt(t.steps[label]),
-                     "seconds_to_target": rpt.fmt(t.seconds[label], ".4g")})
+        rows.append({"task": t.name, "group": label, "target": dm.fmt(t.target),
+                     "steps_to_target": dm.fmt(t.steps[label]),
+                     "seconds_to_target": dm.fmt(t.seconds[label], ".4g")})
   for what, title, spec in (("steps", "Steps to target", ".6g"),
                             ("seconds", "Time to target (s per point)", ".3g")):
     doc.heading(2, title)
     doc.table(["task", f"target ({c.metric})"] + c.labels,
-              [[t.name, rpt.cell(rpt.fmt(t.target))]
+              [[t.name, dm.cell(dm.fmt(t.target))]
                + [_cell(getattr(t, what)[label], spec) if label in getattr(t, what) else "-"
                   for label in c.labels] for t in c.tasks])
   files.atomic_write_bytes(os.path.join(out, "profiles.png"), fig)
   files.atomic_write_csv(os.path.join(out, "to_target.csv"), rows,
                          ["task", "group", "target", "steps_to_target", "seconds_to_target"])
-  files.atomic_write_text(os.path.join(out, "comparison.md"), rpt.to_markdown(doc))
+  files.atomic_write_text(os.path.join(out, "comparison.md"), dm.to_markdown(doc))
   path = os.path.join(out, "comparison.html")
-  files.atomic_write_text(path, rpt.to_html(doc, {"profiles.png": fig}, "Comparison"))
+  files.atomic_write_text(path, dm.to_html(doc, {"profiles.png": fig}, "Comparison"))
   return path
