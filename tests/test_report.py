@@ -266,7 +266,10 @@ def test_single_replicate_and_basin_width(tmp_path):
 def test_incomplete_sweep_is_reported_as_such(tmp_path):
   truth = fx.write_expdir(tmp_path, run_status="running", running_points=(1, 2),
                           missing_points=(40, 41))
-  md = open(report.write_report(tmp_path, num_resamples=50), encoding="utf-8").read()
+  written = report.write(tmp_path, num_resamples=50)
+  md = open(written.markdown, encoding="utf-8").read()
+  # The console says so too, before the path of the report.
+  assert written.console_lines()[-2].startswith("Incomplete: 38 of 42 points finished")
   first_blocks = md.split("\n\n")[:2]
   assert first_blocks[1].startswith("> **Incomplete sweep:")
   assert "run status 'running'" in md and "38 of 42 points finished" in md
