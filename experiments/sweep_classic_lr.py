@@ -20,6 +20,7 @@ def get_config():
   config.train.checkpoint_every = 100
   config.sweep.design = "grid"
   config.sweep.replicates = 3
+  config.sweep.diverge_factor = 3.0  # freeze a point whose loss exceeds 3x its first loss
   config.sweep.factors = ml_collections.ConfigDict({
       "optimizer": {"values": ["sgd", "adam", "rmsprop"]},
       "learning_rate": {"scale": "log", "low": 1e-4, "high": 10.0, "num": 16},

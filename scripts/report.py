@@ -1,17 +1,27 @@
 r"""Writes the report of an experiment directory: WORKDIR/report/ (Markdown, HTML, PNG, CSV).
 
   python scripts/report.py --workdir=/tmp/sweep
+  python scripts/report.py --workdir=/tmp/task_a --workdir=/tmp/task_b --out=/tmp/compare
 
 Reads only the experiment directory (config.json, design.csv, summary.csv, metrics.jsonl,
-run.json); a sweep still running is reported with what is there.
+run.json); a sweep still running is reported with what is there. The console ends with the
+verdict and the path of report.html. With several --workdir (e.g. the same optimizers on
+several tasks), each gets its report and --out gets their comparison: performance profiles and
+steps-to-target / time-to-target tables.
 """
+
+import os
 
 from absl import app, flags, logging
 
 from jaxopt_lab import launch
-from jaxopt_lab.analysis import report
+from jaxopt_lab.analysis import compare, report
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory written by scripts/sweep.py.")
+_WORKDIR = flags.DEFINE_multi_string(
+    "workdir", None, "Experiment directory written by scripts/sweep.py; repeat to compare several.")
+_OUT = flags.DEFINE_string(
+    "out", None, "Directory of the comparison of several experiments; default: 'comparison' "
+    "next to the first --workdir.")
 _RESAMPLES = flags.DEFINE_integer("num_resamples", 2000, "Bootstrap resamples per interval.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -19,8 +29,13 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  path = report.write_report(_WORKDIR.value, num_resamples=_RESAMPLES.value)
-  logging.info("Report written to %s", path)
+  for workdir in _WORKDIR.value:
+    for line in report.write(workdir, num_resamples=_RESAMPLES.value).console_lines():
+      logging.info("%s", line)
+  if len(_WORKDIR.value) > 1:
+    first = os.path.abspath(_WORKDIR.value[0])
+    out = _OUT.value or os.path.join(os.path.dirname(first), "comparison")
+    logging.info("Comparison: %s", compare.write(_WORKDIR.value, out))
 
 
 if __name__ == "__main__":

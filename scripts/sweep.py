@@ -40,7 +40,8 @@ def main(argv):
   launch.log_devices()
   driver.run_sweep(_CONFIG.value, _WORKDIR.value)
   if _CONFIG.value.sweep.report and jax.process_index() == 0:
-    logging.info("Report: %s", report.write_report(_WORKDIR.value))
+    for line in report.write(_WORKDIR.value).console_lines():  # the verdict, then report.html
+      logging.info("%s", line)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,10 @@ def _summary_by_config(workdir):
 
 
 def _scored(row, split):
-  return fx.INIT_LOSS if row["status"] == "diverged" else float(row[f"final_{split}_loss"])
+  """Diverged at the cap, and nothing worse than the cap (sgd at lr 1e-4 ends above it)."""
+  if row["status"] == "diverged":
+    return fx.INIT_LOSS
+  return min(float(row[f"final_{split}_loss"]), fx.INIT_LOSS)
 
 
 def test_report_has_every_section_and_figure(grid):
@@ -61,8 +64,12 @@ def test_report_has_every_section_and_figure(grid):
   for section in report.SECTIONS:
     assert f"\n## {section}\n" in md, section
   linked = re.findall(r"\]\(([^)]+\.png)\)", md)
+  # One value factor: no effects figure, one line instead (the sensitivity curve is the effect).
   assert sorted(linked) == sorted(["lr_sensitivity.png", "learning_curves.png",
-                                   "tuning_curves.png", "effects.png"])
+                                   "tuning_curves.png"])
+  assert "One value factor, `learning_rate`" in md and "| term |" not in md
+  # The verdict comes first, right after the title.
+  assert md.split("\n\n")[1] == "## Verdict" and md.split("\n\n")[2].startswith("> **Best")
   for name in linked:
     with open(os.path.join(out, name), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -77,6 +84,7 @@ def test_report_has_every_section_and_figure(grid):
   for section in report.SECTIONS:
     assert f"<h2>{section}</h2>" in page
   assert "TensorBoard" in md
+  assert page.count('<div class="scroll"><table>') == page.count("<table>") > 0
 
 
 def test_comparison_matches_summary(grid):
@@ -125,7 +133,7 @@ def test_sensitivity_matches_summary(grid):
     row = rows[opt]
     assert _close(row["lr_sensitivity"], sens[opt])
     assert _close(row["cap"], fx.INIT_LOSS) and "step 0" in row["cap_source"]
-    assert _close(row["best_median_valid"], np.median(values, axis=1).min())
+    assert _close(row["best_mean_valid"], np.mean(values, axis=1).min())
     assert row["num_lrs"] == "7"
     assert f"| {row['lr_sensitivity']} |" in md
   assert rows["sgd"]["diverged_points"] == "3" and _close(rows["sgd"]["first_diverged_lr"], 0.1)
@@ -163,8 +171,10 @@ def test_learning_curves_of_best_and_neighbours(grid):
     for c in curves:
       final = [float(r["final_valid_loss"]) for r in by_config[sel.group.label, c.lr]
                if r["status"] == "ok"]
-      if final:  # the curve ends at the summary's final value (median over seeds)
-        assert _close(c.valid[-1], np.median(final))
+      if final:  # the curve ends at the summary's final value (mean over seeds)
+        assert _close(c.valid[-1], np.mean(final))
+      # The train curve keeps its own logged steps (every 50 from 50), not the eval steps.
+      np.testing.assert_array_equal(c.train_step, [50, 100] if final else [])
       assert c.step[0] == 0 and _close(c.valid[0], fx.INIT_LOSS)
   assert f.learning_curves[1][1][2].lr == pytest.approx(0.1)  # sgd's diverged neighbour
   assert np.isnan(f.learning_curves[1][1][2].valid[-1])
@@ -256,7 +266,10 @@ def test_single_replicate_and_basin_width(tmp_path):
 def test_incomplete_sweep_is_reported_as_such(tmp_path):
   truth = fx.write_expdir(tmp_path, run_status="running", running_points=(1, 2),
                           missing_points=(40, 41))
-  md = open(report.write_report(tmp_path, num_resamples=50), encoding="utf-8").read()
+  written = report.write(tmp_path, num_resamples=50)
+  md = open(written.markdown, encoding="utf-8").read()
+  # The console says so too, before the path of the report.
+  assert written.console_lines()[-2].startswith("Incomplete: 38 of 42 points finished")
   first_blocks = md.split("\n\n")[:2]
   assert first_blocks[1].startswith("> **Incomplete sweep:")
   assert "run status 'running'" in md and "38 of 42 points finished" in md
@@ -309,3 +322,30 @@ def test_analysis_does_not_import_jax():
   code = ("import sys; import jaxopt_lab.analysis.report; "
           "assert not [m for m in sys.modules if m == 'jax' or m.startswith('jax.')]")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
+
+
+def test_scores_are_capped_for_every_statistic(grid):
+  # sgd at lr 1e-4 ends above the initial loss without diverging; it counts as the cap in
+  # selection, sensitivity, tuning curves and effects alike (they all read Group.scored).
+  _, workdir, _, _ = grid
+  exp = results.load_experiment(workdir)
+  sgd = next(g for g in exp.groups if g.label == "sgd")
+  assert np.nanmax(sgd.valid) > fx.INIT_LOSS  # the raw value is worse than the cap
+  np.testing.assert_allclose(np.nanmax(sgd.scored("valid")), fx.INIT_LOSS)
+  row = sgd.scored("valid")[np.argmin(sgd.lr)]
+  np.testing.assert_allclose(row, fx.INIT_LOSS)
+  f = findings.analyse(exp, num_resamples=50)
+  effect_levels, effect_means = next(e for e in f.effects if e.group is sgd).main_effects[
+      "learning_rate"]
+  np.testing.assert_allclose(effect_means[0], fx.INIT_LOSS)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(os.path.join(REPO, "experiments"))
+                                        if n.startswith("sweep_") and n.endswith(".py")))
+def test_every_example_sweep_detects_divergence(name):
+  import importlib.util  # noqa: PLC0415
+
+  spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(REPO, "experiments", name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert module.get_config().sweep.diverge_factor > 1.0

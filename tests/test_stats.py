@@ -34,6 +34,18 @@ def test_bootstrap_matches_scipy_percentile():
   assert abs(high - ref.high) < 0.05 * width
 
 
+def test_bootstrap_median_matches_scipy_on_skewed_data():
+  # Exponential data: the median (log 2 = 0.69) and mean (1) differ, so a "median" computed
+  # as a mean would land elsewhere.
+  x = np.random.default_rng(11).exponential(size=101)
+  low, high = stats.bootstrap_ci(x, "median", num_resamples=20000, seed=0)
+  ref = sp_stats.bootstrap((x,), np.median, method="percentile", n_resamples=20000,
+                           rng=np.random.default_rng(1)).confidence_interval
+  width = ref.high - ref.low
+  assert abs(low - ref.low) < 0.1 * width and abs(high - ref.high) < 0.1 * width
+  assert high < np.mean(x)
+
+
 def test_bootstrap_single_value_has_no_interval():
   low, high = stats.bootstrap_ci([1.5])
   assert math.isnan(low) and math.isnan(high)
@@ -70,16 +82,21 @@ def test_paired_comparison_matches_scipy():
   assert res.ci_high - res.ci_low < 0.5 * np.std(a)
 
 
-def test_paired_interval_matches_scipy_paired_bootstrap():
-  rng = np.random.default_rng(4)
-  a, b = rng.normal(size=40), rng.normal(0.3, 1.0, size=40)
-  res = stats.paired_comparison(a, b, num_resamples=20000)
-  ref = sp_stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True,
-                           method="percentile", n_resamples=20000,
-                           random_state=np.random.default_rng(5)).confidence_interval
-  width = ref.high - ref.low
-  assert abs(res.ci_low - ref.low) < 0.05 * width
-  assert abs(res.ci_high - ref.high) < 0.05 * width
+def test_wilcoxon_cutoff_is_six_pairs():
+  # With 5 pairs the exact two-sided test cannot go below 2 / 2**5 = 0.0625, so none is run;
+  # from 6 pairs (2 / 2**6 = 0.03125) it is, and equals SciPy's.
+  for n in (5, 6, 7):
+    a = np.arange(1.0, n + 1) * 1.3
+    b = np.zeros(n)
+    res = stats.paired_comparison(a, b)
+    if n < 6:
+      assert math.isnan(res.wilcoxon_pvalue) and math.isnan(res.wilcoxon_statistic)
+      assert sp_stats.wilcoxon(a, b).pvalue > 0.05
+    else:
+      ref = sp_stats.wilcoxon(a, b)
+      np.testing.assert_allclose([res.wilcoxon_statistic, res.wilcoxon_pvalue],
+                                 [ref.statistic, ref.pvalue])
+      assert res.wilcoxon_pvalue == 2 / 2**n < 0.05
 
 
 def test_paired_comparison_small_n():
@@ -134,6 +151,15 @@ def test_tuning_curve_shape_and_band():
   np.testing.assert_allclose(curve.expected[0], values.mean())
   assert np.all(np.diff(curve.expected) <= 1e-12)  # more draws never hurt
   assert np.all(curve.low <= curve.expected + 1e-12) and np.all(curve.expected <= curve.high)
+  # The band is the 95% percentile bootstrap of the curve, as SciPy computes it.
+  for k in (1, 3):
+    ref = sp_stats.bootstrap(
+        (values,),
+        lambda x, axis, k=k: stats.expected_best_of_k(np.moveaxis(x, axis, -1), [k])[..., 0],
+        method="percentile", n_resamples=500, rng=np.random.default_rng(3)).confidence_interval
+    width = ref.high - ref.low
+    assert abs(curve.low[k - 1] - ref.low) < 0.1 * width, k
+    assert abs(curve.high[k - 1] - ref.high) < 0.1 * width, k
   single = stats.tuning_curve([2.0])
   assert single.expected[0] == 2.0 and math.isnan(single.low[0])
   with pytest.raises(ValueError, match="finite"):

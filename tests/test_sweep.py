@@ -287,7 +287,7 @@ def test_report_of_a_real_sweep(swept):
   folder = os.path.dirname(path)
   figures = [line.split("](", 1)[1].split(")", 1)[0] for line in text.splitlines()
              if line.startswith("![")]
-  assert len(figures) >= 4 and all(os.path.getsize(os.path.join(folder, f)) > 0 for f in figures)
+  assert len(figures) >= 3 and all(os.path.getsize(os.path.join(folder, f)) > 0 for f in figures)
   html = open(os.path.join(folder, "report.html")).read()
   assert html.count("data:image/png;base64,") == len(figures)
   assert "step-0 evaluation" not in text  # the driver evaluates at initialisation

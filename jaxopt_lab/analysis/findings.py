@@ -3,8 +3,11 @@
 Conventions, used everywhere below:
 
 * A diverged point (status "diverged", or a non-finite final metric) counts as failed: its
-  metric is the group's cap (`Group.cap`: the metric at initialisation where logged).
-* Tuning uses the final **validation** metric; reporting uses the final **test** metric.
+  metric is the group's cap (`Group.cap`: the metric at initialisation where logged), and no
+  point counts worse than the cap (`Group.scored`), in every statistic below.
+* One statistic: a configuration's value is its **mean** final validation metric over seeds.
+  It picks the best configuration (console, tables, curves, sensitivity) and ranks the groups;
+  the final **test** metric is reported and compared, never used to choose.
 * A configuration is one setting of the value factors; its replicates share seeds with the
   other configurations and groups (common random numbers), so comparisons are paired.
 """
@@ -28,23 +31,26 @@ SPACE_FILLING_DESIGNS = ("random", "sobol", "lhs", "halton", "qmc")  # ... by va
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
-  """A statistic over replicates with its 95% bootstrap interval (NaN ends when n < 2)."""
+  """A mean over replicates with its 95% interval (NaN ends when n < 2)."""
 
   value: float
   low: float
   high: float
   n: int
+  method: str = ""  # "t" or "BCa" (`stats.interval_method`); "" without an interval
 
 
-def interval(values: np.ndarray, statistic: str, *, num_resamples: int, seed: int) -> Interval:
-  """`statistic` of the finite `values` with its percentile bootstrap interval."""
+NO_INTERVAL = Interval(math.nan, math.nan, math.nan, 0)
+
+
+def interval(values: np.ndarray, *, num_resamples: int, seed: int) -> Interval:
+  """The mean of the finite `values` with its interval (`stats.mean_interval`)."""
   v = np.asarray(values, dtype=np.float64)
   v = v[np.isfinite(v)]
   if v.size == 0:
-    return Interval(math.nan, math.nan, math.nan, 0)
-  value = float(np.mean(v) if statistic == "mean" else np.median(v))
-  low, high = stats.bootstrap_ci(v, statistic, num_resamples=num_resamples, seed=seed)
-  return Interval(value, low, high, int(v.size))
+    return NO_INTERVAL
+  low, high = stats.mean_interval(v, num_resamples=num_resamples, seed=seed)
+  return Interval(float(np.mean(v)), low, high, int(v.size), stats.interval_method(v.size))
 
 
 def _nan_stat(values: np.ndarray, fn, axis: int = -1) -> np.ndarray:
@@ -76,7 +82,7 @@ def _best_index(values: np.ndarray, mode: str) -> int:
 class LrCurve:
   """The validation metric against the learning rate for one group.
 
-  At each swept lr the configuration with the best median over replicates is shown (when other
+  At each swept lr the configuration with the best mean over replicates is shown (when other
   value factors vary too, this is the profile over them).
   """
 
@@ -85,8 +91,8 @@ class LrCurve:
   values: np.ndarray  # [L, R] scored validation metric (diverged at the cap, unfinished NaN)
   diverged: np.ndarray  # bool [L, R]
   diverged_step: np.ndarray  # [L, R]
-  median: np.ndarray  # [L]
-  low: np.ndarray  # [L] bootstrap interval of the median
+  mean: np.ndarray  # [L] mean over replicates
+  low: np.ndarray  # [L] interval of the mean
   high: np.ndarray
   n: np.ndarray  # [L] finished replicates
 
@@ -96,9 +102,9 @@ class Sensitivity:
   group: Group
   curve: LrCurve | None  # None when the group has no known learning rate
   best_lr: float
-  best_median: float  # median validation metric at best_lr
+  best_mean: float  # mean validation metric over replicates at best_lr
   sensitivity: Interval  # Wortsman et al. LR sensitivity, mean over replicates
-  basins: tuple[stats.Basin, ...]  # on the median curve, one per BASIN_TOLERANCES
+  basins: tuple[stats.Basin, ...]  # on the mean curve, one per BASIN_TOLERANCES
   diverged_points: int
   first_diverged_lr: float  # smallest lr with a diverged replicate; NaN when none
 
@@ -106,26 +112,26 @@ class Sensitivity:
 def lr_curve(group: Group, mode: str, *, num_resamples: int, seed: int) -> LrCurve | None:
   """The profile of the validation metric over the group's swept learning rates."""
   scored = group.scored("valid")
-  medians = _nan_stat(scored, np.nanmedian)
+  means = _nan_stat(scored, np.nanmean)
   lrs = np.unique(group.lr[np.isfinite(group.lr)])
   if lrs.size == 0:
     return None
   chosen = []
   for lr in lrs:
     candidates = np.flatnonzero(group.lr == lr)
-    best = _best_index(medians[candidates], mode)
+    best = _best_index(means[candidates], mode)
     chosen.append(candidates[max(best, 0)])
   chosen = np.array(chosen)
   values = scored[chosen]
-  low, high, n, med = [], [], [], []
+  low, high, n, mean = [], [], [], []
   for row in values:
-    iv = interval(row, "median", num_resamples=num_resamples, seed=seed)
-    med.append(iv.value)
+    iv = interval(row, num_resamples=num_resamples, seed=seed)
+    mean.append(iv.value)
     low.append(iv.low)
     high.append(iv.high)
     n.append(iv.n)
   return LrCurve(lr=lrs, config=chosen, values=values, diverged=group.diverged[chosen],
-                 diverged_step=group.diverged_step[chosen], median=np.array(med),
+                 diverged_step=group.diverged_step[chosen], mean=np.array(mean),
                  low=np.array(low), high=np.array(high), n=np.array(n))
 
 
@@ -136,20 +142,20 @@ def sensitivity(group: Group, mode: str, *, num_resamples: int, seed: int) -> Se
                      for t in BASIN_TOLERANCES)
   diverged_points = int(group.diverged.sum())
   if curve is None:
-    return Sensitivity(group, None, math.nan, math.nan, Interval(math.nan, math.nan, math.nan, 0),
-                       nan_basins, diverged_points, math.nan)
+    return Sensitivity(group, None, math.nan, math.nan, NO_INTERVAL, nan_basins,
+                       diverged_points, math.nan)
   per_replicate = [stats.lr_sensitivity(curve.values[:, r], group.cap, mode)
                    for r in range(curve.values.shape[1])
                    if np.all(np.isfinite(curve.values[:, r]))]
-  sens = interval(np.array(per_replicate), "mean", num_resamples=num_resamples, seed=seed)
-  best = _best_index(curve.median, mode)
-  ok = np.isfinite(curve.median)
-  basins = (tuple(stats.basin_width(curve.lr[ok], curve.median[ok], t, mode)
+  sens = interval(np.array(per_replicate), num_resamples=num_resamples, seed=seed)
+  best = _best_index(curve.mean, mode)
+  ok = np.isfinite(curve.mean)
+  basins = (tuple(stats.basin_width(curve.lr[ok], curve.mean[ok], t, mode)
                   for t in BASIN_TOLERANCES) if ok.any() else nan_basins)
   div_lrs = curve.lr[curve.diverged.any(axis=1)]
   return Sensitivity(
       group=group, curve=curve, best_lr=float(curve.lr[best]) if best >= 0 else math.nan,
-      best_median=float(curve.median[best]) if best >= 0 else math.nan, sensitivity=sens,
+      best_mean=float(curve.mean[best]) if best >= 0 else math.nan, sensitivity=sens,
       basins=basins, diverged_points=diverged_points,
       first_diverged_lr=float(div_lrs.min()) if div_lrs.size else math.nan)
 
@@ -186,47 +192,48 @@ def select(group: Group, mode: str, *, num_resamples: int, seed: int) -> Selecti
                 num_points=int(group.finished.sum()),
                 steps=float(np.nanmax(group.steps)) if np.isfinite(group.steps).any() else math.nan)
   if best < 0:
-    empty = Interval(math.nan, math.nan, math.nan, 0)
-    return Selection(group, -1, {}, math.nan, (), empty, empty, np.full(r, np.nan), 0, **budget)
+    return Selection(group, -1, {}, math.nan, (), NO_INTERVAL, NO_INTERVAL, np.full(r, np.nan), 0,
+                     **budget)
   test_values = group.scored("test")[best]
   return Selection(
       group=group, config=best,
       settings={f: group.levels[f][best] for f in group.factors}, lr=float(group.lr[best]),
       points=tuple(int(p) for p in group.point[best][group.finished[best]]),
-      valid=interval(valid[best], "mean", num_resamples=num_resamples, seed=seed),
-      test=interval(test_values, "mean", num_resamples=num_resamples, seed=seed),
+      valid=interval(valid[best], num_resamples=num_resamples, seed=seed),
+      test=interval(test_values, num_resamples=num_resamples, seed=seed),
       test_values=test_values, diverged_replicates=int(group.diverged[best].sum()), **budget)
 
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
-  a: Selection  # ranked before b
+  a: Selection
   b: Selection
   comparison: stats.PairedComparison | None  # None when no replicate is finished in both
+  p_holm: float = math.nan  # the t-test p, Holm-adjusted over every pair of groups
 
 
 def rank(selections: list[Selection], mode: str) -> list[Selection]:
-  """Best first by mean test metric; groups without a result last."""
+  """Best first by the selection criterion, the mean validation metric; no result last."""
   def key(s: Selection) -> tuple[bool, float]:
-    v = s.test.value
+    v = s.valid.value
     return (not np.isfinite(v), v if mode == "min" else -v)
   return sorted(selections, key=key)
 
 
-def pair(a: Selection, b: Selection, *, num_resamples: int, seed: int) -> Pair:
-  """Paired comparison of a - b over the replicates finished in both."""
+def pair(a: Selection, b: Selection) -> Pair:
+  """Paired comparison of the test metric, a - b, over the replicates finished in both."""
   both = np.isfinite(a.test_values) & np.isfinite(b.test_values)
   comparison = None
   if both.any():
-    comparison = stats.paired_comparison(a.test_values[both], b.test_values[both],
-                                         num_resamples=num_resamples, seed=seed)
+    comparison = stats.paired_comparison(a.test_values[both], b.test_values[both])
   return Pair(a, b, comparison)
 
 
-def pairs(ranked: list[Selection], *, num_resamples: int, seed: int) -> list[Pair]:
-  """Paired comparisons (a - b over the shared replicates) of every two ranked groups."""
-  return [pair(a, b, num_resamples=num_resamples, seed=seed)
-          for a, b in itertools.combinations(ranked, 2)]
+def pairs(ranked: list[Selection]) -> list[Pair]:
+  """Every two ranked groups (a ranked before b), with Holm's correction over all of them."""
+  found = [pair(a, b) for a, b in itertools.combinations(ranked, 2)]
+  adjusted = stats.holm([p.comparison.t_pvalue if p.comparison else math.nan for p in found])
+  return [dataclasses.replace(p, p_holm=float(h)) for p, h in zip(found, adjusted, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,6 +337,25 @@ def effects(group: Group, design_name: str) -> Effects:
   return Effects(group, "variance", note, None, rows, main_effects)
 
 
+def second_factor(e: Effects) -> str | None:
+  """The most important numeric value factor after the learning rate (the largest eps^2 or,
+  for an ANOVA, sum of squares); None without a learning rate and another numeric factor."""
+  g = e.group
+  if "learning_rate" not in g.factors:
+    return None
+  others = [f for f in g.factors if f != "learning_rate" and _is_numeric(g.levels[f])]
+  if not others:
+    return None
+  weight = {r.factor: r.eps_sq for r in e.variance or []}
+  weight |= {r.term: r.sum_sq for r in e.anova or []}
+  return max(others, key=lambda f: weight.get(f, -math.inf))
+
+
+def nan_mean(values: np.ndarray) -> np.ndarray:
+  """Mean over the last axis ignoring NaN (unfinished); NaN where nothing is finished."""
+  return _nan_stat(values, np.nanmean)
+
+
 # ---------------------------------------------------------------------------------------------
 # Learning curves.
 
@@ -339,12 +365,13 @@ class LearningCurve:
   role: str  # "best", "lower lr" or "higher lr"
   lr: float
   points: tuple[int, ...]
-  step: np.ndarray
-  valid: np.ndarray  # median over the replicates at each step
-  train: np.ndarray | None  # median train metric, when logged
+  step: np.ndarray  # the logged evaluation steps
+  valid: np.ndarray  # mean over the replicates at each step
+  train_step: np.ndarray | None  # the logged train steps (their own cadence)
+  train: np.ndarray | None  # mean train metric, when logged
 
 
-def _median_curve(curves, points, split, metric):
+def _mean_curve(curves, points, split, metric):
   series = [curves.get(p, {}).get(split) for p in points]
   series = [s for s in series if s is not None and metric in s]
   if not series:
@@ -353,7 +380,7 @@ def _median_curve(curves, points, split, metric):
   grid = np.full((len(series), steps.size), np.nan)
   for i, s in enumerate(series):
     grid[i, np.searchsorted(steps, s["step"])] = s[metric]
-  return steps, _nan_stat(grid, np.nanmedian, axis=0)
+  return steps, _nan_stat(grid, np.nanmean, axis=0)
 
 
 def learning_curves(exp: Experiment, sel: Selection) -> list[LearningCurve]:
@@ -382,13 +409,11 @@ def learning_curves(exp: Experiment, sel: Selection) -> list[LearningCurve]:
   out = []
   for c, role in chosen:
     points = tuple(int(p) for p in group.point[c][group.finished[c]])
-    step, valid = _median_curve(exp.curves, points, "valid", exp.metric)
+    step, valid = _mean_curve(exp.curves, points, "valid", exp.metric)
     if step is None:
       continue
-    train_step, train = _median_curve(exp.curves, points, "train", exp.metric)
-    if train_step is not None:
-      train = np.interp(step, train_step, train, left=np.nan, right=np.nan)
-    out.append(LearningCurve(role, float(group.lr[c]), points, step, valid, train))
+    train_step, train = _mean_curve(exp.curves, points, "train", exp.metric)
+    out.append(LearningCurve(role, float(group.lr[c]), points, step, valid, train_step, train))
   return out
 
 
@@ -468,12 +493,14 @@ def analyse(exp: Experiment, *, num_resamples: int = 2000, seed: int = 0) -> Fin
   kw = dict(num_resamples=num_resamples, seed=seed)
   selections = [select(g, exp.mode, **kw) for g in exp.groups]
   ranked = rank(selections, exp.mode)
+  all_pairs = pairs(ranked)
   return Findings(
       experiment=exp,
       sensitivities=[sensitivity(g, exp.mode, **kw) for g in exp.groups],
       ranked=ranked,
-      versus_best=[pair(s, ranked[0], **kw) for s in ranked[1:]],
-      pairs=pairs(ranked, **kw),
+      versus_best=[dataclasses.replace(pair(p.b, p.a), p_holm=p.p_holm)
+                   for p in all_pairs if p.a is ranked[0]],
+      pairs=all_pairs,
       tuning=[(g, tuning(g, exp.mode, **kw)) for g in exp.groups],
       effects=[effects(g, exp.design_name) for g in exp.groups],
       learning_curves=[(s, learning_curves(exp, s)) for s in selections],

@@ -4,7 +4,9 @@
 `WORKDIR/report/`:
 
 * `report.md` and `report.html` (the same document; the HTML embeds its figures as base64 PNG),
+  opening with the verdict (`verdict.verdict`),
 * `lr_sensitivity.png`, `learning_curves.png`, `tuning_curves.png`, `effects.png`,
+  `two_factor.png` (each where it has something to show),
 * `comparison.csv`, `pairs.csv`, `sensitivity.csv`, `lr_curves.csv`, `tuning_curves.csv`,
   `effects.csv`, `compute.csv`.
 
@@ -14,62 +16,30 @@ formatted strings. Every file is written atomically. TensorBoard summaries are n
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
-import math
 import os
-import re
 
 import numpy as np
 
 from jaxopt_lab import files
 from jaxopt_lab.analysis import findings as fnd
 from jaxopt_lab.analysis import plots, results
+from jaxopt_lab.analysis import verdict as vd
+from jaxopt_lab.analysis.document import (
+    NO_INTERVAL,
+    Document,
+    cell,
+    fmt,
+    fmt_lr,
+    fmt_p,
+    interval_text,
+    to_html,
+    to_markdown,
+)
 
 REPORT_DIR = "report"
-SECTIONS = ("Setup", "Fair comparison", "Learning-rate sensitivity", "Tuning curves",
-            "Hyperparameter effects", "Learning curves", "Compute", "Methods")
-NO_INTERVAL = "n=1, no interval"
-
-
-# ---------------------------------------------------------------------------------------------
-# Formatting: one string per number, shared by the CSV files and the text.
-
-
-def fmt(x, spec: str = ".5g") -> str:
-  """A number as text; "" for NaN/None. Integers stay integers."""
-  if x is None:
-    return ""
-  if isinstance(x, (bool, np.bool_)):
-    return str(bool(x))
-  if isinstance(x, (int, np.integer)):
-    return str(int(x))
-  x = float(x)
-  if math.isnan(x):
-    return ""
-  return format(x, spec)
-
-
-def fmt_p(p: float) -> str:
-  return fmt(p, ".3g")
-
-
-def fmt_lr(lr: float) -> str:
-  return fmt(lr, ".3g")
-
-
-def cell(text: str) -> str:
-  """A formatted number as shown in the text: "n/a" for a missing one."""
-  return text if text != "" else "n/a"
-
-
-def interval_text(low: str, high: str, n: int) -> str:
-  if n == 1:
-    return NO_INTERVAL
-  if low == "" or high == "":
-    return "n/a"
-  return f"[{low}, {high}]"
+SECTIONS = ("Verdict", "Fair comparison", "Learning-rate sensitivity", "Tuning curves",
+            "Hyperparameter effects", "Learning curves", "Setup", "Compute", "Methods")
 
 
 def _settings_text(settings: dict[str, object]) -> str:
@@ -82,121 +52,23 @@ def _settings_text(settings: dict[str, object]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# A small document model rendered to Markdown and HTML.
-
-
-@dataclasses.dataclass
-class Document:
-  blocks: list[tuple] = dataclasses.field(default_factory=list)
-
-  def heading(self, level: int, text: str) -> None:
-    self.blocks.append(("heading", level, text))
-
-  def para(self, text: str) -> None:
-    self.blocks.append(("para", text))
-
-  def banner(self, text: str) -> None:
-    self.blocks.append(("banner", text))
-
-  def bullets(self, items: list[str]) -> None:
-    self.blocks.append(("bullets", items))
-
-  def table(self, columns: list[str], rows: list[list[str]]) -> None:
-    self.blocks.append(("table", columns, rows))
-
-  def figure(self, filename: str, caption: str) -> None:
-    self.blocks.append(("figure", filename, caption))
-
-
-def _md_cell(text: str) -> str:
-  return text.replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(doc: Document) -> str:
-  out = []
-  for block in doc.blocks:
-    kind = block[0]
-    if kind == "heading":
-      out.append("#" * block[1] + " " + block[2])
-    elif kind == "para":
-      out.append(block[1])
-    elif kind == "banner":
-      out.append("> **" + block[1] + "**")
-    elif kind == "bullets":
-      out.append("\n".join("- " + item for item in block[1]))
-    elif kind == "table":
-      columns, rows = block[1], block[2]
-      lines = ["| " + " | ".join(_md_cell(c) for c in columns) + " |",
-               "|" + "---|" * len(columns)]
-      lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-      out.append("\n".join(lines))
-    elif kind == "figure":
-      out.append(f"![{block[2]}]({block[1]})\n\n*{block[2]}*")
-  return "\n\n".join(out) + "\n"
-
-
-def _inline_html(text: str) -> str:
-  text = html.escape(text, quote=False)
-  text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-  return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
-
-
-_CSS = """
-body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
-th { background: #eee; }
-.banner { background: #fff3cd; border: 1px solid #e0b000; padding: 0.8em; font-weight: bold; }
-figure { margin: 1em 0; } img { max-width: 100%; }
-code { background: #f4f4f4; padding: 0 0.2em; }
-"""
-
-
-def to_html(doc: Document, images: dict[str, bytes], title: str) -> str:
-  """A self-contained HTML page: figures embedded as base64 PNG, no external resources."""
-  out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-         f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style></head><body>"]
-  for block in doc.blocks:
-    kind = block[0]
-    if kind == "heading":
-      out.append(f"<h{block[1]}>{_inline_html(block[2])}</h{block[1]}>")
-    elif kind == "para":
-      out.append(f"<p>{_inline_html(block[1])}</p>")
-    elif kind == "banner":
-      out.append(f'<div class="banner">{_inline_html(block[1])}</div>')
-    elif kind == "bullets":
-      out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block[1]) + "</ul>")
-    elif kind == "table":
-      head = "".join(f"<th>{_inline_html(c)}</th>" for c in block[1])
-      body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>"
-                     for row in block[2])
-      out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-    elif kind == "figure":
-      data = base64.b64encode(images[block[1]]).decode("ascii")
-      out.append(f'<figure><img alt="{html.escape(block[2])}" '
-                 f'src="data:image/png;base64,{data}"><figcaption>{_inline_html(block[2])}'
-                 "</figcaption></figure>")
-  out.append("</body></html>")
-  return "\n".join(out) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
 # Tables: each a list of dicts of formatted strings, written as CSV and shown in the text.
 
 COMPARISON_COLUMNS = [
     "rank", "group", "label", "learning_rate", "settings", "best_points", "configs", "points",
     "steps",
-    "valid_mean", "test_mean", "test_ci_low", "test_ci_high", "n", "diverged_replicates",
-    "diff_vs_best", "diff_ci_low", "diff_ci_high", "pairs", "t_pvalue", "wilcoxon_pvalue"]
+    "valid_mean", "valid_ci_low", "valid_ci_high", "test_mean", "test_ci_low", "test_ci_high",
+    "n", "interval", "diverged_replicates", "diff_vs_best", "diff_ci_low", "diff_ci_high", "pairs",
+    "t_pvalue", "p_holm", "wilcoxon_pvalue"]
 PAIR_COLUMNS = ["a", "b", "pairs", "mean_diff", "ci_low", "ci_high", "t_statistic", "t_pvalue",
-                "wilcoxon_statistic", "wilcoxon_pvalue"]
+                "p_holm", "wilcoxon_statistic", "wilcoxon_pvalue"]
 SENSITIVITY_COLUMNS = (
-    ["group", "label", "num_lrs", "lr_min", "lr_max", "best_lr", "best_median_valid", "cap",
+    ["group", "label", "num_lrs", "lr_min", "lr_max", "best_lr", "best_mean_valid", "cap",
      "cap_source", "lr_sensitivity", "lr_sensitivity_ci_low", "lr_sensitivity_ci_high", "n"]
     + [f"basin_{round(t * 100)}pct_{k}" for t in fnd.BASIN_TOLERANCES
        for k in ("decades", "lr_low", "lr_high", "open")]
     + ["diverged_points", "first_diverged_lr"])
-LR_CURVE_COLUMNS = ["group", "label", "learning_rate", "n", "median", "ci_low", "ci_high",
+LR_CURVE_COLUMNS = ["group", "label", "learning_rate", "n", "mean", "ci_low", "ci_high",
                     "diverged", "diverged_steps"]
 TUNING_COLUMNS = ["group", "label", "k", "expected_best", "ci_low", "ci_high"]
 EFFECTS_COLUMNS = ["group", "label", "kind", "term", "sum_sq", "df", "mean_sq", "F", "p",
@@ -205,41 +77,45 @@ COMPUTE_COLUMNS = ["group", "points", "steps", "tokens", "compile_seconds", "tra
                    "points_steps_per_second", "flops_per_second", "mfu", "wall_seconds"]
 
 
-def _comparison_cells(c) -> dict[str, str]:
-  keys = ("mean_diff", "ci_low", "ci_high", "pairs", "t_statistic", "t_pvalue",
+def _comparison_cells(p: fnd.Pair | None) -> dict[str, str]:
+  keys = ("mean_diff", "ci_low", "ci_high", "pairs", "t_statistic", "t_pvalue", "p_holm",
           "wilcoxon_statistic", "wilcoxon_pvalue")
+  if p is None:
+    return dict.fromkeys(keys, "")
+  c = p.comparison
   if c is None:
     return dict.fromkeys(keys, "") | {"pairs": "0"}
   return {"mean_diff": fmt(c.mean_diff), "ci_low": fmt(c.ci_low), "ci_high": fmt(c.ci_high),
           "pairs": fmt(c.n), "t_statistic": fmt(c.t_statistic), "t_pvalue": fmt_p(c.t_pvalue),
-          "wilcoxon_statistic": fmt(c.wilcoxon_statistic),
+          "p_holm": fmt_p(p.p_holm), "wilcoxon_statistic": fmt(c.wilcoxon_statistic),
           "wilcoxon_pvalue": fmt_p(c.wilcoxon_pvalue)}
 
 
 def comparison_rows(f: fnd.Findings) -> list[dict[str, str]]:
   """One row per group, ranked; the diff columns are the row's group minus the best group."""
-  versus = {id(p.a): p.comparison for p in f.versus_best}
+  versus = {id(p.a): p for p in f.versus_best}
   rows = []
   for i, s in enumerate(f.ranked):
-    c = _comparison_cells(versus.get(id(s))) if i > 0 else dict.fromkeys(
-        ("mean_diff", "ci_low", "ci_high", "pairs", "t_pvalue", "wilcoxon_pvalue"), "")
+    c = _comparison_cells(versus.get(id(s)))
     rows.append({
         "rank": str(i + 1), "group": s.group.group, "label": s.group.label,
         "learning_rate": fmt_lr(s.lr), "settings": _settings_text(s.settings),
         "best_points": " ".join(str(p) for p in s.points),
         "configs": fmt(s.num_configs), "points": fmt(s.num_points), "steps": fmt(s.steps),
-        "valid_mean": fmt(s.valid.value), "test_mean": fmt(s.test.value),
+        "valid_mean": fmt(s.valid.value), "valid_ci_low": fmt(s.valid.low),
+        "valid_ci_high": fmt(s.valid.high), "test_mean": fmt(s.test.value),
         "test_ci_low": fmt(s.test.low), "test_ci_high": fmt(s.test.high),
-        "n": fmt(s.test.n), "diverged_replicates": fmt(s.diverged_replicates),
+        "n": fmt(s.test.n), "interval": s.test.method,
+        "diverged_replicates": fmt(s.diverged_replicates),
         "diff_vs_best": c["mean_diff"], "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"],
-        "pairs": c["pairs"], "t_pvalue": c["t_pvalue"], "wilcoxon_pvalue": c["wilcoxon_pvalue"],
+        "pairs": c["pairs"], "t_pvalue": c["t_pvalue"], "p_holm": c["p_holm"],
+        "wilcoxon_pvalue": c["wilcoxon_pvalue"],
     })
   return rows
 
 
 def pair_rows(f: fnd.Findings) -> list[dict[str, str]]:
-  return [{"a": p.a.group.label, "b": p.b.group.label} | _comparison_cells(p.comparison)
-          for p in f.pairs]
+  return [{"a": p.a.group.label, "b": p.b.group.label} | _comparison_cells(p) for p in f.pairs]
 
 
 def _open_text(b) -> str:
@@ -255,7 +131,7 @@ def sensitivity_rows(f: fnd.Findings) -> list[dict[str, str]]:
         "group": s.group.group, "label": s.group.label,
         "num_lrs": fmt(c.lr.size if c else 0),
         "lr_min": fmt_lr(c.lr.min()) if c else "", "lr_max": fmt_lr(c.lr.max()) if c else "",
-        "best_lr": fmt_lr(s.best_lr), "best_median_valid": fmt(s.best_median),
+        "best_lr": fmt_lr(s.best_lr), "best_mean_valid": fmt(s.best_mean),
         "cap": fmt(s.group.cap), "cap_source": s.group.cap_source,
         "lr_sensitivity": fmt(s.sensitivity.value),
         "lr_sensitivity_ci_low": fmt(s.sensitivity.low),
@@ -283,7 +159,7 @@ def lr_curve_rows(f: fnd.Findings) -> list[dict[str, str]]:
       steps = c.diverged_step[j][c.diverged[j] & np.isfinite(c.diverged_step[j])]
       rows.append({
           "group": s.group.group, "label": s.group.label, "learning_rate": fmt_lr(c.lr[j]),
-          "n": fmt(c.n[j]), "median": fmt(c.median[j]), "ci_low": fmt(c.low[j]),
+          "n": fmt(c.n[j]), "mean": fmt(c.mean[j]), "ci_low": fmt(c.low[j]),
           "ci_high": fmt(c.high[j]), "diverged": fmt(int(c.diverged[j].sum())),
           "diverged_steps": " ".join(str(int(x)) for x in steps),
       })
@@ -358,46 +234,74 @@ def _setup(doc: Document, f: fnd.Findings) -> None:
   ])
 
 
+def _verdict(doc: Document, f: fnd.Findings, v: vd.Verdict, rows: list[dict[str, str]]) -> None:
+  exp = f.experiment
+  doc.heading(2, "Verdict")
+  doc.box(v.lines())
+  if len(rows) < 2 or not any(r["test_mean"] for r in rows):
+    return
+  settings = any(r["settings"] for r in rows)  # a one-factor sweep has none to show
+  doc.table(
+      ["group", "lr"] + (["other settings"] if settings else [])
+      + [f"valid {exp.metric}", f"{exp.test_split} {exp.metric}", "diff vs best [95% CI]",
+         "Holm p"],
+      [[r["label"], cell(r["learning_rate"])] + ([r["settings"] or "-"] if settings else [])
+       + [cell(r["valid_mean"]), cell(r["test_mean"]),
+          (f"{cell(r['diff_vs_best'])} "
+           f"{interval_text(r['diff_ci_low'], r['diff_ci_high'], int(r['pairs'] or 0))}"
+           if r["rank"] != "1" else "best"),
+          cell(r["p_holm"]) if r["rank"] != "1" else "-"] for r in rows])
+
+
 def _comparison(doc: Document, f: fnd.Findings, rows: list[dict[str, str]],
                 prs: list[dict[str, str]]) -> None:
   exp = f.experiment
   doc.heading(2, "Fair comparison")
+  if len(rows) == 1:
+    r = rows[0]
+    doc.para(
+        f"One group: {r['label']} at its best configuration (lr {cell(r['learning_rate'])}"
+        + (f", {r['settings']}" if r["settings"] else "") + f"), chosen on the mean final valid "
+        f"{exp.metric} over seeds: valid {cell(r['valid_mean'])} "
+        f"{interval_text(r['valid_ci_low'], r['valid_ci_high'], int(r['n'] or 0))}, "
+        f"{exp.test_split} {cell(r['test_mean'])} "
+        f"{interval_text(r['test_ci_low'], r['test_ci_high'], int(r['n'] or 0))} "
+        f"(n={r['n']}; points {cell(r['best_points'])}). Budget: {r['configs']} configurations, "
+        f"{r['points']} points, {cell(r['steps'])} steps each.")
+    return
   doc.para(
       f"Each group at its own best configuration, chosen on the mean final valid {exp.metric} "
-      f"over its seed replicates (diverged seeds at the cap); its final {exp.test_split} "
-      f"{exp.metric} is the mean over the same seeds with a 95% bootstrap interval. Tuning budget "
-      "per group: the configurations and points below, each trained for the steps given. "
-      "Differences are paired over the shared seeds (row minus the best group): paired bootstrap "
-      "interval, paired t-test (`scipy.stats.ttest_rel`) and Wilcoxon signed-rank test "
-      f"(`scipy.stats.wilcoxon`, with at least {fnd.stats.WILCOXON_MIN_PAIRS} pairs).")
+      f"over its seeds and ranked by it (diverged seeds at the cap); its final {exp.test_split} "
+      f"{exp.metric} is the mean over the same seeds with a 95% interval (Student t below "
+      f"{fnd.stats.BCA_MIN_N} seeds, BCa bootstrap from there). Differences are paired over "
+      "the shared seeds (row minus the best group) on the test metric: t interval (the paired "
+      "t-test inverted, so it excludes 0 exactly when p < 0.05), paired t-test "
+      "(`scipy.stats.ttest_rel`) with Holm's correction over all pairs, and Wilcoxon "
+      f"signed-rank test (`scipy.stats.wilcoxon`, from {fnd.stats.WILCOXON_MIN_PAIRS} pairs).")
   if not any(r["test_mean"] for r in rows):
     doc.para("No finished points yet.")
     return
   doc.table(
       ["rank", "group", "lr", "other settings", "budget (configs / points / steps)",
        f"valid {exp.metric}", f"{exp.test_split} {exp.metric}", "95% CI", "n", "diverged",
-       "diff vs best", "diff 95% CI", "t-test p", "Wilcoxon p"],
+       "diff vs best", "diff 95% CI", "Holm p", "Wilcoxon p"],
       [[r["rank"], r["label"], cell(r["learning_rate"]), r["settings"] or "-",
         f"{r['configs']} / {r['points']} / {cell(r['steps'])}", cell(r["valid_mean"]),
         cell(r["test_mean"]), interval_text(r["test_ci_low"], r["test_ci_high"], int(r["n"])),
         r["n"], r["diverged_replicates"], cell(r["diff_vs_best"]) if r["rank"] != "1" else "-",
         (interval_text(r["diff_ci_low"], r["diff_ci_high"], int(r["pairs"] or 0))
          if r["rank"] != "1" else "-"),
-        cell(r["t_pvalue"]) if r["rank"] != "1" else "-",
+        cell(r["p_holm"]) if r["rank"] != "1" else "-",
         cell(r["wilcoxon_pvalue"]) if r["rank"] != "1" else "-"] for r in rows])
-  best = rows[0]
-  doc.para(
-      f"Best: **{best['label']}** at lr {cell(best['learning_rate'])}, final {exp.test_split} "
-      f"{exp.metric} {best['test_mean']} "
-      f"({interval_text(best['test_ci_low'], best['test_ci_high'], int(best['n']))}, "
-      f"n={best['n']}).")
-  if prs:
-    doc.para("All pairs (a minus b, a ranked before b):")
-    doc.table(["a", "b", "pairs", "mean diff", "95% CI", "t", "t-test p", "W", "Wilcoxon p"],
+  if len(prs) > 1:
+    doc.para("All pairs (a minus b, a ranked before b), Holm's correction over these "
+             f"{len(prs)} t-tests:")
+    doc.table(["a", "b", "pairs", "mean diff", "95% CI", "t", "t-test p", "Holm p",
+               "Wilcoxon p"],
               [[p["a"], p["b"], p["pairs"], cell(p["mean_diff"]),
-                interval_text(p["ci_low"], p["ci_high"], int(p["pairs"])), cell(p["t_statistic"]),
-                cell(p["t_pvalue"]), cell(p["wilcoxon_statistic"]), cell(p["wilcoxon_pvalue"])]
-               for p in prs])
+                interval_text(p["ci_low"], p["ci_high"], int(p["pairs"] or 0)),
+                cell(p["t_statistic"]), cell(p["t_pvalue"]), cell(p["p_holm"]),
+                cell(p["wilcoxon_pvalue"])] for p in prs])
 
 
 def _sensitivity(doc: Document, f: fnd.Findings, rows: list[dict[str, str]],
@@ -406,12 +310,14 @@ def _sensitivity(doc: Document, f: fnd.Findings, rows: list[dict[str, str]],
   doc.heading(2, "Learning-rate sensitivity")
   doc.para(
       f"Final valid {exp.metric} against the learning rate: at each swept lr the configuration "
-      "with the best median over seeds (the profile over any other value factor), its median "
-      "and 95% bootstrap interval over seeds; diverged points are marked (red x, at the cap, "
-      "with the step where they diverged). LR sensitivity (Wortsman et al. 2023): the mean over "
-      f"the swept learning rates of min(l(lr), l0) - l*, l* the best capped value and l0 the "
-      f"cap, computed per seed and averaged (95% bootstrap interval over seeds). Basin: the "
-      "width in decades of lr around the best lr where the median stays within 1% / 5% of the "
+      "with the best mean over seeds (the profile over any other value factor), its mean "
+      "and 95% t interval over seeds; the best lr is starred, the cap (the metric at "
+      "initialisation) is the dashed line, and the y axis shows the informative range: points "
+      "beyond it are drawn as triangles at its edge; diverged points are marked (red x, at the "
+      "cap, with the step where they diverged). LR sensitivity (Wortsman et al. 2023): the mean "
+      f"over the swept learning rates of min(l(lr), l0) - l*, l* the best capped value and l0 "
+      f"the cap, computed per seed and averaged (95% interval over seeds). Basin: the "
+      "width in decades of lr around the best lr where the mean stays within 1% / 5% of the "
       "best (linear interpolation in log10 lr; 'open' = reaches the edge of the swept range, "
       "so the true basin may be wider).")
   if figure:
@@ -420,11 +326,11 @@ def _sensitivity(doc: Document, f: fnd.Findings, rows: list[dict[str, str]],
     doc.para("No learning-rate curve: no finished points, or the learning rate is unknown.")
     return
   doc.table(
-      ["group", "lrs swept", "best lr", f"median valid {exp.metric}", "LR sensitivity",
+      ["group", "lrs swept", "best lr", f"mean valid {exp.metric}", "LR sensitivity",
        "95% CI", "basin 1% (decades)", "basin 5% (decades)", "diverged points",
        "first diverged lr"],
       [[r["label"], f"{r['num_lrs']} in [{cell(r['lr_min'])}, {cell(r['lr_max'])}]",
-        cell(r["best_lr"]), cell(r["best_median_valid"]), cell(r["lr_sensitivity"]),
+        cell(r["best_lr"]), cell(r["best_mean_valid"]), cell(r["lr_sensitivity"]),
         interval_text(r["lr_sensitivity_ci_low"], r["lr_sensitivity_ci_high"], int(r["n"])),
         _basin_text(r, 1), _basin_text(r, 5), r["diverged_points"],
         cell(r["first_diverged_lr"])] for r in rows])
@@ -448,8 +354,9 @@ def _tuning(doc: Document, f: fnd.Findings, rows: list[dict[str, str]],
       f"Expected best final valid {exp.metric} after k random draws (with replacement) from "
       "the group's N finished points (each draw one trained point: a configuration with one "
       "seed, so seed luck counts as it would in a real search), k = 1..N, in closed form "
-      "(Dodge et al. 2019; Schmidt et al. 2021), diverged points at the cap; 95% bootstrap band "
-      "over the points. The full curves are in `tuning_curves.csv`.")
+      "(Dodge et al. 2019; Schmidt et al. 2021), diverged points at the cap; 95% percentile "
+      "bootstrap band over the points (many points: the bootstrap is sound here). The full "
+      "curves are in `tuning_curves.csv`.")
   if figure:
     doc.figure(figure, "Tuning curves.")
   if not rows:
@@ -469,12 +376,22 @@ def _tuning(doc: Document, f: fnd.Findings, rows: list[dict[str, str]],
 
 
 def _effects(doc: Document, f: fnd.Findings, rows: list[dict[str, str]],
-             figure: str | None) -> None:
+             figure: str | None, two_factor: str | None) -> None:
   doc.heading(2, "Hyperparameter effects")
+  varying = sorted({name for e in f.effects for name in e.group.factors})
+  if len(varying) <= 1:
+    doc.para(("One value factor, `" + varying[0] + "`: its effect is the curve in the "
+              "learning-rate sensitivity above (ANOVA in `effects.csv`).") if varying else
+             "No value factor varies within a group.")
+    return
   doc.para("Which value factors mattered, per group (the structural factors are compared in "
            "the fair comparison above).")
   if figure:
     doc.figure(figure, "Main effects: mean valid metric per level (or bin) of each factor.")
+  if two_factor:
+    doc.figure(two_factor, "Two-factor view: learning rate against the next most important "
+               "factor; points coloured by the valid metric (capped), over a kernel-smoothed "
+               "surface.")
   for e in f.effects:
     doc.heading(3, e.group.label)
     doc.para(e.note)
@@ -499,8 +416,8 @@ def _learning(doc: Document, f: fnd.Findings, figure: str | None) -> None:
   doc.heading(2, "Learning curves")
   doc.para("The valid metric over training for the best configuration of each group and its "
            "neighbours in learning rate (the next lower and higher swept lr with the other "
-           "factors equal; for random and quasi-random designs the nearest swept lrs), median "
-           "over seeds, from metrics.jsonl.")
+           "factors equal; for random and quasi-random designs the nearest swept lrs), mean "
+           "over seeds, each split at its own logged steps, from metrics.jsonl.")
   if figure:
     doc.figure(figure, "Learning curves of the best lr and its neighbours.")
   else:
@@ -533,8 +450,19 @@ def _compute(doc: Document, f: fnd.Findings, rows: list[dict[str, str]]) -> None
 def _methods(doc: Document) -> None:
   doc.heading(2, "Methods")
   doc.bullets([
-      "Intervals: 95% percentile bootstrap over seed replicates (2000 resamples by default); "
-      f"with one replicate there is none ('{NO_INTERVAL}').",
+      "Intervals of a mean over seeds: 95% Student t interval below "
+      f"{fnd.stats.BCA_MIN_N} seeds (it keeps its coverage at 3 seeds for normal data; a "
+      "bootstrap of 3 values would be their range and cover about 75% of the time), BCa "
+      f"bootstrap from {fnd.stats.BCA_MIN_N} seeds; with one seed there is none "
+      f"('{NO_INTERVAL}').",
+      "One statistic: a configuration's value is its mean final valid metric over seeds; it "
+      "chooses the best configuration and ranks the groups. Test metrics are reported, never "
+      "used to choose.",
+      "Verdict: a group beats another when the paired t-test on the test metric, Holm-corrected "
+      f"over all pairs of groups, gives p < {vd.ALPHA}. Otherwise the seeds needed are those "
+      f"for which the paired t-test (level {vd.ALPHA} / number of pairs) has power "
+      f"{vd.POWER} at the observed mean and standard deviation of the paired differences "
+      "(noncentral t).",
       "Paired comparisons: replicates share seeds across groups (common random numbers); "
       "differences use only seeds finished in both groups.",
       "A diverged point counts as failed: its metric is the cap l0 (the metric at "
@@ -547,17 +475,19 @@ def _methods(doc: Document) -> None:
   ])
 
 
-def build(f: fnd.Findings) -> tuple[Document, dict[str, bytes], dict[str, tuple[list, list]]]:
+def build(f: fnd.Findings, v: vd.Verdict
+          ) -> tuple[Document, dict[str, bytes], dict[str, tuple[list, list]]]:
   """The document, its figures (filename -> PNG) and its tables (filename -> (columns, rows))."""
   exp = f.experiment
   figures = {}
   for name, draw in (("lr_sensitivity.png", plots.lr_sensitivity),
                      ("learning_curves.png", plots.learning_curves),
                      ("tuning_curves.png", plots.tuning_curves),
-                     ("effects.png", plots.effects)):
-    png = draw(f)
-    if png is not None:
-      figures[name] = png
+                     ("effects.png", plots.effects),
+                     ("two_factor.png", plots.two_factor)):
+    fig = draw(f)
+    if fig is not None:
+      figures[name] = plots.png(fig)
 
   comp, prs, sens = comparison_rows(f), pair_rows(f), sensitivity_rows(f)
   eff, comp_rows = effects_rows(f), compute_table_rows(f)
@@ -573,27 +503,47 @@ def build(f: fnd.Findings) -> tuple[Document, dict[str, bytes], dict[str, tuple[
   if not exp.progress.complete:
     doc.banner("Incomplete sweep: " + exp.progress.describe()
                + ". This report shows the finished points only.")
-  _setup(doc, f)
+  _verdict(doc, f, v, comp)
   _comparison(doc, f, comp, prs)
   _sensitivity(doc, f, sens, "lr_sensitivity.png" if "lr_sensitivity.png" in figures else None)
   _tuning(doc, f, tune, "tuning_curves.png" if "tuning_curves.png" in figures else None)
-  _effects(doc, f, eff, "effects.png" if "effects.png" in figures else None)
+  _effects(doc, f, eff, "effects.png" if "effects.png" in figures else None,
+           "two_factor.png" if "two_factor.png" in figures else None)
   _learning(doc, f, "learning_curves.png" if "learning_curves.png" in figures else None)
+  _setup(doc, f)
   _compute(doc, f, comp_rows)
   _methods(doc)
   return doc, figures, tables
 
 
-def write_report(workdir: str | os.PathLike, *, num_resamples: int = 2000, seed: int = 0) -> str:
-  """Analyses the experiment in `workdir` and writes `workdir/report/`; returns report.md's path.
+@dataclasses.dataclass(frozen=True)
+class Written:
+  """What `write` wrote and what the console should end with."""
+
+  markdown: str  # path of report.md
+  html: str  # path of report.html
+  verdict: vd.Verdict
+  progress: results.Progress
+
+  def console_lines(self) -> list[str]:
+    """The verdict sentences, an incomplete sweep's state, and where the report is."""
+    lines = self.verdict.lines()
+    if not self.progress.complete:
+      lines.append(f"Incomplete: {self.progress.finished} of {self.progress.design_points} points "
+                   "finished; the report shows the finished points only.")
+    return lines + [f"Report: {self.html}"]
+
+
+def write(workdir: str | os.PathLike, *, num_resamples: int = 2000, seed: int = 0) -> Written:
+  """Analyses the experiment in `workdir` and writes `workdir/report/`.
 
   Args:
     workdir: an experiment directory (config.json and design.csv at least).
-    num_resamples: bootstrap resamples of every interval.
+    num_resamples: bootstrap resamples (BCa intervals from 20 seeds, tuning-curve bands).
     seed: seed of the bootstrap.
 
   Returns:
-    The path of `report.md`.
+    The paths written and the verdict.
 
   Raises:
     FileNotFoundError: `workdir` is not an experiment directory (the message names the
@@ -602,14 +552,21 @@ def write_report(workdir: str | os.PathLike, *, num_resamples: int = 2000, seed:
   """
   exp = results.load_experiment(workdir)
   f = fnd.analyse(exp, num_resamples=num_resamples, seed=seed)
-  doc, figures, tables = build(f)
+  v = vd.verdict(f)
+  doc, figures, tables = build(f, v)
   out = os.path.join(exp.workdir, REPORT_DIR)
   for name, png in figures.items():
     files.atomic_write_bytes(os.path.join(out, name), png)
   for name, (columns, rows) in tables.items():
     files.atomic_write_csv(os.path.join(out, name), rows, columns)
-  files.atomic_write_text(os.path.join(out, "report.html"),
+  html_path = os.path.join(out, "report.html")
+  files.atomic_write_text(html_path,
                           to_html(doc, figures, f"Report: {os.path.basename(exp.workdir)}"))
   path = os.path.join(out, "report.md")
   files.atomic_write_text(path, to_markdown(doc))
-  return path
+  return Written(path, html_path, v, exp.progress)
+
+
+def write_report(workdir: str | os.PathLike, *, num_resamples: int = 2000, seed: int = 0) -> str:
+  """`write`, returning the path of report.md."""
+  return write(workdir, num_resamples=num_resamples, seed=seed).markdown

@@ -119,18 +119,25 @@ class Group:
   test: np.ndarray  # [C, R] final test metric as in summary.csv
   cap: float  # the metric a failed point counts as (see `cap_source`)
   cap_source: str
+  mode: str = "min"  # of the metric: "min" or "max"
 
   @property
   def num_configs(self) -> int:
     return self.point.shape[0]
 
   def scored(self, split: str) -> np.ndarray:
-    """[C, R] values of `split` ("valid" or "test") with diverged points at the cap.
+    """[C, R] values of `split` ("valid" or "test"): diverged points at the cap, and every
+    value no worse than the cap (a point that ends worse than at initialisation failed too).
 
-    Unfinished cells stay NaN.
+    This one scoring serves selection, sensitivity, tuning curves and effects. Unfinished cells
+    stay NaN.
     """
     values = {"valid": self.valid, "test": self.test}[split]
-    return np.where(self.diverged, self.cap, values)
+    values = np.where(self.diverged, self.cap, values)
+    if not np.isfinite(self.cap):
+      return values
+    clip = np.fmin if self.mode == "min" else np.fmax  # fmin/fmax keep the NaN of unfinished
+    return np.where(np.isnan(values), values, clip(values, self.cap))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +165,15 @@ class Experiment:
   def design_name(self) -> str:
     design = self.config.get("sweep", {}).get("design")
     return design if isinstance(design, str) else "unknown"
+
+  def factor_scale(self, name: str) -> str | None:
+    """The scale the sweep's space declares for a factor ("log", "linear", "int"); None when
+    the factor is given by a list of values (or not declared)."""
+    sweep = self.config.get("sweep", {})
+    factors = sweep.get("factors", {}) if isinstance(sweep, dict) else {}
+    spec = factors.get(name) if isinstance(factors, dict) else None
+    scale = spec.get("scale") if isinstance(spec, dict) else None
+    return scale if isinstance(scale, str) else None
 
 
 def check_experiment_dir(workdir: str | os.PathLike) -> str:
@@ -374,7 +390,7 @@ def load_experiment(workdir: str | os.PathLike) -> Experiment:
         group=group, label=label, factors=varying,
         levels={f: levels_all[f] for f in varying}, lr=lr, point=point, finished=fin,
         diverged=div, diverged_step=div_step, steps=steps, valid=valid, test=test, cap=cap,
-        cap_source=cap_source))
+        cap_source=cap_source, mode=mode))
 
   return Experiment(
       workdir=workdir, config=config, run=run, design=design, summary=summary, metric=metric,

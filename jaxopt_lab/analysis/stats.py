@@ -1,8 +1,14 @@
 """Statistics for optimizer experiments, in NumPy and SciPy.
 
+* `t_interval` / `mean_interval`: the interval of a mean over seeds: Student t below
+  `BCA_MIN_N` values (it keeps its coverage at n = 3 for normal data), BCa bootstrap from there.
 * `bootstrap_ci`: percentile bootstrap interval of a mean or a median (vectorised).
-* `paired_comparison`: paired differences over common-random-number seeds: paired bootstrap
-  interval of the mean difference, paired t-test and Wilcoxon signed-rank test.
+* `paired_comparison`: paired differences over common-random-number seeds: the t interval of
+  the mean difference (the inversion of the paired t-test, so the two always agree), paired
+  t-test and Wilcoxon signed-rank test.
+* `holm`: Holm's step-down adjustment of p-values over a family of comparisons.
+* `paired_t_power` / `seeds_for_power`: power of the paired t-test (noncentral t) and the
+  number of seeds that would resolve an observed difference.
 * `expected_best_of_k` / `tuning_curve`: expected best value after k random draws (with
   replacement) from the swept points, in closed form, with a bootstrap band.
 * `anova`: ANOVA of main effects and two-factor interactions for categorical factors.
@@ -28,6 +34,9 @@ MODES = ("min", "max")
 STATISTICS = ("mean", "median")
 # Fewest pairs for which a two-sided exact Wilcoxon test can reach p < 0.05 (2 / 2**6).
 WILCOXON_MIN_PAIRS = 6
+# Fewest values for a BCa bootstrap interval of a mean; below, the Student t interval (a
+# bootstrap interval of 3 values is their range and covers the mean about 75% of the time).
+BCA_MIN_N = 20
 
 
 def _check_mode(mode: str) -> None:
@@ -46,6 +55,74 @@ def _statistic(x: np.ndarray, statistic: str) -> np.ndarray:
   if statistic == "median":
     return np.median(x, axis=-1)
   raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+
+
+def t_interval(
+    samples: np.typing.ArrayLike, *, level: float = 0.95
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+  r"""Student t interval of the mean over the last axis of `samples` (vectorised).
+
+  $$\bar x \pm t_{n-1,\,(1+\text{level})/2}\; s / \sqrt{n}$$
+
+  Exact for normal data at every n >= 2; with n = 1 both ends are NaN.
+
+  Args:
+    samples: values, shape `[..., n]`; all finite.
+    level: coverage of the interval.
+
+  Returns:
+    (low, high), floats for 1-D input, else arrays of the leading shape.
+  """
+  _check_level(level)
+  x = np.asarray(samples, dtype=np.float64)
+  if x.ndim == 0 or x.shape[-1] == 0:
+    raise ValueError("samples must have at least one value on the last axis")
+  n = x.shape[-1]
+  mean = x.mean(axis=-1)
+  if n == 1:
+    half = np.full(mean.shape, np.nan)
+  else:
+    half = sp_stats.t.ppf(0.5 + level / 2.0, n - 1) * x.std(axis=-1, ddof=1) / math.sqrt(n)
+  low, high = mean - half, mean + half
+  return (float(low), float(high)) if x.ndim == 1 else (low, high)
+
+
+def interval_method(n: int) -> str:
+  """The method `mean_interval` uses for n values: "t", "BCa" or "" (no interval)."""
+  return "" if n < 2 else ("t" if n < BCA_MIN_N else "BCa")
+
+
+def mean_interval(
+    samples: np.typing.ArrayLike,
+    *,
+    level: float = 0.95,
+    num_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+  """Interval of the mean of 1-D `samples`: Student t below `BCA_MIN_N` values, BCa from there.
+
+  BCa (SciPy's `scipy.stats.bootstrap`) corrects the percentile interval for bias and skew once
+  there are enough values to estimate them; below that the t interval is the honest one.
+
+  Args:
+    samples: finite values, shape `[n]`.
+    level: coverage of the interval.
+    num_resamples: bootstrap resamples (BCa only).
+    seed: seed of the resampling (BCa only).
+
+  Returns:
+    (low, high); NaN ends when n < 2.
+  """
+  x = np.asarray(samples, dtype=np.float64)
+  if x.ndim != 1 or x.size == 0:
+    raise ValueError(f"samples must be 1-D and non-empty, got shape {x.shape}")
+  if interval_method(x.size) != "BCa":
+    return t_interval(x, level=level)
+  if np.ptp(x) == 0:  # no spread: BCa is undefined, and the mean is known exactly
+    return float(x[0]), float(x[0])
+  res = sp_stats.bootstrap((x,), np.mean, confidence_level=level, method="BCa",
+                           n_resamples=num_resamples, rng=np.random.default_rng(seed))
+  return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def bootstrap_ci(
@@ -96,7 +173,8 @@ class PairedComparison:
   mean_a: float
   mean_b: float
   mean_diff: float
-  ci_low: float  # paired percentile-bootstrap interval of mean_diff; NaN when n < 2
+  sd_diff: float  # sample standard deviation of the differences (ddof 1); NaN when n < 2
+  ci_low: float  # t interval of mean_diff (the paired t-test inverted); NaN when n < 2
   ci_high: float
   t_statistic: float  # scipy.stats.ttest_rel(a, b); NaN when n < 2 or no spread
   t_pvalue: float
@@ -104,26 +182,18 @@ class PairedComparison:
   wilcoxon_pvalue: float
 
 
-def paired_comparison(
-    a: np.typing.ArrayLike,
-    b: np.typing.ArrayLike,
-    *,
-    level: float = 0.95,
-    num_resamples: int = 2000,
-    seed: int = 0,
-) -> PairedComparison:
+def paired_comparison(a: np.typing.ArrayLike, b: np.typing.ArrayLike, *,
+                      level: float = 0.95) -> PairedComparison:
   """Compares paired samples a[i], b[i] (same seed i): interval and tests of the mean difference.
 
-  The interval is the percentile bootstrap of the mean of the differences, resampling pairs.
-  The tests are SciPy's paired t-test and, with at least `WILCOXON_MIN_PAIRS` pairs not all
-  equal, the Wilcoxon signed-rank test (two-sided).
+  The interval is the Student t interval of the mean difference: it excludes 0 exactly when
+  the paired t-test (SciPy's `ttest_rel`) gives p < 1 - level, at every n. With at least
+  `WILCOXON_MIN_PAIRS` pairs not all equal, the Wilcoxon signed-rank test (two-sided) is added.
 
   Args:
     a: values of the first arm, one per seed; all finite.
     b: values of the second arm, the same seeds in the same order.
     level: coverage of the interval.
-    num_resamples: bootstrap resamples.
-    seed: seed of the resampling.
 
   Returns:
     A `PairedComparison`.
@@ -136,7 +206,7 @@ def paired_comparison(
     raise ValueError("a and b must be finite; drop failed pairs first")
   d = a - b
   n = d.size
-  low, high = bootstrap_ci(d, "mean", level=level, num_resamples=num_resamples, seed=seed)
+  low, high = t_interval(d, level=level)
   t_stat = t_p = w_stat = w_p = math.nan
   if n >= 2 and np.ptp(d) > 0:
     res = sp_stats.ttest_rel(a, b)
@@ -148,8 +218,100 @@ def paired_comparison(
     w_stat, w_p = float(res.statistic), float(res.pvalue)
   return PairedComparison(
       n=n, mean_a=float(a.mean()), mean_b=float(b.mean()), mean_diff=float(d.mean()),
-      ci_low=low, ci_high=high, t_statistic=t_stat, t_pvalue=t_p,
-      wilcoxon_statistic=w_stat, wilcoxon_pvalue=w_p)
+      sd_diff=float(d.std(ddof=1)) if n >= 2 else math.nan, ci_low=low, ci_high=high,
+      t_statistic=t_stat, t_pvalue=t_p, wilcoxon_statistic=w_stat, wilcoxon_pvalue=w_p)
+
+
+def holm(pvalues: np.typing.ArrayLike) -> np.ndarray:
+  r"""Holm's step-down adjusted p-values (strong control of the family-wise error rate).
+
+  With the m finite p-values sorted, $p_{(1)} \le \dots \le p_{(m)}$, the adjusted value of
+  $p_{(i)}$ is $\max_{j \le i} \min(1, (m - j + 1)\, p_{(j)})$; rejecting where the adjusted
+  p < alpha is Holm's procedure at level alpha (Holm 1979). NaN entries stay NaN and do not
+  count towards m.
+
+  Args:
+    pvalues: p-values, any shape.
+
+  Returns:
+    Adjusted p-values, the shape of `pvalues`.
+  """
+  p = np.asarray(pvalues, dtype=np.float64)
+  out = np.full(p.shape, np.nan)
+  flat, res = p.reshape(-1), out.reshape(-1)
+  ok = np.flatnonzero(np.isfinite(flat))
+  m = ok.size
+  if m:
+    order = ok[np.argsort(flat[ok], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * flat[order])
+    res[order] = np.maximum.accumulate(scaled)
+  return out
+
+
+def paired_t_power(effect_size: float, n: int, *, alpha: float = 0.05) -> float:
+  r"""Power of the two-sided paired (one-sample) t-test with n pairs at level alpha.
+
+  With $d$ = mean difference / standard deviation of the differences, the statistic follows a
+  noncentral t with $n - 1$ degrees of freedom and noncentrality $d\sqrt n$:
+  $P(|T| > t_{n-1, 1-\alpha/2})$.
+
+  Args:
+    effect_size: d, the standardised mean difference.
+    n: pairs, >= 2.
+    alpha: level of the test.
+
+  Returns:
+    The power, in [alpha, 1].
+  """
+  if n < 2:
+    raise ValueError(f"n must be >= 2, got {n}")
+  _check_level(alpha)
+  df = n - 1
+  crit = sp_stats.t.ppf(1.0 - alpha / 2.0, df)
+  nc = abs(effect_size) * math.sqrt(n)
+  power = float(sp_stats.nct.sf(crit, df, nc) + sp_stats.nct.cdf(-crit, df, nc))
+  if not math.isfinite(power):  # SciPy's nct fails far in the tail: T is near normal there
+    power = float(sp_stats.norm.sf(crit - nc) + sp_stats.norm.cdf(-crit - nc))
+  return power
+
+
+def seeds_for_power(mean_diff: float, sd_diff: float, *, power: float = 0.8,
+                    alpha: float = 0.05, max_n: int = 100_000) -> int | None:
+  """Fewest paired seeds for which the paired t-test detects `mean_diff` with `power`.
+
+  The effect size is the observed one, |mean_diff| / sd_diff (a plug-in estimate: the answer
+  is "about" that many seeds).
+
+  Args:
+    mean_diff: the observed mean difference.
+    sd_diff: the observed standard deviation of the differences, > 0.
+    power: wanted power, in (0, 1).
+    alpha: level of the test.
+    max_n: the search stops here.
+
+  Returns:
+    The number of seeds, or None when it exceeds `max_n` (or mean_diff is 0).
+  """
+  _check_level(power)
+  if not (np.isfinite(mean_diff) and np.isfinite(sd_diff) and sd_diff > 0):
+    raise ValueError(f"need a finite mean_diff and sd_diff > 0, got {mean_diff}, {sd_diff}")
+  d = abs(mean_diff) / sd_diff
+  if d == 0:
+    return None
+  if paired_t_power(d, 2, alpha=alpha) >= power:
+    return 2
+  lo, hi = 2, 4  # power grows with n: double, then bisect for the first n that reaches it
+  while paired_t_power(d, hi, alpha=alpha) < power:
+    if hi >= max_n:
+      return None
+    lo, hi = hi, min(2 * hi, max_n)
+  while hi - lo > 1:
+    mid = (lo + hi) // 2
+    if paired_t_power(d, mid, alpha=alpha) >= power:
+      hi = mid
+    else:
+      lo = mid
+  return hi
 
 
 def _order_statistic_weights(n: int, ks: np.ndarray) -> np.ndarray:
