@@ -107,7 +107,8 @@ def report(results: Results, tasks: Sequence[str], points: Sequence[int],
                  f"({peak_out['device']}, float32, best of n = 512, 1024, 2048); the digits "
                  "and LM rows divide by a 1024² matmul timed in turn with them instead.\n")
   for task in tasks:
-    lines.append(f"### {task} ({EXPERIMENT[task]})\n")
+    shrunk = any(s.get("shrink") for s, _ in results if s.get("task") == task)
+    lines.append(f"### {task} ({EXPERIMENT[task]}{', shrunk' if shrunk else ''})\n")
     seq = find(results, kind="seq", task=task)
     if seq:
       lines.append(
