@@ -21,7 +21,7 @@ from typing import Any
 
 from absl import app, flags
 
-from benchmarks import sweep_throughput as st
+from benchmarks import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "", "Directory for the JSON results and the traces.")
@@ -45,10 +45,8 @@ def _step_row(config, k: int, peak: float, trace_dir: str) -> dict[str, Any]:
   import jax
 
   from jaxopt_lab import train
-  from jaxopt_lab.sweep import design, driver
 
-  sweep = st.sweep_config(config, 1, k, 0)
-  (group,) = driver.build_groups(sweep, design.make_design(sweep.sweep))
+  group = common.one_group(common.sweep_config(config, 1, k, 0))
   task = group.task
   step = train.make_train_step(task, group.config)
   hp = jax.device_put({key: v[0] for key, v in group.hparams.items()})
@@ -68,12 +66,12 @@ def _step_row(config, k: int, peak: float, trace_dir: str) -> dict[str, Any]:
     holder["s"] = s
 
   steps()
-  seconds = st._best_time(steps, 2)
+  seconds = common.best_time(steps, 2)
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     steps(3)
   rate = k / seconds
   return dict(compile_s=compile_s, ms_per_step=1e3 * seconds / k, rate=rate,
-              mfu=rate * task.flops_per_step / peak, xla_bytes=st._xla_bytes(compiled))
+              mfu=rate * task.flops_per_step / peak, xla_bytes=common.xla_bytes(compiled))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -86,9 +84,9 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError("--out_dir: a directory for the results is required")
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   started = time.perf_counter()
-  base = st._lm_small_config()
+  base = common.lm_small_config()
   if FLAGS.probe_shrink:
-    st.shrink_lm(base)
+    common.shrink_lm(base)
   device = jax.devices()[0]
   peak = hardware.peak_flops(device, "bfloat16") or hardware.measure_matmul_flops(n=1024)
   doc: dict[str, Any] = dict(device=device.device_kind, jax=jax.__version__, peak_flops=peak,
@@ -111,7 +109,7 @@ def main(argv: Sequence[str]) -> None:
         shutil.move(trace, os.path.join(FLAGS.out_dir, f"trace_{spec.replace(':', '_')}.json.gz"))
         shutil.rmtree(tmp)
       else:
-        row.update(st._device_sweep(config, n, FLAGS.probe_steps, 8, peak, lambda: None))
+        row.update(common.time_group_program(config, n, FLAGS.probe_steps, 8, peak))
     except Exception as e:  # noqa: BLE001 - record and go on
       row["error"] = f"{type(e).__name__}: {str(e)[:800]}"
     jax.clear_caches()

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from benchmarks import sweep_throughput as bench
+from benchmarks import common
 
-_TASK = flags.DEFINE_enum("task", "digits", list(bench._EXPERIMENT), "Task to measure.")
+_TASK = flags.DEFINE_enum("task", "digits", list(common.TASKS), "Task to measure.")
 _NUM_POINTS = flags.DEFINE_integer("num_points", 128, "Points N (learning rates, one seed).")
 _SLICE_WIDTHS = flags.DEFINE_list("slice_widths", ["1", "2", "4", "8", "64"],
                                   "Slice widths (sweep.slice_size) to time; 0 = all at once.")
@@ -35,41 +35,40 @@ def main(argv: Sequence[str]) -> None:
   import jax
 
   from jaxopt_lab import hardware
-  from jaxopt_lab.sweep import design, driver
+  from jaxopt_lab.sweep import driver
 
   task, n = _TASK.value, _NUM_POINTS.value
-  k = _STEPS.value or bench._STEPS[task]
+  k = _STEPS.value or common.STEPS[task]
   widths = [-1] + [int(w) for w in _SLICE_WIDTHS.value]
-  base = bench.experiment_config(task)
+  base = common.experiment_config(task)
   devices = _CPU_DEVICES.value or driver.default_cpu_devices(
-      bench.sweep_config(base, n, k, -1), hardware.usable_cpus())
+      common.sweep_config(base, n, k, -1), hardware.usable_cpus())
   jax.config.update("jax_num_cpu_devices", devices)
   calls, used = {}, {}
   for width in widths:
-    config = bench.sweep_config(base, n, k, width)
-    (group,) = driver.build_groups(config, design.make_design(config.sweep))
-    run = driver._Run(group, driver.make_mesh(), None)
+    group = common.one_group(common.sweep_config(base, n, k, width))
+    program = common.group_program(group, driver.make_mesh())
     label = "auto" if width == -1 else str(width)
-    used[label] = run.width
-    pop = run.init_population()
-    batches = bench.device_batches(run, k)
-    compiled = run.chunk.lower(pop, run.hparams, run.replicate, batches).compile()
-    state = {"pop": compiled(pop, run.hparams, run.replicate, batches)[0]}
+    used[label] = program.width
+    pop = program.init_population()
+    batches = program.device_batches(k)
+    compiled = program.chunk.lower(pop, program.hparams, program.replicate, batches).compile()
+    state = {"pop": compiled(pop, program.hparams, program.replicate, batches)[0]}
 
-    def call(compiled=compiled, run=run, batches=batches, state=state):
-      new_pop, metrics = compiled(state["pop"], run.hparams, run.replicate, batches)
+    def call(compiled=compiled, program=program, batches=batches, state=state):
+      new_pop, metrics = compiled(state["pop"], program.hparams, program.replicate, batches)
       jax.block_until_ready((new_pop, metrics))
       state["pop"] = new_pop
 
     call()
     calls[label] = call
-  best = bench._interleaved_best(calls, _ROUNDS.value, min_seconds=6.0)
+  best = common.interleaved_best(calls, _ROUNDS.value, min_seconds=6.0)
   auto = best["auto"]
   print(f"{task}, N = {n}, {devices} XLA CPU device(s), {k} steps per call; "
         f"points x steps / s of the compiled program, best of the rounds:")
   print("| slice_size | points per slice | points x steps / s | x auto |\n|---|---|---|---|")
   for label, seconds in best.items():
-    print(f"| {label} | {used[label]} | {bench._fmt(n * k / seconds)} | {auto / seconds:.2f} |")
+    print(f"| {label} | {used[label]} | {common.fmt(n * k / seconds)} | {auto / seconds:.2f} |")
 
 
 if __name__ == "__main__":
