@@ -34,12 +34,17 @@ import numpy as np
 from jaxopt_lab import models
 from jaxopt_lab.data import batching, synthetic, tabular, text
 from jaxopt_lab.data.splits import Splits
+from jaxopt_lab.defaults import (  # noqa: F401  (the task defaults, public here too)
+  LM_SIZES,
+  TASKS,
+  default_data_config,
+  default_model_config,
+  lm_size_config,
+)
 
 Batch = dict[str, np.ndarray | jax.Array]
 Params = Any  # pytree of float32 arrays
 
-TASKS = ('classic', 'breast_cancer', 'digits', 'lm')
-LM_SIZES = ('tiny', 'small')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,82 +87,6 @@ class Task:
 
 def _unknown_task(task: Any) -> ValueError:
   return ValueError(f"task: unknown task {task!r}; valid choices: {', '.join(TASKS)}")
-
-
-# ----------------------------------------------------------------------------- configs
-
-
-def lm_size_config(size: str) -> ml_collections.ConfigDict:
-  """Model and data configs of an LM size: ``ConfigDict(model=..., data=...)``.
-
-  'tiny' (0.44M parameters) trains on a CPU in minutes; 'small' (25.6M parameters) is worth a
-  GPU. Both compute in float32: on an H200, 'small' ran a step in 26 ms in float32 (TF32 matmuls)
-  and in 28 to 90 ms in bfloat16 (varying between compilations), so bfloat16 is opt-in.
-  """
-  sizes = {
-      # width, depth, heads, context, batch_size, eval_batch_size, dtype
-      'tiny': (128, 2, 4, 128, 16, 64, 'float32'),
-      'small': (512, 8, 8, 512, 32, 32, 'float32'),
-  }
-  if size not in sizes:
-    raise ValueError(f"lm_size_config: unknown size {size!r}; valid choices: {', '.join(sizes)}")
-  width, depth, heads, context, batch_size, eval_batch_size, dtype = sizes[size]
-  model = ml_collections.ConfigDict()
-  model.vocab = 256  # Vocabulary: bytes.
-  model.width = width  # Residual stream width; a multiple of heads.
-  model.depth = depth  # Number of transformer blocks.
-  model.heads = heads  # Attention heads.
-  model.context = context  # Tokens per training window.
-  model.positions = 'learned'  # 'learned' (added table) or 'rope' (rotary).
-  model.norm = 'rmsnorm'  # 'rmsnorm' or 'layernorm' (pre-norm blocks and final norm).
-  model.dtype = dtype  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
-  model.attention = 'dense'  # 'dense' (einsums) or 'fused' (jax.nn.dot_product_attention).
-  data = ml_collections.ConfigDict()
-  data.batch_size = batch_size  # Windows per training step.
-  data.paths = ''  # Comma-separated text files/dirs/globs; '' = the Python stdlib's .py files.
-  data.byte_budget = text.DEFAULT_BYTE_BUDGET  # At most this many bytes of text are loaded.
-  data.valid_fraction = 0.1  # Share of the bytes (whole files) in the valid split.
-  data.test_fraction = 0.1  # Share of the bytes (whole files) in the test split.
-  data.eval_windows = 256  # Windows evaluated per held-out split (evenly spaced, fixed).
-  data.eval_batch_size = eval_batch_size  # Windows per evaluation batch.
-  return ml_collections.ConfigDict({'model': model, 'data': data})
-
-
-def default_model_config(task: str) -> ml_collections.ConfigDict:
-  """The default ``config.model`` of ``task``."""
-  if task not in TASKS:
-    raise _unknown_task(task)
-  if task == 'lm':
-    return lm_size_config('tiny').model
-  model = ml_collections.ConfigDict()
-  if task == 'digits':
-    model.hidden = (256, 256)  # Hidden widths of the MLP (input 64, output 10 from the data).
-    model.activation = 'relu'  # 'relu', 'gelu' or 'tanh'.
-  model.dtype = 'float32'  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
-  return model
-
-
-def default_data_config(task: str) -> ml_collections.ConfigDict:
-  """The default ``config.data`` of ``task``."""
-  if task not in TASKS:
-    raise _unknown_task(task)
-  if task == 'lm':
-    return lm_size_config('tiny').data
-  data = ml_collections.ConfigDict()
-  if task == 'classic':
-    data.batch_size = 100  # Examples per step (100 = full batch).
-    data.num_train = 100  # Training examples.
-    data.num_valid = 1000  # Validation examples (same planted rule).
-    data.num_test = 1000  # Test examples (same planted rule).
-    data.features = 10  # Input size.
-    data.flip_prob = 0.1  # Label noise; the Bayes accuracy is 1 - flip_prob.
-    data.seed = 0  # Dataset seed: the planted rule and the samples (not the batch order).
-  else:
-    data.batch_size = 32 if task == 'breast_cancer' else 128  # Examples per step.
-    data.valid_fraction = 0.2  # Share of the examples in the valid split.
-    data.test_fraction = 0.2  # Share of the examples in the test split.
-    data.split_seed = 0  # Seed of the fixed train/valid/test split.
-  return data
 
 
 def _check_fields(group: str, config: ml_collections.ConfigDict, allowed: set[str]) -> dict:
