@@ -76,7 +76,7 @@ def schedule_free_adamw(learning_rate: optax.ScalarOrSchedule = 0.0025,
     x = eval_params(state, params, b1)
     x = jax.tree.map(lambda xi, zi: (1.0 - c) * xi + c * zi, x, z)
     y = jax.tree.map(lambda xi, zi: b1 * xi + (1.0 - b1) * zi, x, z)
-    new_updates = jax.tree.map(lambda yi, p: yi - p, y, params)
+    new_updates = jax.tree.map(lambda yi, p: (yi - p).astype(p.dtype), y, params)
     return new_updates, ScheduleFreeState(optax.safe_increment(state.count), max_lr,
                                           weight_sum, base_state, z)
 
