@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from jaxopt_lab import defaults
-from jaxopt_lab.optim import factory
+from jaxopt_lab.optim import factory, testing
 
 TOTAL = 60
 
@@ -41,11 +41,8 @@ def _trajectory(opt, steps=TOTAL):
 
 
 def _assert_close(a, b, tol, err_msg=''):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    y = np.asarray(y, np.float64)
-    assert np.all(np.isfinite(y)), err_msg
-    np.testing.assert_allclose(np.asarray(x, np.float64), y, rtol=tol,
-                               atol=tol * np.max(np.abs(y)), err_msg=err_msg)
+  assert all(np.all(np.isfinite(y)) for y in jax.tree.leaves(b)), err_msg
+  testing.compare_trajectories(a, b, rtol=tol, check=err_msg)
 
 
 # --------------------------------------------------------------------------------------------

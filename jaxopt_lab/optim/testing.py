@@ -73,6 +73,16 @@ def _leaves(tree: Params) -> list[tuple[str, np.ndarray]]:
   return [(jax.tree_util.keystr(path) or '<root>', np.asarray(x, np.float64)) for path, x in flat]
 
 
+def compare_trajectories(ours: Params, reference: Params, *, rtol: float, atol: float = 0.0,
+                         check: str = 'compare_trajectories') -> None:
+  """Raises at the first step (then leaf) where max|ours - ref| > atol + rtol * max|ref|.
+
+  For trajectories computed your own way (e.g. many cases vmapped in one program): each leaf
+  has a leading axis [steps]; step numbers in the message start at 1.
+  """
+  _compare(check, ours, reference, rtol, atol)
+
+
 def _compare(check: str, ours: Params, reference: Params, rtol: float, atol: float,
              first_step: int = 1, stepped: bool = True) -> None:
   """Raises at the first step (then leaf) where |ours - ref| > atol + rtol * max|ref|."""
