@@ -277,9 +277,9 @@ def test_build_under_vmap_equals_separate_builds_with_floats(name):
     # Not bit for bit: Python floats are compile-time constants that XLA folds (1 - b1 computed
     # once, a division by a constant made a multiplication), and XLA on CPU fuses some
     # multiply-adds into FMAs in one program and not in the other. An ulp of difference from
-    # the first steps on grows to about 2e-7 of the scale after 60 steps. (Batched against
-    # single runs with the same float32 arrays: test_optim_properties.)
-    _assert_close(point, floats[i][name], 1e-6, f'{name} point {i}')
+    # the first steps on grows to about 1.5e-6 of a step's largest magnitude after 60 steps.
+    # (Batched against single runs with the same float32 arrays: test_optim_properties.)
+    _assert_close(point, floats[i][name], 3e-6, f'{name} point {i}')
   assert not np.allclose(jax.tree.leaves(floats[0][name])[0],
                          jax.tree.leaves(floats[1][name])[0])
 
