@@ -230,12 +230,12 @@ def declare(builder: Callable[..., optax.GradientTransformation], *, name: str |
   accepted = inspect.signature(builder).parameters
   takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
   for item in out_values + out_flags:
-    if item.name not in accepted and not takes_any:
-      raise ValueError(f'optimizer {label!r}: declares {item.name!r}, which the builder does not '
-                       f'take; its arguments: {", ".join(accepted)}')
     if item.name in RESERVED:
       raise ValueError(f'optimizer {label!r}: {item.name!r} is reserved for the factory '
                        f'({", ".join(RESERVED)}); rename the argument')
+    if item.name not in accepted and not takes_any:
+      raise ValueError(f'optimizer {label!r}: declares {item.name!r}, which the builder does not '
+                       f'take; its arguments: {", ".join(accepted)}')
   return Optimizer(label, builder, tuple(out_values), tuple(out_flags),
                    inferred_schedule if schedule is None else schedule)
 
@@ -331,8 +331,9 @@ def resolve(spec: str, where: str = 'optimizer.name') -> Optimizer:
   elif callable(obj):
     optimizer = declare(obj, name=spec)
   else:
-    raise ValueError(f'{where}: {spec!r} is a {type(obj).__name__}, not a function returning '
-                     'an optax.GradientTransformation nor a registry.declare(...)')
+    raise ValueError(f'{where}: {spec!r} is not a function returning an '
+                     'optax.GradientTransformation nor a registry.declare(...) '
+                     f'(it is a {type(obj).__name__})')
   _LOADED[spec] = optimizer
   return optimizer
 
