@@ -56,8 +56,9 @@ def lion(learning_rate: optax.ScalarOrSchedule, b1: jax.typing.ArrayLike = 0.9,
                      optim.scale_by_learning_rate(learning_rate))
 
 
-# The declaration adds ranges and sweep scales; without it the plain function works as well.
-lion_optimizer = optim.declare(lion, name="lion", values=[
+# The declaration adds ranges and sweep scales (without it the plain function works as well);
+# it stays callable as `lion(...)`.
+lion = optim.declare(lion, values=[
     optim.Value("learning_rate", 1e-4, low=0.0, scale="log"),
     optim.Value("b1", 0.9, low=0.0, high=1.0),
     optim.Value("b2", 0.99, low=0.0, high=1.0),

@@ -83,8 +83,9 @@ def schedule_free_adamw(learning_rate: optax.ScalarOrSchedule = 0.0025,
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-schedule_free_adamw_optimizer = optim.declare(
-    schedule_free_adamw, name="schedule_free_adamw", values=[
+# Ranges and sweep scales; still callable as `schedule_free_adamw(...)`.
+schedule_free_adamw = optim.declare(
+    schedule_free_adamw, values=[
         optim.Value("learning_rate", 0.0025, low=0.0, scale="log"),
         optim.Value("b1", 0.9, low=0.0, high=1.0, include_low=False),
         optim.Value("b2", 0.999, low=0.0, high=1.0),

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
+import ml_collections
 import numpy as np
 import optax
 import pytest
+from small_configs import classic_sweep_config
 
 from jaxopt_lab import defaults
 from jaxopt_lab.optim import factory, registry, testing
+from jaxopt_lab.sweep import driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL = 100
@@ -160,6 +166,36 @@ def test_failing_plugins_give_one_line(tmp_path, plugin):
   cfg = _cfg(f'{plugin}:not_an_optimizer')
   with pytest.raises(ValueError, match=r"returned float, not an optax\.GradientTransformation$"):
     factory.build(cfg, factory.hparams_from_config(cfg), TOTAL)
-  lion = os.path.join(ROOT, 'examples', 'lion.py') + ':lion_optimizer'
+  lion = os.path.join(ROOT, 'examples', 'lion.py') + ':lion'
   with pytest.raises(ValueError, match=r'^optimizer\.b1 must be in \[0, 1\], got 1\.5$'):
     factory.hparams_from_config(_cfg(lion, b1=1.5))
+
+
+def test_a_sweep_vmaps_over_a_plugin_s_own_value(tmp_path):
+  config = classic_sweep_config(optimizers=(), learning_rates=(0.01, 0.1), replicates=1,
+                                steps=20)
+  config.optimizer.name = os.path.join(ROOT, 'examples', 'sign_momentum.py') + ':sign_momentum'
+  config.sweep.factors = ml_collections.ConfigDict({
+      'beta': {'values': [0.5, 0.9]}, 'learning_rate': {'values': [0.01, 0.1]}})
+  rows = driver.run_sweep(config, str(tmp_path))
+  assert [(r['hp_beta'], r['hp_learning_rate']) for r in rows] == [
+      (0.5, 0.01), (0.5, 0.1), (0.9, 0.01), (0.9, 0.1)]
+  assert {r['status'] for r in rows} == {'ok'}
+  with open(tmp_path / 'run.json') as f:
+    assert len(json.load(f)['groups']) == 1  # one compilation for the four points
+
+
+@pytest.mark.parametrize('script,flag,message', [
+    ('train.py', '--config.optimizer.name=nope',
+     "error: optimizer.name: unknown optimizer 'nope'; registered: sgd, adam, adamw, rmsprop; "),
+    ('sweep.py', '--config.optimizer.name=missing.py:fn',
+     "error: optimizer.name: no such file 'missing.py'"),
+])
+def test_scripts_print_one_line(tmp_path, script, flag, message):
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'scripts', script),
+       '--config=experiments/sweep_classic_lr.py', flag, f'--workdir={tmp_path}'],
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr

@@ -158,6 +158,10 @@ class Optimizer:
   def value_names(self) -> tuple[str, ...]:
     return tuple(v.name for v in self.values)
 
+  def __call__(self, *args: Any, **kwargs: Any) -> optax.GradientTransformation:
+    """Calls the builder: a declaration is still the optimizer's factory function."""
+    return self.builder(*args, **kwargs)
+
   def build(self, learning_rate: Any, values: Mapping[str, Any],
             flags: Mapping[str, Any]) -> optax.GradientTransformation:
     """Calls the builder; raises a one-line ValueError if it returns no GradientTransformation."""
