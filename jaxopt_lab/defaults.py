@@ -105,8 +105,7 @@ def optimizer_config() -> ml_collections.ConfigDict:
   c.schedule = 'constant'  # One of 'constant', 'cosine', 'wsd' (all after warmup).
   c.decay_fraction = 0.2  # 'wsd': fraction of the total steps spent in the final linear decay.
   c.end_factor = 0.0  # 'cosine', 'wsd': final learning rate as a fraction of the peak.
-  # adamw: which parameters weight decay shrinks: 'all' (Optax's default) or 'matrices'.
-  c.decay_mask = 'all'
+  c.decay_mask = 'all'  # adamw: decay 'all' leaves (Optax's) or 2+-dim 'matrices' only.
   # Values: may differ between the points of one compiled sweep.
   c.learning_rate = 1e-3  # Peak learning rate (after warmup), >= 0.
   c.b1 = 0.9  # adam, adamw: first-moment decay, in [0, 1).
