@@ -23,7 +23,7 @@ def base_config(task: str, **model_overrides) -> ml_collections.ConfigDict:
   plugin optimizer's own hyperparameters; the factory checks the ones the optimizer reads.
   """
   config = ml_collections.ConfigDict()
-  config.task = task  # one of defaults.TASKS (tasks.TASKS)
+  config.task = task  # a registered task (tasks.registered()) or 'path/my_task.py:get_task'
   config.seed = 0  # point seed: parameter init, data order and stochastic layers derive from it
   config.model = defaults.default_model_config(task)  # the model's shape and compute dtype
   config.model.update(model_overrides)
@@ -33,6 +33,9 @@ def base_config(task: str, **model_overrides) -> ml_collections.ConfigDict:
   config.sweep = defaults.sweep_config()  # the design of a sweep and how it runs
   config.lock()
   config.optimizer.unlock()  # a plugin's own hyperparameters may be added
+  if ":" in task:  # a plugin task's model and data fields are its own
+    config.model.unlock()
+    config.data.unlock()
   return config
 
 

@@ -15,6 +15,11 @@ LM_SIZES = ('tiny', 'small')
 SCHEDULES = ('constant', 'cosine', 'wsd')
 
 
+def _is_plugin(task: str) -> bool:
+  """A task named 'path/to/my_task.py:get_task' or 'package.module:get_task'."""
+  return isinstance(task, str) and ':' in task
+
+
 def lm_size_config(size: str) -> ml_collections.ConfigDict:
   """Model and data configs of an LM size: ``ConfigDict(model=..., data=...)``.
 
@@ -52,9 +57,12 @@ def lm_size_config(size: str) -> ml_collections.ConfigDict:
 
 
 def default_model_config(task: str) -> ml_collections.ConfigDict:
-  """The default ``config.model`` of ``task``."""
+  """The default ``config.model`` of ``task`` (empty for a plugin task: it reads its own)."""
+  if _is_plugin(task):
+    return ml_collections.ConfigDict()
   if task not in TASKS:
-    raise ValueError(f"task: unknown task {task!r}; valid choices: {', '.join(TASKS)}")
+    raise ValueError(f"task: unknown task {task!r}; registered: {', '.join(TASKS)}; or a plugin: "
+                     "'path/to/file.py:name' or 'package.module:name'")
   if task == 'lm':
     return lm_size_config('tiny').model
   model = ml_collections.ConfigDict()
@@ -66,9 +74,14 @@ def default_model_config(task: str) -> ml_collections.ConfigDict:
 
 
 def default_data_config(task: str) -> ml_collections.ConfigDict:
-  """The default ``config.data`` of ``task``."""
+  """The default ``config.data`` of ``task`` (only ``batch_size`` for a plugin task)."""
+  if _is_plugin(task):
+    return ml_collections.ConfigDict(dict(
+        batch_size=32,  # Examples per step; a plugin task's other fields are its own.
+    ))
   if task not in TASKS:
-    raise ValueError(f"task: unknown task {task!r}; valid choices: {', '.join(TASKS)}")
+    raise ValueError(f"task: unknown task {task!r}; registered: {', '.join(TASKS)}; or a plugin: "
+                     "'path/to/file.py:name' or 'package.module:name'")
   if task == 'lm':
     return lm_size_config('tiny').data
   data = ml_collections.ConfigDict()

@@ -16,6 +16,12 @@ lm              decoder-only transformer     bytes of text files     next-byte c
 task are ``default_model_config(task)`` and ``default_data_config(task)``. Loading is cached, so
 ``build`` is cheap to call again. Losses and metrics are computed in float32 whatever the model's
 compute dtype.
+
+The built-ins are registered with ``register(name, builder)``, the call a user makes too; a
+config may also name a builder in a user's file, ``config.task = 'path/to/my_task.py:get_task'``
+(or ``'package.module:get_task'``), loaded when first named: ``get_task(config.model,
+config.data)`` returns a ``Task`` (``classifier_task`` builds one from a model and splits; see
+examples/wine_task.py).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxopt_lab import models
+from jaxopt_lab import models, plugins
 from jaxopt_lab.data import batching, synthetic, tabular, text
 from jaxopt_lab.data.splits import Splits
 from jaxopt_lab.defaults import (  # noqa: F401  (the task defaults, public here too)
@@ -85,8 +91,46 @@ class Task:
   param_count: int
 
 
-def _unknown_task(task: Any) -> ValueError:
-  return ValueError(f"task: unknown task {task!r}; valid choices: {', '.join(TASKS)}")
+TaskBuilder = Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict], Task]
+_REGISTRY: dict[str, TaskBuilder] = {}
+
+
+def register(name: str, builder: TaskBuilder) -> TaskBuilder:
+  """Makes `builder(config.model, config.data) -> Task` the task `config.task = name`.
+
+  Raises:
+    ValueError: if another builder is registered under `name`, or `name` has ':'.
+  """
+  if ':' in name:
+    raise ValueError(f"task name {name!r}: ':' is kept for plugin specs")
+  if _REGISTRY.get(name, builder) is not builder:
+    raise ValueError(f'task {name!r} is already registered')
+  _REGISTRY[name] = builder
+  return builder
+
+
+def registered() -> tuple[str, ...]:
+  """Registered task names, the built-ins first."""
+  return tuple(_REGISTRY)
+
+
+def resolve(name: Any) -> TaskBuilder:
+  """The builder of `config.task`: a registered name or a plugin 'path/file.py:get_task' /
+  'package.module:get_task' (loaded when first named).
+
+  Raises:
+    ValueError: one line: an unknown name (listing the registered ones), or a plugin that fails
+      to load or is not a function.
+  """
+  if isinstance(name, str) and name in _REGISTRY:
+    return _REGISTRY[name]
+  if not plugins.is_spec(name):
+    raise ValueError(f"task: unknown task {name!r}; registered: {', '.join(_REGISTRY)}; or a "
+                     f"plugin: {plugins.FORMS}")
+  builder = plugins.load(name, 'task')
+  if not callable(builder):
+    raise ValueError(f'task: {name!r} is not a function (model_cfg, data_cfg) -> tasks.Task')
+  return builder
 
 
 def _check_fields(group: str, config: ml_collections.ConfigDict, allowed: set[str]) -> dict:
@@ -111,7 +155,7 @@ def _loss_dtype(logits: jax.Array) -> Any:
   return jnp.promote_types(logits.dtype, jnp.float32)
 
 
-def _binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+def binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean BCE ``-[y log s(z) + (1 - y) log s(-z)]`` and accuracy of ``z > 0``."""
   z = logits.astype(_loss_dtype(logits))
   y = labels.astype(z.dtype)
@@ -120,7 +164,7 @@ def _binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.A
   return loss.mean(), accuracy.mean()
 
 
-def _softmax_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+def softmax_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean cross-entropy ``logsumexp(z) - z[y]`` and accuracy of ``argmax z``."""
   z = logits.astype(_loss_dtype(logits))
   y = labels.astype(jnp.int32)
@@ -153,13 +197,18 @@ def _whole_split(split: dict[str, np.ndarray]) -> Batch:
   return {k: a[None] for k, a in split.items()}
 
 
-def _classifier_task(
+def classifier_task(
     name: str,
     model: models.PureModel,
     splits: Splits,
     batch_size: int,
     loss: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
 ) -> Task:
+  """A classification task: `model` on `splits` ({'inputs', 'labels'}), minibatches of
+  `batch_size` reshuffled every epoch, `loss` (`binary_loss` or `softmax_loss`) and accuracy.
+
+  The building block of the built-in classifiers and of a user's task file (examples/).
+  """
   num_train = splits.size('train')
   batching.check_batch_size(batch_size, num_train)
 
@@ -203,7 +252,7 @@ def _build_classic(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collection
       d['seed'],
   )
   model = _logistic_model(d['features'], m['dtype'])
-  return _classifier_task('classic', model, splits, d['batch_size'], _binary_loss)
+  return classifier_task('classic', model, splits, d['batch_size'], binary_loss)
 
 
 def _build_tabular(
@@ -217,7 +266,7 @@ def _build_tabular(
   if name == 'breast_cancer':
     m = _check_fields('model', model_cfg, {'dtype'})
     model = _logistic_model(features, m['dtype'])
-    return _classifier_task(name, model, splits, d['batch_size'], _binary_loss)
+    return classifier_task(name, model, splits, d['batch_size'], binary_loss)
   m = _check_fields('model', model_cfg, {'hidden', 'activation', 'dtype'})
   models.mlp.activation_fn(m['activation'])
   models.compute_dtype(m['dtype'])
@@ -225,7 +274,7 @@ def _build_tabular(
   model = models.pure(
       lambda rngs: models.MLP(widths, m['activation'], dtype=m['dtype'], rngs=rngs)
   )
-  return _classifier_task(name, model, splits, d['batch_size'], _softmax_loss)
+  return classifier_task(name, model, splits, d['batch_size'], softmax_loss)
 
 
 def _evenly_spaced(windows: np.ndarray, count: int, batch_size: int, split: str) -> Batch:
@@ -306,11 +355,13 @@ def build(config: ml_collections.ConfigDict) -> Task:
 
   Unknown names, fields or values raise a ValueError naming the field (and the valid choices).
   """
-  name = config.task
-  if name not in TASKS:
-    raise _unknown_task(name)
-  if name == 'classic':
-    return _build_classic(config.model, config.data)
-  if name == 'lm':
-    return _build_lm(config.model, config.data)
-  return _build_tabular(name, config.model, config.data)
+  task = resolve(config.task)(config.model, config.data)
+  if not isinstance(task, Task):
+    raise ValueError(f'task: {config.task!r} returned {type(task).__name__}, not a tasks.Task')
+  return task
+
+
+register('classic', _build_classic)
+register('breast_cancer', functools.partial(_build_tabular, 'breast_cancer'))
+register('digits', functools.partial(_build_tabular, 'digits'))
+register('lm', _build_lm)

@@ -31,19 +31,15 @@ Example (a user's file):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import math
-import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import optax
 
+from jaxopt_lab import plugins
 from jaxopt_lab.optim import _checks, alias
 
 SCALES = ('log', 'linear')
@@ -274,31 +270,6 @@ def known() -> tuple[Optimizer, ...]:
                                            if o not in _REGISTRY.values())
 
 
-def _load_file(path: str, where: str) -> Any:
-  full = os.path.abspath(path)
-  if not os.path.isfile(full):
-    raise ValueError(f'{where}: no such file {path!r} (relative paths start at the current '
-                     f'directory {os.getcwd()!r})')
-  module_name = 'jaxopt_lab_plugin_' + hashlib.sha1(full.encode()).hexdigest()[:12]
-  if module_name in sys.modules:
-    return sys.modules[module_name]
-  spec = importlib.util.spec_from_file_location(module_name, full)
-  module = importlib.util.module_from_spec(spec)
-  try:
-    spec.loader.exec_module(module)
-  except Exception as e:  # A user's file: any failure is reported as one line.
-    raise ValueError(f'{where}: {path} failed to import: {type(e).__name__}: {e}') from e
-  sys.modules[module_name] = module
-  return module
-
-
-def _load_module(name: str, where: str) -> Any:
-  try:
-    return importlib.import_module(name)
-  except Exception as e:  # A user's module: any failure is reported as one line.
-    raise ValueError(f'{where}: module {name!r} failed to import: {type(e).__name__}: {e}') from e
-
-
 def resolve(spec: str, where: str = 'optimizer.name') -> Optimizer:
   """The declaration a config names: a registered name or a plugin spec (see module doc).
 
@@ -317,19 +288,10 @@ def resolve(spec: str, where: str = 'optimizer.name') -> Optimizer:
     return _REGISTRY[spec]
   if spec in _LOADED:
     return _LOADED[spec]
-  source, sep, attr = spec.rpartition(':')
-  if not sep or not source or not attr:
+  if not plugins.is_spec(spec):
     raise ValueError(f'{where}: unknown optimizer {spec!r}; registered: '
                      f'{", ".join(_REGISTRY)}; or a plugin: {PLUGIN_FORMS}')
-  if source.endswith('.py'):
-    obj, origin = _load_file(source, where), source
-  else:
-    obj, origin = _load_module(source, where), f'module {source!r}'
-  for part in attr.split('.'):
-    if not hasattr(obj, part):
-      names = sorted(n for n in dir(obj) if not n.startswith('_'))[:20]
-      raise ValueError(f'{where}: {origin} has no {attr!r}; it defines: {", ".join(names)}')
-    obj = getattr(obj, part)
+  obj = plugins.load(spec, where)
   if isinstance(obj, Optimizer):
     optimizer = dataclasses.replace(obj, name=spec)
   elif callable(obj):
