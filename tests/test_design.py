@@ -544,4 +544,10 @@ def test_factors_come_from_the_optimizer_declarations(tmp_path):
                                          "optimizer.signed": True}
   path = tmp_path / "design.csv"
   write_design_csv(path, points, make_sweep(factors))
+  # Without a 'scale', a range takes the declared one: the learning rate's is 'log'.
+  ranged = make_design(make_sweep({"learning_rate": {"low": 1e-4, "high": 1.0, "num": 5},
+                                   "warmup": {"low": 0.0, "high": 0.2, "num": 3}}))
+  assert sorted({p.values["learning_rate"] for p in ranged}) == pytest.approx(
+      [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+  assert sorted({p.values["warmup"] for p in ranged}) == pytest.approx([0.0, 0.1, 0.2])
   assert read_design_csv(path, make_sweep(factors)) == points

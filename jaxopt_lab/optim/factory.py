@@ -52,6 +52,15 @@ def value_factors() -> tuple[str, ...]:
   return tuple(dict.fromkeys(names))
 
 
+def declared_scale(name: str) -> str:
+  """The sweep scale ('log' or 'linear') declared for value `name` by the first known optimizer
+  that has it ('linear' for warmup, clip_norm)."""
+  for value in (*(v for o in registry.known() for v in o.values), *COMMON_VALUES):
+    if value.name == name:
+      return value.scale
+  return 'linear'
+
+
 def flag_names() -> tuple[str, ...]:
   """Structural flags of every known optimizer, in order of declaration, then 'schedule'."""
   return tuple(dict.fromkeys([f.name for o in registry.known() for f in o.flags] + ['schedule']))

@@ -317,14 +317,16 @@ def _parse_factor(name: str, spec: Any, design: str) -> Factor:
         f"sweep.factors.{name}.values: structural factor {name!r} must be given by 'values' "
         "(a list of settings)."
     )
-  if "scale" not in fields:
+  ranged = "low" in fields and "high" in fields
+  if "scale" not in fields and not ranged:
     if design == "explicit" and vmap and not any(f in fields for f in ("low", "high", "num")):
       return Factor(name, vmap)  # Named only: an explicit design's points give its values.
     raise ValueError(
-        f"sweep.factors.{name}: give 'values' (a list) or 'scale' (one of {', '.join(SCALES)}) "
-        "with 'low', 'high' and 'num'."
+        f"sweep.factors.{name}: give 'values' (a list), or 'low', 'high' and 'num' (with "
+        f"'scale', one of {', '.join(SCALES)}, or the scale the optimizer declares)."
     )
-  scale = spec["scale"]
+  # Without a 'scale', the one the optimizers' declarations give (learning rate: log).
+  scale = spec["scale"] if "scale" in fields else factory.declared_scale(name)
   if scale not in SCALES:
     raise ValueError(
         f"sweep.factors.{name}.scale: unknown scale {scale!r}; choices: {', '.join(SCALES)}."
