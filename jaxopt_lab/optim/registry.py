@@ -179,9 +179,11 @@ def _infer(builder: Callable[..., Any], where: str) -> tuple[list[Value], list[F
     raise ValueError(f'{where}: the builder {getattr(builder, "__name__", builder)!r} must take '
                      "'learning_rate' as its first argument")
   lr = params[0]
-  # A learning rate annotated without Callable (Optax's typed aliases) takes no schedule.
+  # A learning rate annotated as a plain number or array (as some of Optax's typed aliases are)
+  # takes no schedule; unannotated, or ScalarOrSchedule / Callable, it does.
   annotation = str(lr.annotation)
-  schedule = lr.annotation is inspect.Parameter.empty or 'Callable' in annotation
+  schedule = lr.annotation is inspect.Parameter.empty or any(
+      word in annotation for word in ('Callable', 'Schedule'))
   lr_default = lr.default if isinstance(lr.default, float) else 1e-3
   values = [Value('learning_rate', lr_default, low=0.0, scale='log')]
   flags = []
@@ -216,8 +218,8 @@ def declare(builder: Callable[..., optax.GradientTransformation], *, name: str |
     The `Optimizer`; pass it to `register`, or leave it in a plugin file for a config to name.
 
   Raises:
-    ValueError: for a reserved name, a name both value and flag, or a builder without
-      `learning_rate`.
+    ValueError: for a reserved name, a name the builder does not take, or a builder without
+      `learning_rate` first.
   """
   label = name or getattr(builder, '__name__', repr(builder))
   inferred_values, inferred_flags, inferred_schedule = _infer(builder, f'optimizer {label!r}')
