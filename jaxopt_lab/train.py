@@ -268,6 +268,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate_train_config(config)
   task = tasks.build(config)
   hparams = factory.hparams_from_config(config.optimizer)
+  factory.check_traceable(config.optimizer, config.train.steps)  # values enter traced
   prepare_workdir(workdir, config)
   lock = files.WorkdirLock(workdir)
   try:

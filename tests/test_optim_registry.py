@@ -13,7 +13,7 @@ import optax
 import pytest
 from small_configs import classic_sweep_config
 
-from jaxopt_lab import defaults
+from jaxopt_lab import defaults, train
 from jaxopt_lab.optim import factory, registry, testing
 from jaxopt_lab.sweep import driver
 
@@ -113,12 +113,19 @@ def test_an_optax_alias_without_schedules_takes_the_peak_rate():
     factory.build(_cfg(cfg.name, schedule='cosine'), factory.hparams_from_config(cfg), TOTAL)
 
 
-def test_a_value_used_in_python_control_flow_is_named_at_set_up(plugin):
+def test_a_value_used_in_python_control_flow_is_named_at_set_up(plugin, tmp_path):
   with pytest.raises(ValueError) as e:
     factory.check_traceable(_cfg(f'{plugin}:branchy'), TOTAL)
   message = str(e.value)
   assert message.startswith("optimizer.beta: ") and 'declare it structural' in message
   assert '\n' not in message
+  # A sweep and a single run check it before compiling anything.
+  config = classic_sweep_config(optimizers=(f'{plugin}:branchy',), learning_rates=(0.1,))
+  with pytest.raises(ValueError, match=r'^optimizer\.beta: .*declare it structural'):
+    driver.run_sweep(config, str(tmp_path / 'sweep'))
+  config.optimizer.name = f'{plugin}:branchy'
+  with pytest.raises(ValueError, match=r'^optimizer\.beta: .*declare it structural'):
+    train.train(config, str(tmp_path / 'single'))
 
 
 def test_a_declaration_adds_ranges_and_sweep_scales(plugin):
