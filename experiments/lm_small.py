@@ -4,7 +4,7 @@ r"""The `small` byte-level transformer LM, worth a GPU (bf16 compute, float32 st
 """
 
 from jaxopt_lab.configs import base_config
-from jaxopt_lab.tasks import lm_size_config
+from jaxopt_lab.defaults import lm_size_config
 
 
 def get_config():

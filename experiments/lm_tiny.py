@@ -6,7 +6,7 @@ Width 128, 2 layers, 4 heads, context 128, batch 16; AdamW with linear warmup an
 """
 
 from jaxopt_lab.configs import base_config
-from jaxopt_lab.tasks import lm_size_config
+from jaxopt_lab.defaults import lm_size_config
 
 
 def get_config():

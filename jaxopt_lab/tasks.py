@@ -16,6 +16,12 @@ lm              decoder-only transformer     bytes of text files     next-byte c
 task are ``default_model_config(task)`` and ``default_data_config(task)``. Loading is cached, so
 ``build`` is cheap to call again. Losses and metrics are computed in float32 whatever the model's
 compute dtype.
+
+The built-ins are registered with ``register(name, builder)``, the call a user makes too; a
+config may also name a builder in a user's file, ``config.task = 'path/to/my_task.py:get_task'``
+(or ``'package.module:get_task'``), loaded when first named: ``get_task(config.model,
+config.data)`` returns a ``Task`` (``classifier_task`` builds one from a model and splits; see
+examples/wine_task.py).
 """
 
 from __future__ import annotations
@@ -31,15 +37,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxopt_lab import models
+from jaxopt_lab import models, plugins
 from jaxopt_lab.data import batching, synthetic, tabular, text
 from jaxopt_lab.data.splits import Splits
+from jaxopt_lab.defaults import (  # noqa: F401  (the task defaults, public here too)
+  LM_SIZES,
+  TASKS,
+  default_data_config,
+  default_model_config,
+  lm_size_config,
+)
 
 Batch = dict[str, np.ndarray | jax.Array]
 Params = Any  # pytree of float32 arrays
 
-TASKS = ('classic', 'breast_cancer', 'digits', 'lm')
-LM_SIZES = ('tiny', 'small')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,85 +91,46 @@ class Task:
   param_count: int
 
 
-def _unknown_task(task: Any) -> ValueError:
-  return ValueError(f"task: unknown task {task!r}; valid choices: {', '.join(TASKS)}")
+TaskBuilder = Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict], Task]
+_REGISTRY: dict[str, TaskBuilder] = {}
 
 
-# ----------------------------------------------------------------------------- configs
+def register(name: str, builder: TaskBuilder) -> TaskBuilder:
+  """Makes `builder(config.model, config.data) -> Task` the task `config.task = name`.
 
-
-def lm_size_config(size: str) -> ml_collections.ConfigDict:
-  """Model and data configs of an LM size: ``ConfigDict(model=..., data=...)``.
-
-  'tiny' (0.44M parameters) trains on a CPU in minutes; 'small' (25.6M parameters) is worth a
-  GPU. Both compute in float32; bfloat16 is opt-in (experiments/lm_small.py). On an H200, 'small'
-  ran a step in 27 ms in float32 (TF32 matmuls) and in 83 ms in bfloat16, 76 ms of which was the
-  embedding gradient's bf16 scatter-add, since moved to float32 (benchmarks/README.md).
+  Raises:
+    ValueError: if another builder is registered under `name`, or `name` has ':'.
   """
-  sizes = {
-      # width, depth, heads, context, batch_size, eval_batch_size, dtype
-      'tiny': (128, 2, 4, 128, 16, 64, 'float32'),
-      'small': (512, 8, 8, 512, 32, 32, 'float32'),
-  }
-  if size not in sizes:
-    raise ValueError(f"lm_size_config: unknown size {size!r}; valid choices: {', '.join(sizes)}")
-  width, depth, heads, context, batch_size, eval_batch_size, dtype = sizes[size]
-  model = ml_collections.ConfigDict()
-  model.vocab = 256  # Vocabulary: bytes.
-  model.width = width  # Residual stream width; a multiple of heads.
-  model.depth = depth  # Number of transformer blocks.
-  model.heads = heads  # Attention heads.
-  model.context = context  # Tokens per training window.
-  model.positions = 'learned'  # 'learned' (added table) or 'rope' (rotary).
-  model.norm = 'rmsnorm'  # 'rmsnorm' or 'layernorm' (pre-norm blocks and final norm).
-  model.dtype = dtype  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
-  model.attention = 'dense'  # 'dense' (einsums) or 'fused' (jax.nn.dot_product_attention).
-  data = ml_collections.ConfigDict()
-  data.batch_size = batch_size  # Windows per training step.
-  data.paths = ''  # Comma-separated text files/dirs/globs; '' = the Python stdlib's .py files.
-  data.byte_budget = text.DEFAULT_BYTE_BUDGET  # At most this many bytes of text are loaded.
-  data.valid_fraction = 0.1  # Share of the bytes (whole files) in the valid split.
-  data.test_fraction = 0.1  # Share of the bytes (whole files) in the test split.
-  data.eval_windows = 256  # Windows evaluated per held-out split (evenly spaced, fixed).
-  data.eval_batch_size = eval_batch_size  # Windows per evaluation batch.
-  return ml_collections.ConfigDict({'model': model, 'data': data})
+  if ':' in name:
+    raise ValueError(f"task name {name!r}: ':' is kept for plugin specs")
+  if _REGISTRY.get(name, builder) is not builder:
+    raise ValueError(f'task {name!r} is already registered')
+  _REGISTRY[name] = builder
+  return builder
 
 
-def default_model_config(task: str) -> ml_collections.ConfigDict:
-  """The default ``config.model`` of ``task``."""
-  if task not in TASKS:
-    raise _unknown_task(task)
-  if task == 'lm':
-    return lm_size_config('tiny').model
-  model = ml_collections.ConfigDict()
-  if task == 'digits':
-    model.hidden = (256, 256)  # Hidden widths of the MLP (input 64, output 10 from the data).
-    model.activation = 'relu'  # 'relu', 'gelu' or 'tanh'.
-  model.dtype = 'float32'  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
-  return model
+def registered() -> tuple[str, ...]:
+  """Registered task names, the built-ins first."""
+  return tuple(_REGISTRY)
 
 
-def default_data_config(task: str) -> ml_collections.ConfigDict:
-  """The default ``config.data`` of ``task``."""
-  if task not in TASKS:
-    raise _unknown_task(task)
-  if task == 'lm':
-    return lm_size_config('tiny').data
-  data = ml_collections.ConfigDict()
-  if task == 'classic':
-    data.batch_size = 100  # Examples per step (100 = full batch).
-    data.num_train = 100  # Training examples.
-    data.num_valid = 1000  # Validation examples (same planted rule).
-    data.num_test = 1000  # Test examples (same planted rule).
-    data.features = 10  # Input size.
-    data.flip_prob = 0.1  # Label noise; the Bayes accuracy is 1 - flip_prob.
-    data.seed = 0  # Dataset seed: the planted rule and the samples (not the batch order).
-  else:
-    data.batch_size = 32 if task == 'breast_cancer' else 128  # Examples per step.
-    data.valid_fraction = 0.2  # Share of the examples in the valid split.
-    data.test_fraction = 0.2  # Share of the examples in the test split.
-    data.split_seed = 0  # Seed of the fixed train/valid/test split.
-  return data
+def resolve(name: Any) -> TaskBuilder:
+  """The builder of `config.task`: a registered name or a plugin 'path/file.py:get_task' /
+  'package.module:get_task' (loaded when first named).
+
+  Raises:
+    ValueError: one line: an unknown name (listing the registered ones), or a plugin that fails
+      to load or is not a function.
+  """
+  if isinstance(name, str) and name in _REGISTRY:
+    return _REGISTRY[name]
+  if not plugins.is_spec(name):
+    raise ValueError(f"task: unknown task {name!r}; registered: {', '.join(_REGISTRY)}; or a "
+                     f"plugin: {plugins.FORMS}")
+  builder = plugins.load(name, 'task')
+  if not callable(builder):
+    raise ValueError(f'task: {name!r} is not a function (model_cfg, data_cfg) -> tasks.Task')
+  return builder
 
 
 def _check_fields(group: str, config: ml_collections.ConfigDict, allowed: set[str]) -> dict:
@@ -183,7 +155,7 @@ def _loss_dtype(logits: jax.Array) -> Any:
   return jnp.promote_types(logits.dtype, jnp.float32)
 
 
-def _binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+def binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean BCE ``-[y log s(z) + (1 - y) log s(-z)]`` and accuracy of ``z > 0``."""
   z = logits.astype(_loss_dtype(logits))
   y = labels.astype(z.dtype)
@@ -192,7 +164,7 @@ def _binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.A
   return loss.mean(), accuracy.mean()
 
 
-def _softmax_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+def softmax_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean cross-entropy ``logsumexp(z) - z[y]`` and accuracy of ``argmax z``."""
   z = logits.astype(_loss_dtype(logits))
   y = labels.astype(jnp.int32)
@@ -225,13 +197,18 @@ def _whole_split(split: dict[str, np.ndarray]) -> Batch:
   return {k: a[None] for k, a in split.items()}
 
 
-def _classifier_task(
+def classifier_task(
     name: str,
     model: models.PureModel,
     splits: Splits,
     batch_size: int,
     loss: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
 ) -> Task:
+  """A classification task: `model` on `splits` ({'inputs', 'labels'}), minibatches of
+  `batch_size` reshuffled every epoch, `loss` (`binary_loss` or `softmax_loss`) and accuracy.
+
+  The building block of the built-in classifiers and of a user's task file (examples/).
+  """
   num_train = splits.size('train')
   batching.check_batch_size(batch_size, num_train)
 
@@ -275,7 +252,7 @@ def _build_classic(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collection
       d['seed'],
   )
   model = _logistic_model(d['features'], m['dtype'])
-  return _classifier_task('classic', model, splits, d['batch_size'], _binary_loss)
+  return classifier_task('classic', model, splits, d['batch_size'], binary_loss)
 
 
 def _build_tabular(
@@ -289,7 +266,7 @@ def _build_tabular(
   if name == 'breast_cancer':
     m = _check_fields('model', model_cfg, {'dtype'})
     model = _logistic_model(features, m['dtype'])
-    return _classifier_task(name, model, splits, d['batch_size'], _binary_loss)
+    return classifier_task(name, model, splits, d['batch_size'], binary_loss)
   m = _check_fields('model', model_cfg, {'hidden', 'activation', 'dtype'})
   models.mlp.activation_fn(m['activation'])
   models.compute_dtype(m['dtype'])
@@ -297,7 +274,7 @@ def _build_tabular(
   model = models.pure(
       lambda rngs: models.MLP(widths, m['activation'], dtype=m['dtype'], rngs=rngs)
   )
-  return _classifier_task(name, model, splits, d['batch_size'], _softmax_loss)
+  return classifier_task(name, model, splits, d['batch_size'], softmax_loss)
 
 
 def _evenly_spaced(windows: np.ndarray, count: int, batch_size: int, split: str) -> Batch:
@@ -378,11 +355,13 @@ def build(config: ml_collections.ConfigDict) -> Task:
 
   Unknown names, fields or values raise a ValueError naming the field (and the valid choices).
   """
-  name = config.task
-  if name not in TASKS:
-    raise _unknown_task(name)
-  if name == 'classic':
-    return _build_classic(config.model, config.data)
-  if name == 'lm':
-    return _build_lm(config.model, config.data)
-  return _build_tabular(name, config.model, config.data)
+  task = resolve(config.task)(config.model, config.data)
+  if not isinstance(task, Task):
+    raise ValueError(f'task: {config.task!r} returned {type(task).__name__}, not a tasks.Task')
+  return task
+
+
+register('classic', _build_classic)
+register('breast_cancer', functools.partial(_build_tabular, 'breast_cancer'))
+register('digits', functools.partial(_build_tabular, 'digits'))
+register('lm', _build_lm)

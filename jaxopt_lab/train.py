@@ -58,19 +58,6 @@ class TrainingDiverged(RuntimeError):
   """Raised by the single-run loop when the training loss becomes non-finite."""
 
 
-def default_train_config() -> ml_collections.ConfigDict:
-  """The `config.train` group: how long to train and how often to log, evaluate and save."""
-  return ml_collections.ConfigDict(
-      dict(
-          steps=1000,  # total optimizer steps (also the horizon of the schedules)
-          steps_per_call=50,  # steps run by one compiled call (lax.scan); fewer -> more dispatch
-          log_every=50,  # steps between training-metric rows (mean over those steps)
-          eval_every=250,  # steps between held-out evaluations (and one at the end)
-          checkpoint_every=500,  # steps between checkpoints (a multiple of log_every)
-      )
-  )
-
-
 def point_keys(seed: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
   """Splits a point's seed into its parameter-init key and its stochastic-layer key.
 
@@ -281,6 +268,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate_train_config(config)
   task = tasks.build(config)
   hparams = factory.hparams_from_config(config.optimizer)
+  factory.check_traceable(config.optimizer, config.train.steps)  # values enter traced
   prepare_workdir(workdir, config)
   lock = files.WorkdirLock(workdir)
   try:

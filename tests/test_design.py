@@ -515,9 +515,39 @@ def test_missing_field_named():
     make_design(cfg)
 
 
-def test_value_factors_come_from_the_optimizer_factory():
-  from jaxopt_lab.optim import factory
+def test_factors_come_from_the_optimizer_declarations(tmp_path):
+  from jaxopt_lab.optim import factory, registry
 
-  assert space_lib.VALUE_FACTORS is factory.VALUE_FACTORS
-  assert not set(space_lib.STRUCTURAL_FACTORS) & set(factory.VALUE_FACTORS)
+  assert space_lib.VALUE_FACTORS == factory.value_factors()
+  for name in registry.registered():
+    declared = registry.resolve(name)
+    assert set(declared.value_names) <= set(space_lib.VALUE_FACTORS)
+    assert {f.name for f in declared.flags} <= set(space_lib.STRUCTURAL_FACTORS)
+  assert not set(space_lib.STRUCTURAL_FACTORS) & set(space_lib.VALUE_FACTORS)
   assert design_lib.Point is Point
+  # A plugin the sweep names brings its own value (kappa) and flag (signed) as factors.
+  plugin = tmp_path / "sub" / "my_opt.py"
+  plugin.parent.mkdir()
+  plugin.write_text(
+      "import optax\n"
+      "def sign_sgd(learning_rate, kappa=0.5, *, signed=True):\n"
+      "  return optax.chain(optax.scale_by_sign(), optax.scale_by_learning_rate(learning_rate))\n")
+  factors = {"optimizer": {"values": [f"{plugin}:sign_sgd"]}, "signed": {"values": [True]},
+             "kappa": {"values": [0.25, 0.5]}}
+  with pytest.raises(ValueError, match=r"sweep\.factors\.kappa: unknown factor"):
+    make_design(make_sweep({"kappa": {"values": [0.25]}}))
+  points = make_design(make_sweep(factors))
+  assert [p.values for p in points] == [{"kappa": 0.25}, {"kappa": 0.5}]
+  # The group name (a checkpoint directory) holds no '/'.
+  assert points[0].group == "optimizer=my_opt.py:sign_sgd,signed=True"
+  assert config_overrides(points[0]) == {"optimizer.name": f"{plugin}:sign_sgd",
+                                         "optimizer.signed": True}
+  path = tmp_path / "design.csv"
+  write_design_csv(path, points, make_sweep(factors))
+  # Without a 'scale', a range takes the declared one: the learning rate's is 'log'.
+  ranged = make_design(make_sweep({"learning_rate": {"low": 1e-4, "high": 1.0, "num": 5},
+                                   "warmup": {"low": 0.0, "high": 0.2, "num": 3}}))
+  assert sorted({p.values["learning_rate"] for p in ranged}) == pytest.approx(
+      [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+  assert sorted({p.values["warmup"] for p in ranged}) == pytest.approx([0.0, 0.1, 0.2])
+  assert read_design_csv(path, make_sweep(factors)) == points

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import glob
+import inspect
 import os
+import re
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import pytest
 
-from jaxopt_lab import configs, train
+from jaxopt_lab import configs, defaults, train
+from jaxopt_lab.data import text
 from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import design, driver
 
@@ -47,3 +52,30 @@ def test_config_is_valid(name):
     _check_optimizer(driver.point_config(config, point))
   largest = max(len(m) for m in design.groups(points).values())
   assert driver.default_cpu_devices(config, 4) == min(4, largest)
+
+
+@pytest.mark.parametrize("name", ["lm_tiny", "sweep_lm_lion_schedule_free"])
+def test_loading_a_config_imports_no_jax_flax_or_driver(name):
+  code = (
+      "import importlib.util, sys\n"
+      f"spec = importlib.util.spec_from_file_location('c', {os.path.join(EXPERIMENTS, name)!r}"
+      " + '.py')\n"
+      "module = importlib.util.module_from_spec(spec)\n"
+      "spec.loader.exec_module(module)\n"
+      "config = module.get_config()\n"
+      "heavy = [m for m in ('jax', 'flax', 'optax', 'jaxopt_lab.sweep.driver', 'jaxopt_lab.tasks')"
+      " if m in sys.modules]\n"
+      "print(config.optimizer.name, heavy)\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+  assert result.stdout.strip().endswith("[]"), result.stdout
+
+
+def test_every_default_field_has_a_comment():
+  source = inspect.getsource(defaults)
+  for line in source.splitlines():
+    code = line.split("#")[0].strip()
+    assigns_field = re.match(r"^(c|model|data)\.\w+ = |^\w+=.*,$", code)
+    if assigns_field and not code.startswith(("c = ", "model = ", "data = ")):
+      assert "#" in line, f"default without a comment: {line.strip()}"
+  assert defaults.default_data_config("lm").byte_budget == text.DEFAULT_BYTE_BUDGET

@@ -3,15 +3,13 @@ degenerate and extreme inputs, and errors that name the argument."""
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jaxopt_lab import optim
+from jaxopt_lab.optim import testing
 
 # The optimizers under test, each built from a dict of hyperparameters (numbers or arrays).
 BUILDERS = {
@@ -38,38 +36,9 @@ def _grads(params, t):
   return jax.tree.map(lambda x: (1.5 * (x - 0.3) + 0.1 * jnp.sin(t * x)).astype(x.dtype), params)
 
 
-def _trajectory(opt, params, steps):
-  def step(carry, t):
-    p, s = carry
-    u, s = opt.update(_grads(p, t.astype(jnp.float32)), s, p)
-    p = optax.apply_updates(p, u)
-    return (p, s), p
-
-  return jax.lax.scan(step, (params, opt.init(params)), jnp.arange(steps))[1]
-
-
-def _assert_close(a, b, err_msg='', tol=1e-7):
-  """Equal to `tol` times each leaf's largest magnitude (1e-7: about one float32 ulp).
-
-  Bit for bit is what we see today for most cases, but not a promise: XLA on CPU may fuse a
-  multiply-add into an FMA (one rounding instead of two) in one program and not in another,
-  depending on the shapes (a scalar leaf in a single run is a vector under vmap), and eager
-  execution never fuses.
-  """
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    assert x.shape == y.shape
-    assert np.all(np.isfinite(y)), f'{err_msg}: diverged; pick tamer values'
-    np.testing.assert_allclose(x, y, rtol=0, atol=tol * np.max(np.abs(y)), err_msg=err_msg)
-
-
-def _leaves_equal(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 # --------------------------------------------------------------------------------------------
-# vmap over hyperparameter values = separate runs; one compilation for all values.
+# With the test kit: vmap = separate runs, one compilation for all values, jit = eager, a zero
+# learning rate, dtypes and structure.
 
 GRID = {  # 4 points: each value factor takes two values across them.
     'learning_rate': [1e-3, 3e-2, 1e-2, 1e-1],
@@ -81,97 +50,33 @@ GRID = {  # 4 points: each value factor takes two values across them.
 }
 
 
-def _run_all(hp, steps=50):
-  return {name: _trajectory(build(hp), _params(), steps) for name, build in BUILDERS.items()}
-
-
-@functools.cache
-def _vmapped_and_separate():
-  grid = {k: jnp.asarray(v, jnp.float32) for k, v in GRID.items()}
-  batched = jax.jit(jax.vmap(_run_all))(grid)
-  single = jax.jit(_run_all)
-  separate = [single({k: v[i] for k, v in grid.items()}) for i in range(4)]
-  return batched, separate
+def _make(name):
+  return lambda **hp: BUILDERS[name](hp)
 
 
 @pytest.mark.parametrize('name', list(BUILDERS))
 def test_vmap_over_hyperparameters_equals_separate_runs(name):
-  batched, separate = _vmapped_and_separate()
-  # Bit for bit today. (Centered RMSprop is left out: it divides by sqrt(v - m^2), where v and
-  # m^2 nearly cancel, so an FMA-or-not rounding difference there, see `_assert_close`, is
-  # amplified to a few parts in 1e6 over 50 steps.)
-  for i, single in enumerate(separate):
-    point = jax.tree.map(lambda x, i=i: x[i], batched[name])
-    _assert_close(point, single[name], f'{name} point {i}')
-  # The points do differ, so the comparison is not vacuous.
-  assert not np.allclose(jax.tree.leaves(batched[name])[0][0],
-                         jax.tree.leaves(batched[name])[0][1])
+  # About one float32 ulp: XLA may fuse a multiply-add into an FMA in one program and not in
+  # the other. (Centered RMSprop is left out: it divides by sqrt(v - m^2), where v and m^2
+  # nearly cancel, so such a rounding difference grows to a few parts in 1e6 over 50 steps.)
+  testing.check_vmap_equals_separate_runs(_make(name), GRID, steps=50, rtol=1e-7)
 
 
-def test_new_hyperparameter_values_do_not_recompile():
-  traces = []
-
-  def run(hp):
-    traces.append(1)  # Runs only while tracing.
-    params = _params()
-    grads = _grads(params, 1.0)
-    out = {}
-    for name, build in BUILDERS.items():
-      opt = build(hp)
-      state = opt.init(params)
-      for _ in range(2):
-        updates, state = opt.update(grads, state, params)
-      out[name] = updates
-    return out
-
-  jitted = jax.jit(run)
-  first = jitted({k: jnp.float32(v[0]) for k, v in GRID.items()})
-  second = jitted({k: jnp.float32(v[1]) for k, v in GRID.items()})
-  assert len(traces) == 1 and jitted._cache_size() == 1
-  for name in BUILDERS:
-    assert not np.allclose(first[name]['w'], second[name]['w']), name
-
-
-# --------------------------------------------------------------------------------------------
-# jit = eager.
+@pytest.mark.parametrize('name', list(BUILDERS))
+def test_new_hyperparameter_values_do_not_recompile(name):
+  testing.check_no_recompile(_make(name), {k: v[0] for k, v in GRID.items()},
+                             {k: v[1] for k, v in GRID.items()})
 
 
 @pytest.mark.parametrize('name', list(BUILDERS))
 def test_jit_equals_eager(name):
-  opt = BUILDERS[name](HP)
-  params = _params()
-  state_e = state_j = opt.init(params)
-  params_e = params_j = params
-  update = jax.jit(opt.update)
-  for t in range(2):
-    u_e, state_e = opt.update(_grads(params_e, float(t)), state_e, params_e)
-    u_j, state_j = update(_grads(params_j, float(t)), state_j, params_j)
-    params_e = optax.apply_updates(params_e, u_e)
-    params_j = optax.apply_updates(params_j, u_j)
-  _assert_close(params_e, params_j)
+  testing.check_jit_equals_eager(BUILDERS[name](HP), steps=2, rtol=1e-7)
 
 
-# --------------------------------------------------------------------------------------------
-# Degenerate and extreme inputs.
-
-
-@functools.cache
-def _zero_lr_final_params():
-  """Final parameters after 10 steps with learning rate 0 (a Python 0.0 and a float32 0)."""
-
-  def run():
-    return {name: jax.tree.map(
-        lambda x: x[-1], _trajectory(build(dict(HP, learning_rate=lr)), _params(), 10))
-            for (name, build), lr in zip(BUILDERS.items(), [0.0, jnp.float32(0.0)] * 2,
-                                         strict=True)}
-
-  return jax.jit(run)()
-
-
+@pytest.mark.parametrize('lr', [0.0, np.float32(0.0)], ids=['python', 'float32'])
 @pytest.mark.parametrize('name', list(BUILDERS))
-def test_zero_learning_rate_leaves_parameters_unchanged(name):
-  """Learning rate 0 (a Python 0.0 for sgd and adamw, a float32 0 for adam and rmsprop)."""
-  _leaves_equal(_zero_lr_final_params()[name], _params())
+def test_zero_learning_rate_leaves_parameters_unchanged(name, lr):
+  testing.check_zero_learning_rate_is_identity(BUILDERS[name](dict(HP, learning_rate=lr)))
 
 
 @pytest.mark.parametrize('name', list(BUILDERS))
@@ -216,28 +121,19 @@ def test_extreme_gradients_give_finite_updates(name, scale):
 # Dtypes and tree structure.
 
 
-@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize('hp_kind', ['python', 'float32_array'])
-def test_dtypes_and_structure_are_preserved(dtype, hp_kind):
+@pytest.mark.parametrize('name', list(BUILDERS))
+def test_dtypes_and_structure_are_preserved(name, hp_kind):
   """Abstract evaluation (no compilation): dtypes, shapes and tree structure of every output."""
   hp = HP if hp_kind == 'python' else {k: jnp.float32(v) for k, v in HP.items()}
-  params = _params(dtype)
-  for name, build in BUILDERS.items():
-    opt = build(hp)
-    state0 = jax.eval_shape(opt.init, params)
-    updates, state = jax.eval_shape(opt.update, _grads(params, 1.0), state0, params)
-    assert jax.tree.structure(updates) == jax.tree.structure(params), name
-    assert jax.tree.structure(state) == jax.tree.structure(state0), name
-    for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True):
-      assert (u.dtype, u.shape) == (p.dtype, p.shape), name
-    for s, s0 in zip(jax.tree.leaves(state), jax.tree.leaves(state0), strict=True):
-      assert (s.dtype, s.shape) == (s0.dtype, s0.shape), name
+  opt = BUILDERS[name](hp)
+  testing.check_state_dtypes_stable(opt)
+  for dtype in (jnp.float32, jnp.bfloat16):  # beyond the kit: the state is in the params' dtype
+    state0 = jax.eval_shape(opt.init, _params(dtype))
     float_state = [s for s in jax.tree.leaves(state0) if jnp.issubdtype(s.dtype, jnp.floating)]
     assert all(s.dtype == dtype for s in float_state), name
     counts = [s for s in jax.tree.leaves(state0) if jnp.issubdtype(s.dtype, jnp.integer)]
     assert all(c.dtype == jnp.int32 and c.shape == () for c in counts), name
-    # The state can be the carry of a scan (whose types must not change).
-    jax.eval_shape(lambda opt=opt: _trajectory(opt, params, 2))
 
 
 def test_accumulator_dtypes():

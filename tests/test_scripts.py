@@ -71,9 +71,10 @@ def test_killed_train_script_resumes_to_the_uninterrupted_result(tmp_path):
      "config.optimizer has no field 'nme'; valid fields: b1, b2"),
     ("train.py", ["--config=experiments/nope.py"], "--config: no such config file"),
     ("train.py", ["--config=experiments/classic.py", "--config.task=mnist"],
-     "task: unknown task 'mnist'; valid choices: classic, breast_cancer, digits, lm"),
+     "task: unknown task 'mnist'; registered: classic, breast_cancer, digits, lm; or a plugin"),
     ("train.py", ["--config=experiments/classic.py", "--config.optimizer.name=lion"],
-     "optimizer.name: unknown optimizer 'lion'; valid choices: sgd, adam, adamw, rmsprop"),
+     "optimizer.name: unknown optimizer 'lion'; registered: sgd, adam, adamw, rmsprop; or a "
+     "plugin"),
     ("train.py", ["--config=experiments/classic.py", "--config.optimizer.learning_rate=-1"],
      "learning_rate"),
     ("train.py", ["--config=experiments/classic.py", "--config.data.batch_size=1000"],

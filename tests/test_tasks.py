@@ -62,7 +62,8 @@ def _train(task: tasks.Task, steps: int, lr: float, seed: int = 0):
 
 
 def test_unknown_task():
-  message = "task: unknown task 'mnist'; valid choices: classic, breast_cancer, digits, lm"
+  message = ("task: unknown task 'mnist'; registered: classic, breast_cancer, digits, lm; or a "
+             "plugin: 'path/to/file.py:name' or 'package.module:name'")
   for fn in (tasks.default_model_config, tasks.default_data_config):
     with pytest.raises(ValueError, match=message):
       fn('mnist')
@@ -161,12 +162,12 @@ def test_classic_loss_and_metrics_by_hand():
 def test_losses_match_optax_and_are_stable():
   z = jnp.array([-200.0, -3.0, 0.0, 2.5, 150.0])
   y = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0])
-  loss, acc = tasks._binary_loss(z, y)
+  loss, acc = tasks.binary_loss(z, y)
   np.testing.assert_allclose(loss, optax.sigmoid_binary_cross_entropy(z, y).mean(), rtol=1e-6)
   assert np.isfinite(loss) and np.isclose(acc, 0.4)
   logits = jax.random.normal(jax.random.key(0), (6, 10)) * 50
   labels = jnp.arange(6) % 10
-  loss, acc = tasks._softmax_loss(logits.astype(jnp.bfloat16), labels)
+  loss, acc = tasks.softmax_loss(logits.astype(jnp.bfloat16), labels)
   ref = optax.softmax_cross_entropy_with_integer_labels(
       logits.astype(jnp.bfloat16).astype(jnp.float32), labels).mean()
   np.testing.assert_allclose(loss, ref, rtol=1e-5)

@@ -1,16 +1,17 @@
 """Builds the optimizer of a config from a pytree of (possibly traced) hyperparameter values.
 
 The trainer and the sweep driver use this module, and only this one, to make optimizers. The
-config's `optimizer` group fixes the structure (optimizer family, Nesterov and centered switches,
-schedule shape); the numbers come separately as `hparams`, a mapping of 0-d arrays, so that a
-sweep can `jax.vmap` over them and compile one program for all its points:
+config's `optimizer` group fixes the structure (the optimizer, its flags, the schedule's shape);
+the numbers come separately as `hparams`, a mapping of 0-d arrays, so that a sweep can `jax.vmap`
+over them and compile one program for all its points:
 
   hparams = factory.hparams_from_config(config.optimizer)        # float32 0-d arrays
   tx = factory.build(config.optimizer, hparams, total_steps)     # hparams may be tracers
 
-The state structure of `build(...)` depends only on the config, never on a value: SGD and RMSprop
-always carry a momentum buffer (momentum 0.0 gives plain SGD exactly), and the learning rate is
-always a schedule.
+Which numbers are values and which settings are flags comes from the optimizer's declaration in
+`registry` (built-ins and plugins alike); the factory adds what every optimizer has: a learning
+rate schedule with warmup, and gradient clipping. The state structure of `build(...)` depends only
+on the config, never on a value.
 """
 
 from __future__ import annotations
@@ -19,126 +20,144 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 import optax
 
-from jaxopt_lab.optim import _checks, alias, clipping, schedules
+from jaxopt_lab.optim import _checks, clipping, registry, schedules
 
-OPTIMIZERS = ('sgd', 'adam', 'adamw', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'wsd')
-DECAY_MASKS = ('all', 'matrices')
-VALUE_FACTORS = (
-    'learning_rate', 'b1', 'b2', 'eps', 'momentum', 'decay', 'weight_decay', 'warmup', 'clip_norm')
-
-_SPECIFIC = {
-    'sgd': ('momentum',),
-    'adam': ('b1', 'b2', 'eps'),
-    'adamw': ('b1', 'b2', 'eps', 'weight_decay'),
-    'rmsprop': ('decay', 'eps', 'momentum'),
-}
-_ALWAYS = ('learning_rate', 'warmup', 'clip_norm')
-
-# Valid range of each value factor (see `_checks`). `warmup` is a fraction of the total steps;
-# `clip_norm` <= 0 or inf switches clipping off, so any number but NaN is valid.
-_KIND = {
-    'learning_rate': 'nonnegative',
-    'b1': 'unit_open',
-    'b2': 'unit_open',
-    'eps': 'nonnegative',
-    'momentum': 'unit_open',
-    'decay': 'unit_closed',
-    'weight_decay': 'nonnegative',
-    'warmup': 'unit_closed',
-    'clip_norm': 'any',
-}
+# Value hyperparameters of every optimizer, owned by the factory (not the builder): `warmup` is
+# a fraction of the total steps; `clip_norm` <= 0 or inf switches clipping off.
+COMMON_VALUES = (
+    registry.Value('warmup', 0.0, low=0.0, high=1.0),
+    registry.Value('clip_norm', 0.0),
+)
+_MISSING = object()
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The `optimizer` group of an experiment config, with defaults (Adam at 1e-3, no schedule)."""
-  c = ml_collections.ConfigDict()
-  # Structure: one compiled program per distinct combination of these.
-  c.name = 'adam'  # One of OPTIMIZERS: 'sgd', 'adam', 'adamw', 'rmsprop'.
-  c.nesterov = False  # Nesterov momentum (sgd, rmsprop; NAdam(W) for adam, adamw).
-  c.centered = False  # rmsprop only: divide by the standard deviation instead of the RMS.
-  c.schedule = 'constant'  # One of SCHEDULES: 'constant', 'cosine', 'wsd' (all after warmup).
-  c.decay_fraction = 0.2  # 'wsd': fraction of the total steps spent in the final linear decay.
-  c.end_factor = 0.0  # 'cosine', 'wsd': final learning rate as a fraction of the peak.
-  # adamw: which parameters weight decay shrinks, one of DECAY_MASKS: 'all' (Optax's default) or
-  # 'matrices' (leaves of 2+ dimensions: weights and embeddings, not biases or norm scales).
-  c.decay_mask = 'all'
-  # Values: may differ between the points of one compiled sweep.
-  c.learning_rate = 1e-3  # Peak learning rate (after warmup), >= 0.
-  c.b1 = 0.9  # adam, adamw: first-moment decay, in [0, 1).
-  c.b2 = 0.999  # adam, adamw: second-moment decay, in [0, 1).
-  c.eps = 1e-8  # adam, adamw, rmsprop: denominator constant, >= 0.
-  c.momentum = 0.0  # sgd, rmsprop: momentum in [0, 1); 0 is plain SGD / RMSprop.
-  c.decay = 0.9  # rmsprop: decay of the squared-gradient average, in [0, 1].
-  c.weight_decay = 1e-4  # adamw: decoupled weight decay (multiplied by the learning rate), >= 0.
-  c.warmup = 0.0  # Linear warmup length as a fraction of the total steps, in [0, 1].
-  c.clip_norm = 0.0  # Clip gradients to this global norm; <= 0 (or inf) is off.
-  return c
+def __getattr__(name: str) -> Any:
+  # Live views of the registry: a plugin loaded later adds its names.
+  if name == 'OPTIMIZERS':
+    return registry.registered()
+  if name == 'VALUE_FACTORS':
+    return value_factors()
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
-def _name(opt_cfg: Any) -> str:
-  name = _field(opt_cfg, 'name')
-  if name not in OPTIMIZERS:
-    raise ValueError(
-        f'optimizer.name: unknown optimizer {name!r}; valid choices: {", ".join(OPTIMIZERS)}')
-  return name
+def value_factors() -> tuple[str, ...]:
+  """Value hyperparameters of every known optimizer (built-ins, plugins loaded so far), in order
+  of declaration, then the factory's (`warmup`, `clip_norm`)."""
+  names = [v.name for o in registry.known() for v in o.values]
+  names += [v.name for v in COMMON_VALUES]
+  return tuple(dict.fromkeys(names))
 
 
-def _field(opt_cfg: Any, field: str) -> Any:
-  try:
-    return getattr(opt_cfg, field)
-  except AttributeError as e:
-    raise ValueError(f'optimizer.{field} is missing from the config') from e
+def declared_scale(name: str) -> str:
+  """The sweep scale ('log' or 'linear') declared for value `name` by the first known optimizer
+  that has it ('linear' for warmup, clip_norm)."""
+  for value in (*(v for o in registry.known() for v in o.values), *COMMON_VALUES):
+    if value.name == name:
+      return value.scale
+  return 'linear'
+
+
+def flag_names() -> tuple[str, ...]:
+  """Structural flags of every known optimizer, in order of declaration, then 'schedule'."""
+  return tuple(dict.fromkeys([f.name for o in registry.known() for f in o.flags] + ['schedule']))
+
+
+def resolve(name: Any) -> registry.Optimizer:
+  """The declaration of `optimizer.name` (loads a plugin the first time it is named)."""
+  return registry.resolve(name, 'optimizer.name')
+
+
+def _field(opt_cfg: Any, field: str, default: Any = _MISSING) -> Any:
+  value = getattr(opt_cfg, field, default)
+  if value is _MISSING:
+    raise ValueError(f'optimizer.{field} is missing from the config')
+  return value
+
+
+def _values(optimizer: registry.Optimizer) -> tuple[registry.Value, ...]:
+  return optimizer.values + COMMON_VALUES
 
 
 def hparam_names(name: str) -> tuple[str, ...]:
-  """The value factors that optimizer `name` uses, in the order of `VALUE_FACTORS`.
+  """The value hyperparameters of optimizer `name`: its declared values, then warmup, clip_norm.
 
   Args:
-    name: one of `OPTIMIZERS`.
-
-  Returns:
-    learning_rate, warmup and clip_norm, plus momentum (sgd); b1, b2, eps (adam); b1, b2, eps,
-    weight_decay (adamw); decay, eps, momentum (rmsprop).
+    name: a registered name or a plugin spec (see `registry.resolve`).
 
   Raises:
-    ValueError: for an unknown name.
+    ValueError: for an unknown name or a plugin that fails to load.
   """
-  if name not in OPTIMIZERS:
-    raise ValueError(
-        f'optimizer.name: unknown optimizer {name!r}; valid choices: {", ".join(OPTIMIZERS)}')
-  used = set(_ALWAYS) | set(_SPECIFIC[name])
-  return tuple(f for f in VALUE_FACTORS if f in used)
+  return tuple(v.name for v in _values(registry.resolve(name, 'optimizer.name')))
 
 
 def hparams_from_config(opt_cfg: Any) -> dict[str, np.ndarray]:
-  """Reads the value factors of `opt_cfg.name` from the config, as float32 0-d NumPy arrays.
+  """Reads the value hyperparameters of `opt_cfg.name` as float32 0-d NumPy arrays.
+
+  A hyperparameter without a field of its name in the config takes its declared default.
 
   Args:
-    opt_cfg: the optimizer config (see `default_config`).
+    opt_cfg: the optimizer config (see `defaults.optimizer_config`).
 
   Returns:
     `{name: np.ndarray(shape=(), dtype=float32)}` for each of `hparam_names(opt_cfg.name)`.
 
   Raises:
-    ValueError: naming `optimizer.<field>` for an unknown optimizer, a missing field, a value
-      that is not a single number, or one out of its range.
+    ValueError: naming `optimizer.<field>` for an unknown optimizer, a value that is not a
+      single number, or one out of its declared range (named with the range).
   """
+  optimizer = resolve(_field(opt_cfg, 'name'))
+  _check_field_names(opt_cfg, optimizer)
   out = {}
-  for field in hparam_names(_name(opt_cfg)):
-    label = f'optimizer.{field}'
-    value = _field(opt_cfg, field)
-    if isinstance(value, bool) or _checks.concrete_values(value, label) is None:
+  for spec in _values(optimizer):
+    label = f'optimizer.{spec.name}'
+    value = _field(opt_cfg, spec.name, spec.default)
+    if isinstance(value, bool) or value is None or _checks.concrete_values(value, label) is None:
       raise ValueError(f'{label} must be a number, got {value!r}')
     array = np.asarray(value, dtype=np.float32)
     if array.shape:
       raise ValueError(f'{label} must be a single number, got shape {array.shape}')
-    _checks.check(value, label, _KIND[field])
-    out[field] = array
+    spec.check(value, label)
+    out[spec.name] = array
+  return out
+
+
+STRUCTURE = ('name', 'schedule', 'decay_fraction', 'end_factor')
+
+
+def _check_field_names(opt_cfg: Any, optimizer: registry.Optimizer) -> None:
+  """A field that no known optimizer reads is a typo (the `optimizer` group is not locked)."""
+  if not hasattr(opt_cfg, 'keys'):
+    return
+  known = set(STRUCTURE) | set(value_factors()) | set(flag_names())
+  known |= set(optimizer.value_names) | {f.name for f in optimizer.flags}
+  unknown = sorted(set(opt_cfg.keys()) - known)
+  if unknown:
+    raise ValueError(f'optimizer.{unknown[0]}: no known optimizer has this field; '
+                     f'{optimizer.name!r} reads: {", ".join(hparam_names(optimizer.name))}, '
+                     f'{", ".join([*STRUCTURE, *(f.name for f in optimizer.flags)])}')
+
+
+def _flags(opt_cfg: Any, optimizer: registry.Optimizer) -> dict[str, Any]:
+  """The optimizer's flags from the config (declared defaults where absent), checked.
+
+  A field that is a flag with choices of any known optimizer is checked too, so a setting that
+  no optimizer of the sweep could accept (`decay_mask='bias'`) fails for every optimizer.
+  """
+  own = {f.name for f in optimizer.flags}
+  for other in registry.known():
+    for flag in other.flags:
+      value = _field(opt_cfg, flag.name, None)
+      if flag.name not in own and flag.choices is not None and value is not None:
+        flag.check(value, f'optimizer.{flag.name}')
+  out = {}
+  for flag in optimizer.flags:
+    value = _field(opt_cfg, flag.name, flag.default)
+    flag.check(value, f'optimizer.{flag.name}')
+    out[flag.name] = value
   return out
 
 
@@ -165,19 +184,6 @@ def _schedule(opt_cfg: Any, peak: jax.typing.ArrayLike, warmup_steps: jax.typing
       end_value=end_value)
 
 
-def _matrices(params: Any) -> Any:
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
-
-
-def _decay_mask(opt_cfg: Any) -> Any:
-  """`optimizer.decay_mask` as AdamW's `mask`: None (every leaf) or a function of the params."""
-  kind = _field(opt_cfg, 'decay_mask')
-  if kind not in DECAY_MASKS:
-    raise ValueError(f'optimizer.decay_mask: unknown mask {kind!r}; valid choices: '
-                     f'{", ".join(DECAY_MASKS)}')
-  return None if kind == 'all' else _matrices
-
-
 def build(
     opt_cfg: Any,
     hparams: Mapping[str, jax.typing.ArrayLike],
@@ -186,8 +192,8 @@ def build(
   """The config's optimizer: `chain(clip_by_global_norm, <optimizer>(learning_rate=<schedule>))`.
 
   Args:
-    opt_cfg: the optimizer config; supplies the structure (name, nesterov, centered, schedule,
-      decay_fraction, end_factor, decay_mask). Its numeric fields are not read here.
+    opt_cfg: the optimizer config; supplies the structure (name, the optimizer's flags,
+      schedule, decay_fraction, end_factor). Its numeric fields are not read here.
     hparams: the values of `hparam_names(opt_cfg.name)` (other keys are ignored): numbers,
       arrays or tracers. The peak learning rate is `hparams['learning_rate']`, the warmup lasts
       `hparams['warmup'] * total_steps` steps, and gradients are clipped to global norm
@@ -198,37 +204,75 @@ def build(
     An `optax.GradientTransformation` whose state structure depends only on `opt_cfg`.
 
   Raises:
-    ValueError: naming the field for an unknown optimizer or schedule, a missing hyperparameter,
-      a non-positive `total_steps`, or a concrete value out of range.
+    ValueError: naming the field for an unknown optimizer, flag or schedule, a missing
+      hyperparameter, a non-positive `total_steps`, a concrete value out of range, or a builder
+      that returns no GradientTransformation.
   """
-  name = _name(opt_cfg)
+  optimizer = resolve(_field(opt_cfg, 'name'))
   if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or (
       total_steps <= 0):
     raise ValueError(f'total_steps must be a positive integer, got {total_steps!r}')
   total_steps = int(total_steps)
-  needed = hparam_names(name)
-  missing = [k for k in needed if k not in hparams]
+  specs = _values(optimizer)
+  missing = [v.name for v in specs if v.name not in hparams]
   if missing:
     raise ValueError(
-        f'hparams: missing {", ".join(missing)} for optimizer {name!r}; it needs '
-        f'{", ".join(needed)}')
-  hp = {k: hparams[k] for k in needed}
-  for k, v in hp.items():
-    _checks.check(v, f'hparams[{k!r}]', _KIND[k])
-
+        f'hparams: missing {", ".join(missing)} for optimizer {optimizer.name!r}; it needs '
+        f'{", ".join(v.name for v in specs)}')
+  hp = {v.name: hparams[v.name] for v in specs}
+  for spec in specs:
+    spec.check(hp[spec.name], f'hparams[{spec.name!r}]')
+  flags = _flags(opt_cfg, optimizer)
   lr = _schedule(opt_cfg, hp['learning_rate'], hp['warmup'] * total_steps, total_steps)
-  mask = _decay_mask(opt_cfg)  # checked for every optimizer, used by adamw
-  nesterov = bool(_field(opt_cfg, 'nesterov'))
-  if name == 'sgd':
-    opt = alias.sgd(lr, momentum=hp['momentum'], nesterov=nesterov)
-  elif name == 'adam':
-    opt = alias.adam(lr, b1=hp['b1'], b2=hp['b2'], eps=hp['eps'], nesterov=nesterov)
-  elif name == 'adamw':
-    opt = alias.adamw(lr, b1=hp['b1'], b2=hp['b2'], eps=hp['eps'],
-                      weight_decay=hp['weight_decay'], mask=mask,
-                      nesterov=nesterov)
-  else:
-    opt = alias.rmsprop(lr, decay=hp['decay'], eps=hp['eps'],
-                        centered=bool(_field(opt_cfg, 'centered')), momentum=hp['momentum'],
-                        nesterov=nesterov)
+  if not optimizer.schedule:
+    warmup = _checks.concrete_values(hp['warmup'], 'warmup')
+    if _field(opt_cfg, 'schedule') != 'constant' or (warmup is not None and warmup.any()):
+      raise ValueError(f'optimizer.schedule: {optimizer.name!r} takes a number as its learning '
+                       "rate, not a schedule; use schedule='constant' and warmup=0")
+    lr = hp['learning_rate']
+  opt = optimizer.build(lr, {k: hp[k] for k in optimizer.value_names}, flags)
   return optax.chain(clipping.clip_by_global_norm(hp['clip_norm']), opt)
+
+
+def check_traceable(opt_cfg: Any, total_steps: int) -> None:
+  """Raises a one-line ValueError if a value hyperparameter cannot be traced.
+
+  A sweep passes every value hyperparameter as a traced array; one that the builder uses in
+  Python control flow (`if beta > 0.5:`) would fail deep inside the compiled step. This traces
+  one update abstractly (`jax.eval_shape`, nothing runs) with all values traced, and on failure
+  once per value, to name the culprit.
+
+  Raises:
+    ValueError: naming `optimizer.<value>` and saying to declare it a structural flag.
+  """
+  hp = hparams_from_config(opt_cfg)
+  params = {'w': jax.ShapeDtypeStruct((2, 3), np.float32), 'b': jax.ShapeDtypeStruct((3,),
+                                                                                   np.float32)}
+
+  def one_update(traced, fixed, p):
+    tx = build(opt_cfg, {**fixed, **traced}, total_steps)
+    return tx.update(p, tx.init(p), p)
+
+  def fails(names):
+    traced = {k: hp[k] for k in names}
+    fixed = {k: float(v) for k, v in hp.items() if k not in names}
+    try:
+      jax.eval_shape(lambda t, p: one_update(t, fixed, p), traced, params)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+            jax.errors.TracerIntegerConversionError) as e:
+      return e
+    return None
+
+  if fails(tuple(hp)) is None:
+    return
+  optimizer = resolve(_field(opt_cfg, 'name'))
+  for name in hp:
+    error = fails((name,))
+    if error is not None:
+      raise ValueError(
+          f'optimizer.{name}: {optimizer.name!r} uses value hyperparameter {name!r} in Python '
+          'control flow, so a sweep cannot vmap it; declare it structural '
+          f'(registry.Flag({name!r}, ...)) or compute with it as an array '
+          f'({type(error).__name__})')
+  raise ValueError(f'optimizer.name: {optimizer.name!r} cannot be traced with its values as '
+                   'arrays; declare the ones it branches on as structural (registry.Flag)')

@@ -59,26 +59,6 @@ class Population(NamedTuple):
   initial_loss: jax.Array
 
 
-def default_sweep_config() -> ml_collections.ConfigDict:
-  """The `config.sweep` group: the design (see `design.make_design`) and how to execute it."""
-  return ml_collections.ConfigDict(
-      dict(
-          design="grid",  # grid|random|sobol|lhs|factorial|fractional_factorial|explicit
-          num_points=16,  # value points drawn by random / sobol / lhs
-          replicates=1,  # every point repeated over this many seeds (seed + r)
-          seed=0,  # seed of replicate 0; also seeds random designs
-          generators="",  # fractional_factorial generators, e.g. 'a b c abc'
-          points=[],  # explicit designs: list of {factor: value}
-          metric="loss",  # tuning metric on the valid split (analysis)
-          factors=ml_collections.ConfigDict(),  # factor -> {values | scale, low, high, num}
-          slice_size=0,  # points per vmapped slice on a device; 0 = all at once, -1 = auto
-          data_parallel=1,  # devices that split each point's batch (the mesh's `data` axis)
-          diverge_factor=0.0,  # freeze a point when loss > factor * first loss (0 = only NaN/inf)
-          report=True,  # write the analysis report at the end
-      )
-  )
-
-
 def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict,
                     data_axis: str | None = None):
   """`train.train_step` of one point, wrapped so that a diverged point freezes."""
@@ -186,6 +166,7 @@ def build_groups(config: ml_collections.ConfigDict,
         opt[factor] = float(value)
       per_point.append(factory.hparams_from_config(opt))
     hparams = {k: np.stack([h[k] for h in per_point]).astype(np.float32) for k in names}
+    factory.check_traceable(cfg.optimizer, cfg.train.steps)  # before any compilation
     seeds = np.array([p.seed for p in members], np.int32)
     distinct = sorted(set(seeds.tolist()))
     replicate = np.array([distinct.index(s) for s in seeds], np.int32)
@@ -227,6 +208,7 @@ def default_cpu_devices(config: ml_collections.ConfigDict, cores: int | None) ->
   before JAX's backend starts (`jax_num_cpu_devices`).
   """
   dp = max(1, int(config.sweep.data_parallel))
+  factory.resolve(config.optimizer.name)  # a plugin's own values become factors of the design
   largest = max(len(m) for m in design.groups(design.make_design(config.sweep)).values())
   return dp * max(1, min((cores or 1) // dp, largest))
 
@@ -371,6 +353,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   Everything that can be checked is checked before the directory is written.
   """
   train.validate_train_config(config)
+  factory.resolve(config.optimizer.name)  # a plugin's own values become factors of the design
   points = design.make_design(config.sweep)
   groups = build_groups(config, points)
   mesh = make_mesh(int(config.sweep.data_parallel))

@@ -27,15 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from jaxopt_lab.optim.factory import VALUE_FACTORS
+from jaxopt_lab.optim import factory, registry
 
-# Structural factor -> the config path it sets for its group.
-STRUCTURAL_FACTORS: dict[str, str] = {
-    "optimizer": "optimizer.name",
-    "nesterov": "optimizer.nesterov",
-    "centered": "optimizer.centered",
-    "schedule": "optimizer.schedule",
-    "decay_mask": "optimizer.decay_mask",
+# Structural factors of the model and data -> the config path each sets for its group. Those of
+# the optimizer (its flags, as declared in the optimizer registry) set `optimizer.<name>`.
+_TASK_FACTORS: dict[str, str] = {
     "width": "model.width",
     "depth": "model.depth",
     "heads": "model.heads",
@@ -44,6 +40,24 @@ STRUCTURAL_FACTORS: dict[str, str] = {
     "batch_size": "data.batch_size",
     "hidden": "model.hidden",
 }
+
+
+def structural_factors() -> dict[str, str]:
+  """Structural factor -> config path: the optimizer, its flags (of every known optimizer, see
+  `factory.flag_names`) and the model / data factors."""
+  out = {"optimizer": "optimizer.name"}
+  out.update({name: f"optimizer.{name}" for name in factory.flag_names()})
+  out.update(_TASK_FACTORS)
+  return out
+
+
+def __getattr__(name: str) -> Any:
+  # Live views: a plugin optimizer loaded later adds its values and flags.
+  if name == "VALUE_FACTORS":
+    return factory.value_factors()
+  if name == "STRUCTURAL_FACTORS":
+    return structural_factors()
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 DESIGNS = ("grid", "random", "sobol", "lhs", "factorial", "fractional_factorial", "explicit")
 SCALES = ("log", "linear", "int")
@@ -56,7 +70,7 @@ _DRAWN_DESIGNS = ("random", "sobol", "lhs")
 
 def config_path(name: str) -> str:
   """The config path a grouping factor sets: `STRUCTURAL_FACTORS[name]` or `optimizer.<name>`."""
-  return STRUCTURAL_FACTORS.get(name, f"optimizer.{name}")
+  return structural_factors().get(name, f"optimizer.{name}")
 
 
 def format_value(value: Any) -> str:
@@ -64,8 +78,12 @@ def format_value(value: Any) -> str:
 
   Sequences (e.g. `hidden=[64, 32]`) are written `64x32`, so a group name holds no extra commas.
   """
-  if isinstance(value, bool | str):
+  if isinstance(value, bool):
     return str(value)
+  if isinstance(value, str):
+    # A plugin optimizer 'path/to/lion.py:lion' is named 'lion.py:lion': a group name is also a
+    # checkpoint directory, so it holds no '/'.
+    return value.rsplit("/", 1)[-1]
   if isinstance(value, int):
     return str(value)
   if isinstance(value, float):
@@ -101,7 +119,7 @@ class Factor:
 
   @property
   def structural(self) -> bool:
-    return self.name in STRUCTURAL_FACTORS
+    return self.name in structural_factors()
 
   @property
   def path(self) -> str:
@@ -250,11 +268,12 @@ def _check_values(name: str, values: Any, is_value_factor: bool) -> tuple[Any, .
 
 def _parse_factor(name: str, spec: Any, design: str) -> Factor:
   """Checks one entry of `sweep.factors` and returns it as a Factor."""
+  value_names, structural = factory.value_factors(), structural_factors()
   valid = (
-      f"value factors (vmapped): {', '.join(VALUE_FACTORS)}; "
-      f"structural factors: {', '.join(STRUCTURAL_FACTORS)}"
+      f"value factors (vmapped): {', '.join(value_names)}; "
+      f"structural factors: {', '.join(structural)}"
   )
-  if name not in VALUE_FACTORS and name not in STRUCTURAL_FACTORS:
+  if name not in value_names and name not in structural:
     hint = (
         " Seeds are not factors: set sweep.replicates (replicate r uses sweep.seed + r)."
         if name == "seed"
@@ -272,7 +291,7 @@ def _parse_factor(name: str, spec: Any, design: str) -> Factor:
       raise ValueError(
           f"sweep.factors.{name}.{field}: unknown field; valid fields: {', '.join(SPEC_FIELDS)}."
       )
-  structural = name in STRUCTURAL_FACTORS
+  structural = name in structural
   vmap = not structural
   if "vmap" in fields:
     vmap = spec["vmap"]
@@ -281,7 +300,7 @@ def _parse_factor(name: str, spec: Any, design: str) -> Factor:
     if structural and vmap:
       raise ValueError(
           f"sweep.factors.{name}.vmap: {name!r} is a structural factor: it changes the compiled "
-          f"program and cannot be vmapped. Vmappable factors: {', '.join(VALUE_FACTORS)}."
+          f"program and cannot be vmapped. Vmappable factors: {', '.join(value_names)}."
       )
   if "values" in fields and "scale" in fields:
     raise ValueError(
@@ -298,14 +317,16 @@ def _parse_factor(name: str, spec: Any, design: str) -> Factor:
         f"sweep.factors.{name}.values: structural factor {name!r} must be given by 'values' "
         "(a list of settings)."
     )
-  if "scale" not in fields:
+  ranged = "low" in fields and "high" in fields
+  if "scale" not in fields and not ranged:
     if design == "explicit" and vmap and not any(f in fields for f in ("low", "high", "num")):
       return Factor(name, vmap)  # Named only: an explicit design's points give its values.
     raise ValueError(
-        f"sweep.factors.{name}: give 'values' (a list) or 'scale' (one of {', '.join(SCALES)}) "
-        "with 'low', 'high' and 'num'."
+        f"sweep.factors.{name}: give 'values' (a list), or 'low', 'high' and 'num' (with "
+        f"'scale', one of {', '.join(SCALES)}, or the scale the optimizer declares)."
     )
-  scale = spec["scale"]
+  # Without a 'scale', the one the optimizers' declarations give (learning rate: log).
+  scale = spec["scale"] if "scale" in fields else factory.declared_scale(name)
   if scale not in SCALES:
     raise ValueError(
         f"sweep.factors.{name}.scale: unknown scale {scale!r}; choices: {', '.join(SCALES)}."
@@ -397,11 +418,12 @@ def _parse_points(
     expected = f"each point must name exactly the declared value factors: {', '.join(names)}"
   else:
     names = list(points[0].keys())
-    unknown = [k for k in names if k not in VALUE_FACTORS]
+    value_names = factory.value_factors()
+    unknown = [k for k in names if k not in value_names]
     if unknown or not names:
       raise ValueError(
           f"sweep.points[0]: unknown value factor(s) {unknown}; with no value factor declared in "
-          f"sweep.factors, points name value factors from: {', '.join(VALUE_FACTORS)}."
+          f"sweep.factors, points name value factors from: {', '.join(value_names)}."
       )
     fixed = [f.name for f in grouping if f.name in names]
     if fixed:
@@ -423,6 +445,16 @@ def _parse_points(
       row[k] = float(v)
     out.append(row)
   return tuple(out)
+
+
+def _load_optimizers(specs: Any) -> None:
+  """Loads the optimizers a sweep names (plugins too), so their values and flags are factors."""
+  spec = specs["optimizer"] if "optimizer" in specs.keys() else None
+  if hasattr(spec, "keys") and "values" in spec.keys():
+    values = spec["values"]
+    if isinstance(values, Sequence) and not isinstance(values, str):
+      for name in values:
+        registry.resolve(name, "sweep.factors.optimizer.values")
 
 
 def parse_space(sweep_cfg: Any) -> Space:
@@ -447,6 +479,7 @@ def parse_space(sweep_cfg: Any) -> Space:
   specs = _field(sweep_cfg, "factors", "sweep")
   if not hasattr(specs, "keys"):
     raise ValueError(f"sweep.factors: must be a dict {{name: spec}}, got {specs!r}.")
+  _load_optimizers(specs)
   factors = tuple(_parse_factor(name, specs[name], design) for name in specs.keys())
   vmapped = [f for f in factors if f.vmap]
   generators, points = (), ()
