@@ -14,6 +14,7 @@ def get_config():
   config.optimizer.momentum = 0.9
   config.sweep.design = "grid"
   config.sweep.replicates = 3
+  config.sweep.diverge_factor = 3.0  # freeze a point whose loss exceeds 3x its first loss
   config.sweep.factors = ml_collections.ConfigDict({
       "optimizer": {"values": ["sgd", "adam"]},
       "learning_rate": {"scale": "log", "low": 1e-3, "high": 1.0, "num": 6},
