@@ -13,7 +13,9 @@ lm              decoder-only transformer     bytes of text files     next-byte c
 =============== ============================ ======================= ========================
 
 ``build(config)`` reads ``config.task``, ``config.model`` and ``config.data``; the defaults of each
-task are ``default_model_config(task)`` and ``default_data_config(task)``. Loading is cached, so
+task are ``default_model_config(task)`` and ``default_data_config(task)``. With
+``config.eval.generation`` on, the LM is also scored by BLEU and ROUGE-L of greedy continuations
+of held-out prompts (``textmetrics``). Loading is cached, so
 ``build`` is cheap to call again. Losses and metrics are computed in float32 whatever the model's
 compute dtype.
 

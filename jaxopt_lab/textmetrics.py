@@ -100,7 +100,8 @@ def with_generation(task: Task, eval_config: Any) -> Task:
 
   Raises:
     ValueError: one line: a field out of range, a task without ``generate`` (only 'lm' has it),
-      sacrebleu or rouge-score missing, or prompts that the evaluation windows cannot hold.
+      sacrebleu or rouge-score missing, or prompts that the evaluation windows (each split's
+      ``tokens`` [..., window]) cannot hold.
   """
   if not isinstance(eval_config.generation, bool):
     raise ValueError(f'eval.generation: must be True or False; got {eval_config.generation!r}')
@@ -114,6 +115,9 @@ def with_generation(task: Task, eval_config: Any) -> Task:
   check_installed()
   eval_data = {}
   for split, data in task.eval_data.items():
+    if 'tokens' not in data:
+      raise ValueError(f"eval.generation: the {split} split of task {task.name!r} has no "
+                       "'tokens' windows to take prompts from")
     windows = np.asarray(data['tokens']).reshape(-1, data['tokens'].shape[-1])
     if count > len(windows):
       raise ValueError(f'eval.prompts: {count} prompts, but the {split} split is evaluated on '

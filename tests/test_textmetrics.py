@@ -40,7 +40,8 @@ def _prompts(n=3, length=8):
   return jax.random.randint(jax.random.key(7), (n, length), 0, 256)
 
 
-@pytest.mark.parametrize("fields", [dict(), dict(positions="rope", norm="layernorm")])
+@pytest.mark.parametrize("fields", [dict(), dict(positions="rope", norm="layernorm"),
+                                    dict(attention="fused")])
 def test_greedy_generation_equals_step_by_step_full_forwards(fields):
   lm, generator = _models(**fields)
   params, prompts, steps = _params(lm, 0), _prompts(), 16
