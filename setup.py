@@ -24,7 +24,9 @@ setuptools.setup(
         "ml_collections>=0.1.1,<2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "ruff>=0.6,<1"],
+        # BLEU and ROUGE-L of generated text (config.eval.generation); the tests cover them.
+        "text": ["sacrebleu>=2.3,<3", "rouge-score>=0.1.2,<0.2"],
+        "test": ["pytest>=8,<10", "ruff>=0.6,<1", "sacrebleu>=2.3,<3", "rouge-score>=0.1.2,<0.2"],
         # Only for the optional PyTorch baselines in benchmarks/ (torch.nn.RMSNorm: 2.4).
         "bench": ["torch>=2.4"],
     },

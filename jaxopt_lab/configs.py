@@ -18,9 +18,9 @@ from jaxopt_lab import defaults
 def base_config(task: str, **model_overrides) -> ml_collections.ConfigDict:
   """Every field a run reads, with its default, for `task`; locked so a typo'd override fails.
 
-  Groups: `task`, `seed`, `model` (incl. compute `dtype`), `data`, `optimizer`, `train`, and
-  `sweep` (read by scripts/sweep.py only). The `optimizer` group stays open to the fields of a
-  plugin optimizer's own hyperparameters; the factory checks the ones the optimizer reads.
+  Groups: `task`, `seed`, `model` (incl. compute `dtype`), `data`, `optimizer`, `train`, `eval`,
+  and `sweep` (read by scripts/sweep.py only). The `optimizer` group stays open to the fields of
+  a plugin optimizer's own hyperparameters; the factory checks the ones the optimizer reads.
   """
   config = ml_collections.ConfigDict()
   config.task = task  # a registered task (tasks.registered()) or 'path/my_task.py:get_task'
@@ -30,6 +30,7 @@ def base_config(task: str, **model_overrides) -> ml_collections.ConfigDict:
   config.data = defaults.default_data_config(task)  # the data set, its splits and the batch size
   config.optimizer = defaults.optimizer_config()  # the optimizer, its schedule and its values
   config.train = defaults.train_config()  # length and cadence of training
+  config.eval = defaults.eval_config()  # optional held-out metrics (text generation)
   config.sweep = defaults.sweep_config()  # the design of a sweep and how it runs
   config.lock()
   config.optimizer.unlock()  # a plugin's own hyperparameters may be added

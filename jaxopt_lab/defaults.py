@@ -1,7 +1,7 @@
 """Default configs as plain data: loading an experiment config imports no JAX, Flax or driver.
 
 Every group of `configs.base_config` comes from here: `model` and `data` per task,
-`optimizer`, `train` and `sweep`. Each field has a one-line comment. The library reads these
+`optimizer`, `train`, `eval` and `sweep`. Each field has a one-line comment. The library reads these
 fields; it keeps no defaults of its own elsewhere (an optimizer's own hyperparameters, which
 the config may leave out, take the defaults of its declaration in `optim.registry`).
 """
@@ -142,6 +142,18 @@ def train_config() -> ml_collections.ConfigDict:
           log_every=50,  # steps between training-metric rows (mean over those steps)
           eval_every=250,  # steps between held-out evaluations (and one at the end)
           checkpoint_every=500,  # steps between checkpoints (a multiple of log_every)
+      )
+  )
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  """The `eval` group: held-out metrics beyond the task's own (which are always on)."""
+  return ml_collections.ConfigDict(
+      dict(
+          generation=False,  # lm: BLEU and ROUGE-L of greedy continuations (pip '.[text]')
+          prompts=64,  # prompts per held-out split, evenly spaced windows (<= data.eval_windows)
+          prompt_bytes=64,  # the first bytes of each window, given as the prompt
+          continuation_bytes=64,  # bytes generated greedily, scored against the window's next ones
       )
   )
 

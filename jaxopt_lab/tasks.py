@@ -13,7 +13,9 @@ lm              decoder-only transformer     bytes of text files     next-byte c
 =============== ============================ ======================= ========================
 
 ``build(config)`` reads ``config.task``, ``config.model`` and ``config.data``; the defaults of each
-task are ``default_model_config(task)`` and ``default_data_config(task)``. Loading is cached, so
+task are ``default_model_config(task)`` and ``default_data_config(task)``. With
+``config.eval.generation`` on, the LM is also scored by BLEU and ROUGE-L of greedy continuations
+of held-out prompts (``textmetrics``). Loading is cached, so
 ``build`` is cheap to call again. Losses and metrics are computed in float32 whatever the model's
 compute dtype.
 
@@ -37,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxopt_lab import models, plugins
+from jaxopt_lab import models, plugins, textmetrics
 from jaxopt_lab.data import batching, synthetic, tabular, text
 from jaxopt_lab.data.splits import Splits
 from jaxopt_lab.defaults import (  # noqa: F401  (the task defaults, public here too)
@@ -76,6 +78,10 @@ class Task:
       ``flops_per_token * tokens_per_step``; classifiers: ``6 * param_count * batch_size``
       (2 per weight and example forward, 4 backward; biases counted like weights).
     param_count: number of scalar parameters.
+    generate: LM: ``(params, prompts [n, length] int, steps) -> [n, steps] int32``, the greedy
+      continuation (jittable, vmappable over params; ``steps`` static); None for tasks that
+      generate no text. With ``config.eval.generation`` on, ``build`` adds prompts to the
+      held-out splits and their ``generated`` continuations to ``eval_metrics`` (textmetrics).
   """
 
   name: str
@@ -89,6 +95,7 @@ class Task:
   tokens_per_step: int | None
   flops_per_step: float | None
   param_count: int
+  generate: Callable[[Params, jax.Array, int], jax.Array] | None = None
 
 
 TaskBuilder = Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict], Task]
@@ -303,7 +310,7 @@ def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Con
   windows = splits.train['tokens']
   batch_size = d['batch_size']
   batching.check_batch_size(batch_size, len(windows), f'windows of {cfg.context + 1} bytes')
-  model = _lm_model(cfg)
+  model, generator = _lm_model(cfg), _lm_generator(cfg)
 
   def token_loss(params: Params, tokens: jax.Array) -> jax.Array:
     tokens = tokens.astype(jnp.int32)
@@ -341,6 +348,7 @@ def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Con
       tokens_per_step=tokens_per_step,
       flops_per_step=float(models.flops_per_token(cfg) * tokens_per_step),
       param_count=model.param_count,
+      generate=generator.apply,
   )
 
 
@@ -350,14 +358,24 @@ def _lm_model(cfg: models.TransformerConfig) -> models.PureModel:
   return models.pure(lambda rngs: models.Transformer(cfg, rngs=rngs))
 
 
+@functools.lru_cache(maxsize=16)
+def _lm_generator(cfg: models.TransformerConfig) -> models.PureModel:
+  """``apply(params, prompts, steps)``: greedy decoding with the transformer's parameters."""
+  return models.pure(lambda rngs: models.GreedyGenerator(cfg, rngs=rngs))
+
+
 def build(config: ml_collections.ConfigDict) -> Task:
-  """The task ``config.task`` with model ``config.model`` and data ``config.data``.
+  """The task ``config.task`` with model ``config.model`` and data ``config.data``, and the
+  generation metrics of ``config.eval`` (``textmetrics.with_generation``; a config without an
+  ``eval`` group has none).
 
   Unknown names, fields or values raise a ValueError naming the field (and the valid choices).
   """
   task = resolve(config.task)(config.model, config.data)
   if not isinstance(task, Task):
     raise ValueError(f'task: {config.task!r} returned {type(task).__name__}, not a tasks.Task')
+  if 'eval' in config:
+    task = textmetrics.with_generation(task, config.eval)
   return task
 
 

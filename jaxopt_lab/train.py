@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxopt_lab import checkpoints, files, hardware, tasks
+from jaxopt_lab import checkpoints, files, hardware, tasks, textmetrics
 from jaxopt_lab.optim import factory
 
 Params = Any
@@ -309,7 +309,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
   started = time.perf_counter()
 
   def evaluate(step: int) -> None:
-    values = jax.device_get(eval_step(state.params, eval_data))
+    values = textmetrics.score_generated(task, jax.device_get(eval_step(state.params, eval_data)))
     for split in task.eval_data:
       prefix = f"{split}_"
       rows.append({"step": step, "split": split,

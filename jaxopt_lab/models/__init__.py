@@ -6,6 +6,7 @@ from jaxopt_lab.models.mlp import ACTIVATIONS, MLP
 from jaxopt_lab.models.transformer import (
     NORMS,
     POSITIONS,
+    GreedyGenerator,
     Transformer,
     TransformerConfig,
     flops_per_token,
@@ -15,7 +16,7 @@ from jaxopt_lab.models.transformer import (
 )
 
 __all__ = [
-    'ACTIVATIONS', 'DTYPES', 'MLP', 'NORMS', 'POSITIONS', 'LogisticRegression', 'Params',
-    'PureModel', 'Transformer', 'TransformerConfig', 'compute_dtype', 'flops_per_token',
+    'ACTIVATIONS', 'DTYPES', 'GreedyGenerator', 'MLP', 'NORMS', 'POSITIONS', 'LogisticRegression',
+    'Params', 'PureModel', 'Transformer', 'TransformerConfig', 'compute_dtype', 'flops_per_token',
     'nonembedding_param_count', 'param_count', 'pure', 'transformer_from_config',
 ]

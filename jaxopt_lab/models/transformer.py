@@ -28,6 +28,7 @@ POSITIONS = ('learned', 'rope')
 NORMS = ('rmsnorm', 'layernorm')
 ATTENTIONS = ('dense', 'fused')
 _INIT_STD = 0.02
+KVCache = tuple[jax.Array, jax.Array]  # keys, values: [batch, positions, heads, head_size]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,16 +151,17 @@ def _dense(n_in: int, n_out: int, cfg: TransformerConfig, std: float, rngs: nnx.
   )
 
 
-def apply_rope(x: jax.Array, base: float = 10000.0) -> jax.Array:
+def apply_rope(x: jax.Array, base: float = 10000.0, start: jax.typing.ArrayLike = 0) -> jax.Array:
   """Rotary position embedding of ``x`` [..., time, heads, head_size] (Su et al., 2021).
 
   Channel ``i`` and ``i + head_size / 2`` form a pair rotated by ``t * base^(-2i / head_size)`` at
-  position ``t``. Computed in float32, returned in ``x.dtype``.
+  position ``t = start, start + 1, ...``. Computed in float32, returned in ``x.dtype``.
   """
   time, size = x.shape[-3], x.shape[-1]
   half = size // 2
   freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles = jnp.arange(time, dtype=jnp.float32)[:, None] * freqs[None, :]
+  positions = jnp.arange(time, dtype=jnp.float32) + jnp.asarray(start, jnp.float32)
+  angles = positions[:, None] * freqs[None, :]
   sin, cos = jnp.sin(angles)[:, None, :], jnp.cos(angles)[:, None, :]
   x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
   out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
@@ -199,6 +201,26 @@ class CausalSelfAttention(nnx.Module):
     y = jnp.einsum('bnts,bsnh->btnh', probs, v).reshape(batch, time, width)
     return self.out(y)
 
+  def extend(self, x: jax.Array, cache: KVCache, start: jax.Array) -> tuple[jax.Array, KVCache]:
+    """Attention of ``x`` [batch, time, width] at positions ``start, ...`` to themselves and to
+    the earlier positions held in ``cache``; returns the output and the cache with the new keys
+    and values written. The math of ``__call__`` (dense, float32 softmax) over a longer, masked
+    key axis; ``__call__`` of the whole prefix gives the same outputs up to rounding."""
+    batch, time, width = x.shape
+    size = width // self.heads
+    qkv = self.qkv(x).reshape(batch, time, 3, self.heads, size)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if self.rope:
+      q, k = apply_rope(q, start=start), apply_rope(k, start=start)
+    keys = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), start, axis=1)
+    values = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), start, 1)
+    logits = jnp.einsum('btnh,bsnh->bnts', q, keys).astype(jnp.float32) / math.sqrt(size)
+    seen = jnp.arange(keys.shape[1])[None, :] <= start + jnp.arange(time)[:, None]  # [t, s]
+    logits = jnp.where(seen, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+    y = jnp.einsum('bnts,bsnh->btnh', probs, values).reshape(batch, time, width)
+    return self.out(y), (keys, values)
+
 
 class FeedForward(nnx.Module):
   """``width -> 4 width -> width`` with a GELU."""
@@ -223,6 +245,12 @@ class Block(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x + self.attn(self.attn_norm(x))
     return x + self.mlp(self.mlp_norm(x))
+
+  def extend(self, x: jax.Array, cache: KVCache, start: jax.Array) -> tuple[jax.Array, KVCache]:
+    """``__call__`` at positions ``start, ...`` given the earlier ones' keys and values."""
+    y, cache = self.attn.extend(self.attn_norm(x), cache, start)
+    x = x + y
+    return x + self.mlp(self.mlp_norm(x)), cache
 
 
 class Transformer(nnx.Module):
@@ -261,6 +289,63 @@ class Transformer(nnx.Module):
       x = block(x)
     logits = self.embed.attend(self.final_norm(x))
     return logits.reshape(*lead, time, self.cfg.vocab)
+
+  def init_cache(self, batch: int, length: int) -> list[KVCache]:
+    """Zero keys and values of ``length`` positions, one pair per block (compute dtype)."""
+    shape = (batch, length, self.cfg.heads, self.cfg.width // self.cfg.heads)
+    zeros = jnp.zeros(shape, compute_dtype(self.cfg.dtype))
+    return [(zeros, zeros) for _ in self.blocks]
+
+  def extend(self, tokens: jax.Array, cache: list[KVCache], start: jax.Array
+             ) -> tuple[jax.Array, list[KVCache]]:
+    """Logits [batch, time, vocab] of ``tokens`` [batch, time] at positions ``start, ...``,
+    given the keys and values of positions ``< start`` in ``cache``; returns them and the cache
+    with the new positions written (a KV cache for decoding)."""
+    time = tokens.shape[1]
+    table = self.embed.embedding[...]
+    x = jnp.take(table, tokens.astype(jnp.int32), axis=0).astype(compute_dtype(self.cfg.dtype))
+    if self.cfg.positions == 'learned':
+      x = x + jax.lax.dynamic_slice_in_dim(self.pos_embed[...], start, time).astype(x.dtype)
+    new_cache = []
+    for block, kv in zip(self.blocks, cache, strict=True):
+      x, kv = block.extend(x, kv, start)
+      new_cache.append(kv)
+    return self.embed.attend(self.final_norm(x)), new_cache
+
+  def generate(self, prompts: jax.Array, steps: int) -> jax.Array:
+    """Greedy continuation: ``steps`` tokens [batch, steps] (int32) after ``prompts``
+    [batch, length], each the argmax of the logits given the prompt and the tokens before it.
+
+    One pass over the prompt fills a KV cache of ``length + steps - 1`` positions, then a
+    ``lax.scan`` adds one token per step (fixed shapes: one compilation; vmappable over
+    parameters). Attention is dense whatever ``cfg.attention``.
+    """
+    batch, length = prompts.shape
+    if steps < 1 or length < 1 or length + steps - 1 > self.cfg.context:
+      raise ValueError(
+          f'generate: a prompt of {length} tokens continued by {steps} needs '
+          f'{length + steps - 1} positions; the context is {self.cfg.context}')
+    cache = self.init_cache(batch, length + steps - 1)
+    logits, cache = self.extend(prompts, cache, jnp.int32(0))
+    first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+
+    def step(carry, position):
+      token, cache = carry
+      logits, cache = self.extend(token[:, None], cache, position)
+      return (jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), cache), token
+
+    positions = jnp.arange(length, length + steps - 1, dtype=jnp.int32)
+    (last, _), tokens = jax.lax.scan(step, (first, cache), positions)
+    return jnp.concatenate([tokens.T, last[:, None]], axis=1)
+
+
+class GreedyGenerator(Transformer):
+  """A ``Transformer`` (same parameters) whose call is ``generate(prompts, steps)``: the module
+  behind a ``core.pure`` generator, e.g. ``pure(lambda r: GreedyGenerator(cfg, rngs=r)).apply(
+  params, prompts, 64)`` with the parameters of the ``Transformer`` of ``cfg``."""
+
+  def __call__(self, prompts: jax.Array, steps: int) -> jax.Array:  # type: ignore[override]
+    return self.generate(prompts, steps)
 
 
 def transformer_from_config(model_config: Any) -> TransformerConfig:

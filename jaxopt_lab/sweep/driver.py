@@ -38,7 +38,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxopt_lab import checkpoints, files, hardware, tasks, train
+from jaxopt_lab import checkpoints, files, hardware, tasks, textmetrics, train
 from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import design, store
 
@@ -422,7 +422,8 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store) -> None:
   st.truncate(group.name, start if start else -1)
   if start == 0:  # held-out metrics at initialisation: the reference of curves and of the cap
     values = _to_host(run.evaluate(pop.state.params, run.eval_data))
-    st.add_eval_rows(ids, 0, {k: np.asarray(v)[: run.n] for k, v in values.items()})
+    st.add_eval_rows(ids, 0, textmetrics.score_generated(
+        group.task, {k: np.asarray(v)[: run.n] for k, v in values.items()}))
   if start == total:
     ckpt.close()
     return
@@ -452,7 +453,8 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store) -> None:
                    int(np.asarray(_to_host(pop.alive))[: run.n].sum()), run.n, rate)
     if ev:
       values = _to_host(run.evaluate(pop.state.params, run.eval_data))
-      st.add_eval_rows(ids, end, {k: np.asarray(v)[: run.n] for k, v in values.items()})
+      st.add_eval_rows(ids, end, textmetrics.score_generated(
+          group.task, {k: np.asarray(v)[: run.n] for k, v in values.items()}))
     if log or ev:
       status = _to_host((pop.alive, pop.diverged_step))
       st.update_points(ids, end, *(np.asarray(s)[: run.n] for s in status))
