@@ -11,7 +11,6 @@ optimizer's name and flags), so new values never recompile and nothing branches 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxopt_lab import checkpoints, files, hardware, tasks
+from jaxopt_lab import checkpoints, files, hardware, tasks, workdirs
 from jaxopt_lab.optim import factory
 
 Params = Any
@@ -56,6 +55,14 @@ class TrainState(NamedTuple):
 
 class TrainingDiverged(RuntimeError):
   """Raised by the single-run loop when the training loss becomes non-finite."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C during training; the message says where it stopped and that the same command resumes.
+
+  Every file was written atomically and checkpoints are synchronous, so the workdir is
+  consistent: a rerun resumes from the last checkpoint as after a kill.
+  """
 
 
 def default_train_config() -> ml_collections.ConfigDict:
@@ -189,38 +196,38 @@ def validate_train_config(config: ml_collections.ConfigDict) -> None:
     )
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates `workdir` and records the config; refuses a workdir that holds another config."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.unlink(probe)
-  except OSError as e:
-    raise ValueError(f"--workdir: cannot write to {workdir!r}: {e.strerror or e}") from None
-  path = os.path.join(workdir, "config.json")
-  resolved = config.to_dict()
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-    if json.loads(json.dumps(resolved)) != previous:
-      diff = sorted(_flat_diff(previous, json.loads(json.dumps(resolved))))
-      raise ValueError(
-          f"--workdir: {workdir!r} holds a run with another config (differs in "
-          f"{', '.join(diff[:8])}); use a new workdir or the same config to resume"
-      )
-  else:
-    files.atomic_write_json(path, resolved)
+def validate_optimizer(config: ml_collections.ConfigDict, hparams: Mapping[str, Any]) -> None:
+  """Raises ValueError naming the `optimizer.*` field the optimizer cannot be built with.
+
+  Builds the optimizer at concrete values, so the structure (schedule, end_factor,
+  decay_fraction, decay_mask) is checked as training would use it; and refuses infinite values,
+  which the range checks admit but no training survives (`clip_norm` = inf is "off").
+  """
+  for name, value in hparams.items():
+    if name != "clip_norm" and not np.all(np.isfinite(value)):
+      raise ValueError(f"optimizer.{name}: must be a finite number >= 0, got {float(value)}")
+  make_optimizer(config, hparams)
 
 
-def _flat_diff(a: Any, b: Any, prefix: str = "") -> set[str]:
-  if isinstance(a, dict) and isinstance(b, dict):
-    out = set()
-    for key in set(a) | set(b):
-      out |= _flat_diff(a.get(key), b.get(key), f"{prefix}{key}.")
-    return out
-  return set() if a == b else {prefix.rstrip(".")}
+def validate(config: ml_collections.ConfigDict) -> tuple[tasks.Task, dict[str, np.ndarray]]:
+  """Checks every field a single run reads; returns its task and hyperparameters.
+
+  Raises ValueError naming the field. Nothing is written, so a refused start leaves the workdir
+  as it was.
+  """
+  validate_train_config(config)
+  task = tasks.build(config)
+  hparams = factory.hparams_from_config(config.optimizer)
+  validate_optimizer(config, hparams)
+  return task, hparams
+
+
+@dataclasses.dataclass
+class Position:
+  """Where a training loop is (for the line that reports an interrupt)."""
+
+  step: int = 0  # the step the state reached
+  saved: int = 0  # the step of the last checkpoint
 
 
 @dataclasses.dataclass
@@ -278,19 +285,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   Returns:
     The summary: final and best held-out metrics, steps, hyperparameters, timings.
   """
-  validate_train_config(config)
-  task = tasks.build(config)
-  hparams = factory.hparams_from_config(config.optimizer)
-  prepare_workdir(workdir, config)
-  lock = files.WorkdirLock(workdir)
+  task, hparams = validate(config)
+  lock = workdirs.prepare(workdir, config)
+  where = Position()
   try:
-    return _train(config, workdir, task, hparams)
+    return _train(config, workdir, task, hparams, where)
+  except KeyboardInterrupt:
+    raise Interrupted(
+        f"interrupted at step {where.step} of {config.train.steps} (last checkpoint: step "
+        f"{where.saved}); run the same command to resume") from None
   finally:
     lock.release()
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
-           hparams: dict[str, np.ndarray]) -> dict[str, Any]:
+           hparams: dict[str, np.ndarray], where: Position) -> dict[str, Any]:
   total = config.train.steps
   seed = int(config.seed)
 
@@ -305,10 +314,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   rows: list[dict[str, Any]] = []
   start = 0
-  if (latest := ckpt.latest_step()) is not None:
-    state = ckpt.restore(latest, state)
+  if (restored := ckpt.restore_latest(state)) is not None:
+    state = restored[1]
     start = int(state.step)
-    if os.path.exists(metrics_path):
+    if os.path.exists(metrics_path):  # rows past the checkpoint are trained again
       rows = [r for r in files.read_jsonl(metrics_path) if r["step"] <= start]
     logging.info("Resumed from the checkpoint at step %d.", start)
 
@@ -348,11 +357,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
   if start == 0:  # the held-out metrics at initialisation: the reference of every curve
     evaluate(0)
   pending = None
-  begin = start
+  begin = where.step = where.saved = start
   for end in chunk_ends(start, total, every):
     batches = task.train_batches(seed, begin, end - begin)
     state, metrics = run_chunk(state, batches, hparams)
-    begin = end
+    begin = where.step = end
     if pending is not None:  # fetch the previous call's metrics once this one is dispatched
       finish_chunk(*pending)
     pending = (end, metrics)
@@ -369,6 +378,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
       files.atomic_write_jsonl(metrics_path, rows)
       if end % config.train.checkpoint_every == 0 or end == total:
         ckpt.save(end, state)
+        where.saved = end
   ckpt.close()
 
   summary = _summary(config, task, rows, hparams, total, "ok", time.perf_counter() - started)
