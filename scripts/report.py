@@ -21,7 +21,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _RESAMPLES.value < 1:
     raise ValueError(f"--num_resamples: must be >= 1, got {_RESAMPLES.value}")
-  path = report.write_report(_WORKDIR.value, num_resamples=_RESAMPLES.value)
+  try:
+    path = report.write_report(_WORKDIR.value, num_resamples=_RESAMPLES.value)
+  except FileNotFoundError as e:  # not an experiment directory: the message says what is missing
+    if e.filename is not None:
+      raise
+    raise ValueError(f"--workdir: {e}") from None
   logging.info("Report written to %s", path)
   progress = results.load_experiment(_WORKDIR.value).progress
   if not progress.complete:  # the report's banner says so too; say it where it is seen first
