@@ -110,22 +110,25 @@ def _first_line(error: Exception, limit: int = 160) -> str:
 
 class _DropOrbax(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
-    return "orbax" not in record.pathname
+    return record.name != "asyncio" and "orbax" not in record.pathname
 
 
 @contextlib.contextmanager
 def _orbax_silenced() -> Iterator[None]:
-  """Drops orbax's log lines and the unraisable errors of its asyncio tasks meanwhile.
+  """Drops orbax's log lines and the complaints of its asyncio tasks meanwhile.
 
   On a damaged checkpoint orbax logs the file's content at ERROR, and the reads still in flight
-  when the restore fails end in "Event loop is closed" tracebacks; the caller reports the damage
-  in one line instead.
+  when a restore fails end in "Task exception was never retrieved" (kilobytes of tensorstore
+  spec) and "Event loop is closed" tracebacks; the caller reports the damage in one line.
   """
-  logger, drop, hook = logging.getLogger("absl"), _DropOrbax(), sys.unraisablehook
-  logger.addFilter(drop)
+  drop, hook = _DropOrbax(), sys.unraisablehook
+  loggers = [logging.getLogger("absl"), logging.getLogger("asyncio")]
+  for logger in loggers:
+    logger.addFilter(drop)
   sys.unraisablehook = lambda unraisable: None
   try:
     yield
   finally:
     sys.unraisablehook = hook
-    logger.removeFilter(drop)
+    for logger in loggers:
+      logger.removeFilter(drop)
