@@ -387,24 +387,27 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   mesh = make_mesh(int(config.sweep.data_parallel))
   check_groups(groups, mesh)
   st = _open_store(workdir, config, points)
-  logging.info("Device mesh: %s over %d device(s) %s.", dict(mesh.shape), mesh.devices.size,
-               sorted({d.device_kind for d in mesh.devices.flat}))
-  logging.info("Design: %d points in %d group(s) (%s), %d steps each.", len(points),
-               len(groups), ", ".join(f"{g.name}: {len(g.points)}" for g in groups),
-               config.train.steps)
-  for group in groups:
-    where = train.Position()
-    try:
-      _train_group(group, mesh, st, where)
-    except KeyboardInterrupt:
-      raise train.Interrupted(
-          f"interrupted at step {where.step} of group {group.name} (last checkpoint: step "
-          f"{where.saved}); run the same command to resume") from None
-  st.finish()
-  for group in groups:
-    best = st.best_point(group.name)
-    if best is not None:
-      logging.info("Best of %s: %s", group.name, best)
+  try:
+    logging.info("Device mesh: %s over %d device(s) %s.", dict(mesh.shape), mesh.devices.size,
+                 sorted({d.device_kind for d in mesh.devices.flat}))
+    logging.info("Design: %d points in %d group(s) (%s), %d steps each.", len(points),
+                 len(groups), ", ".join(f"{g.name}: {len(g.points)}" for g in groups),
+                 config.train.steps)
+    for group in groups:
+      where = train.Position()
+      try:
+        _train_group(group, mesh, st, where)
+      except KeyboardInterrupt:
+        raise train.Interrupted(
+            f"interrupted at step {where.step} of group {group.name} (last checkpoint: step "
+            f"{where.saved}); run the same command to resume") from None
+    st.finish()
+    for group in groups:
+      best = st.best_point(group.name)
+      if best is not None:
+        logging.info("Best of %s: %s", group.name, best)
+  finally:  # also when interrupted: the next run in this process may lock it
+    st.release()
   return st.summary_rows()
 
 
