@@ -224,10 +224,16 @@ def validate(config: ml_collections.ConfigDict) -> tuple[tasks.Task, dict[str, n
 
 @dataclasses.dataclass
 class Position:
-  """Where a training loop is (for the line that reports an interrupt)."""
+  """Where a training loop is, for the line that reports an interrupt."""
 
   step: int = 0  # the step the state reached
-  saved: int = 0  # the step of the last checkpoint
+  saved: int = 0  # the step of the last checkpoint; 0: none yet
+
+  def interrupted(self, of: str) -> Interrupted:
+    """The error to raise on Ctrl-C; `of` completes "at step N ...", e.g. "of 1000"."""
+    saved = f"last checkpoint: step {self.saved}" if self.saved else "no checkpoint yet"
+    return Interrupted(f"interrupted at step {self.step} {of} ({saved}); run the same command "
+                       "to resume")
 
 
 @dataclasses.dataclass
@@ -291,9 +297,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   try:
     return _train(config, workdir, task, hparams, where)
   except KeyboardInterrupt:
-    raise Interrupted(
-        f"interrupted at step {where.step} of {config.train.steps} (last checkpoint: step "
-        f"{where.saved}); run the same command to resume") from None
+    raise where.interrupted(f"of {config.train.steps}") from None
   finally:
     lock.release()
 
@@ -320,6 +324,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
     if os.path.exists(metrics_path):  # rows past the checkpoint are trained again
       rows = [r for r in files.read_jsonl(metrics_path) if r["step"] <= start]
     logging.info("Resumed from the checkpoint at step %d.", start)
+  where.step = where.saved = start
 
   device = jax.devices()[0]
   progress = Progress(total, task.tokens_per_step, task.flops_per_step,
@@ -357,7 +362,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
   if start == 0:  # the held-out metrics at initialisation: the reference of every curve
     evaluate(0)
   pending = None
-  begin = where.step = where.saved = start
+  begin = start
   for end in chunk_ends(start, total, every):
     batches = task.train_batches(seed, begin, end - begin)
     state, metrics = run_chunk(state, batches, hparams)

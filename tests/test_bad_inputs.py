@@ -191,7 +191,7 @@ def test_a_workdir_whose_start_trained_no_step_is_taken_over(tmp_path, monkeypat
   with monkeypatch.context() as patch:
     patch.setattr(store.Store, "flush", interrupted_write)
     with pytest.raises(train.Interrupted,
-                       match=r"at step 4 of group optimizer=sgd \(last checkpoint: step 0\)"):
+                       match=r"at step 4 of group optimizer=sgd \(no checkpoint yet\)"):
       driver.run_sweep(old, sweep)
   assert os.path.exists(os.path.join(sweep, "design.csv"))
   assert not workdirs.trained(sweep)

@@ -398,9 +398,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
       try:
         _train_group(group, mesh, st, where)
       except KeyboardInterrupt:
-        raise train.Interrupted(
-            f"interrupted at step {where.step} of group {group.name} (last checkpoint: step "
-            f"{where.saved}); run the same command to resume") from None
+        raise where.interrupted(f"of group {group.name}") from None
     st.finish()
     for group in groups:
       best = st.best_point(group.name)
