@@ -227,12 +227,15 @@ class Position:
   """Where a training loop is, for the line that reports an interrupt."""
 
   step: int = 0  # the step the state reached
-  saved: int = 0  # the step of the last checkpoint; 0: none yet
+  checkpoints: str = ""  # the loop's checkpoint directory, once it has one
 
   def interrupted(self, of: str) -> Interrupted:
     """The error to raise on Ctrl-C; `of` completes "at step N ...", e.g. "of 1000"."""
-    saved = f"last checkpoint: step {self.saved}" if self.saved else "no checkpoint yet"
-    return Interrupted(f"interrupted at step {self.step} {of} ({saved}); run the same command "
+    # From the disk: an interrupt may come while a save finishes (orbax renames a complete one).
+    saved = (max((int(d) for d in os.listdir(self.checkpoints) if d.isdigit()), default=0)
+             if os.path.isdir(self.checkpoints) else 0)
+    where = f"last checkpoint: step {saved}" if saved else "no checkpoint yet"
+    return Interrupted(f"interrupted at step {self.step} {of} ({where}); run the same command "
                        "to resume")
 
 
@@ -315,6 +318,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
 
   state = jax.jit(lambda h, s: init_state(task, config, h, s))(hparams, seed)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
+  where.checkpoints = ckpt.directory
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   rows: list[dict[str, Any]] = []
   start = 0
@@ -324,7 +328,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
     if os.path.exists(metrics_path):  # rows past the checkpoint are trained again
       rows = [r for r in files.read_jsonl(metrics_path) if r["step"] <= start]
     logging.info("Resumed from the checkpoint at step %d.", start)
-  where.step = where.saved = start
+  where.step = start
 
   device = jax.devices()[0]
   progress = Progress(total, task.tokens_per_step, task.flops_per_step,
@@ -383,7 +387,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
       files.atomic_write_jsonl(metrics_path, rows)
       if end % config.train.checkpoint_every == 0 or end == total:
         ckpt.save(end, state)
-        where.saved = end
   ckpt.close()
 
   summary = _summary(config, task, rows, hparams, total, "ok", time.perf_counter() - started)

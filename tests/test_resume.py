@@ -16,9 +16,9 @@ import sys
 import time
 
 import pytest
-from small_configs import classic_sweep_config
+from small_configs import classic_config, classic_sweep_config
 
-from jaxopt_lab import configs, files, train
+from jaxopt_lab import checkpoints, configs, files, train
 from jaxopt_lab.sweep import design, driver, store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,10 +50,12 @@ def test_ctrl_c_is_one_line_and_the_resume_is_identical(tmp_path):
     time.sleep(0.01)
   assert proc.poll() is None, "the run ended before it could be interrupted"
   proc.send_signal(signal.SIGINT)
-  _, stderr = proc.communicate(timeout=120)
+  stdout, stderr = proc.communicate(timeout=120)
   assert proc.returncode == 130, stderr[-3000:]
   assert "Traceback" not in stderr, stderr[-3000:]
-  last = stderr.strip().splitlines()[-1]
+  lines = stderr.strip().splitlines()
+  assert lines, (stdout, stderr)
+  last = lines[-1]
   assert last.startswith("interrupted at step ") and last.endswith(
       "; run the same command to resume"), last
   step = int(last.split()[3])
@@ -161,3 +163,17 @@ def test_sweep_resumes_a_group_mid_run_from_its_checkpoint(uninterrupted, tmp_pa
 
 def _design():
   return design.make_design(_sweep_config().sweep)
+
+
+def test_ctrl_c_while_a_checkpoint_is_saved_names_that_checkpoint(tmp_path, monkeypatch):
+  """The line is read from the disk: the save that was cut short had already renamed its step."""
+  real_save = checkpoints.Checkpointer.save
+
+  def interrupted_save(self, step, tree):
+    real_save(self, step, tree)
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(checkpoints.Checkpointer, "save", interrupted_save)
+  with pytest.raises(train.Interrupted, match=r"^interrupted at step 20 of 40 \(last checkpoint: "
+                                              r"step 20\); run the same command to resume$"):
+    train.train(classic_config(), str(tmp_path))

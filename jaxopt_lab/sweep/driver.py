@@ -431,6 +431,7 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store, where: train.Positio
   total = cfg.train.steps
   ckpt_dir = os.path.join(st.workdir, "checkpoints", group.name)
   ckpt = checkpoints.Checkpointer(ckpt_dir)
+  where.checkpoints = ckpt.directory
   layout_path = ckpt_dir + ".layout.json"
   recorded = None
   if ckpt.latest_step() is not None and os.path.exists(layout_path):
@@ -452,7 +453,7 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store, where: train.Positio
     status = _to_host((pop.alive, pop.diverged_step))
     st.update_points(ids, start, *(np.asarray(s)[: run.n] for s in status))
   st.truncate(group.name, start if start else -1)  # rows past the checkpoint are trained again
-  begin = where.step = where.saved = start
+  begin = where.step = start
   if start == 0:  # held-out metrics at initialisation: the reference of curves and of the cap
     values = _to_host(run.evaluate(pop.state.params, run.eval_data))
     st.add_eval_rows(ids, 0, {k: np.asarray(v)[: run.n] for k, v in values.items()})
@@ -495,7 +496,6 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store, where: train.Positio
       st.flush()
       if end % cfg.train.checkpoint_every == 0 or end == total:
         ckpt.save(end, pop)
-        where.saved = end
   ckpt.close()
   logging.info("Group %s: compiled in %.1fs, trained %d points x %d steps in %.1fs.",
                group.name, run.compile_seconds, run.n, total - start, train_seconds)
