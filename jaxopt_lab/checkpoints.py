@@ -85,7 +85,7 @@ class Checkpointer:
         path = os.path.join(self.directory, str(bad))
         logging.warning("Checkpoint %s does not restore (%s); deleted it, resuming from step %d.",
                         path, cause, step)
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)  # another process may have deleted it
       if failed:
         self._manager.close()
         self._manager = self._open()
