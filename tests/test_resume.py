@@ -41,11 +41,14 @@ def _strays(folder) -> list[str]:
 
 def test_ctrl_c_is_one_line_and_the_resume_is_identical(tmp_path):
   workdir = tmp_path / "interrupted"
-  # SIGINT as a terminal sends it; the default action even where the test runner's ignores it
-  # (a background job), so that Python turns it into KeyboardInterrupt.
-  proc = subprocess.Popen([sys.executable, "scripts/train.py", *_ARGS, f"--workdir={workdir}"],
-                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  # The child must not inherit an ignored SIGINT (a runner started as a background job): exec
+  # resets a caught signal to its default action, and Python then turns it into KeyboardInterrupt.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    proc = subprocess.Popen([sys.executable, "scripts/train.py", *_ARGS, f"--workdir={workdir}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  finally:
+    signal.signal(signal.SIGINT, previous)
   checkpoints = workdir / "checkpoints"
   deadline = time.time() + 120
   while time.time() < deadline and proc.poll() is None and not (
