@@ -89,7 +89,7 @@ CASES = [
     ("sweep_not_python", "sweep.py", ["--config=README.md"],
      "--config: README.md line 3: not a valid Python config file", "new"),
     ("report_not_a_sweep", "report.py", [],
-     "--workdir: ", "run"),
+     "is not an experiment directory: missing design.csv", "run"),
     ("report_resamples", "report.py", ["--num_resamples=0"],
      "--num_resamples: must be >= 1, got 0", "run"),
 ]
@@ -148,6 +148,8 @@ def test_bad_input_is_one_line_and_writes_nothing(table, case_id, script, args, 
   assert "Traceback" not in output, output[-3000:]
   last = output.strip().splitlines()[-1]
   assert last.startswith("error: ") and expected in last, last
+  # it begins with what it names: a flag (--config, --workdir, ...) or the config field
+  assert last.startswith(("error: --", f"error: {expected.split(':')[0]}")), last
   workdir, snapshot = before[case_id]
   assert _snapshot(workdir) == snapshot  # byte for byte, or still absent
   assert snapshot is not None or kind == "new"
