@@ -7,7 +7,9 @@ import gc
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +22,8 @@ class Checkpointer:
 
   Saves are synchronous: once `save` returns the checkpoint is complete on disk (orbax writes it
   to a temporary folder and renames it), so a process killed at any moment leaves either the
-  previous or the new checkpoint as the latest one, never a partial one.
+  previous or the new checkpoint as the latest one, never a partial one. Ctrl-C waits for a save
+  or restore in progress to end.
   """
 
   def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
@@ -44,8 +47,9 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, tree: Any) -> None:
-    self._manager.save(step, args=ocp.args.StandardSave(tree), force=True)
-    self._manager.wait_until_finished()
+    with _sigint_deferred():
+      self._manager.save(step, args=ocp.args.StandardSave(tree), force=True)
+      self._manager.wait_until_finished()
 
   def restore(self, step: int, like: Any) -> Any:
     """Restores the checkpoint of `step` with the structure, dtypes and shardings of `like`."""
@@ -53,7 +57,8 @@ class Checkpointer:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
         like,
     )
-    return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+    with _sigint_deferred():
+      return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
   def restore_latest(self, like: Any) -> tuple[int, Any] | None:
     """(step, tree) of the newest checkpoint that restores; None when there is no checkpoint.
@@ -99,6 +104,27 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+  """Holds Ctrl-C back until the block ends, then delivers it to the handler there was.
+
+  orbax saves and restores in its own threads while the main thread waits: interrupted there,
+  the interpreter shuts down under them and each prints a traceback. A save or restore is short;
+  the interrupt comes right after it, with the checkpoint complete.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  caught: list[int] = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    if caught:
+      signal.raise_signal(signal.SIGINT)
 
 
 def _first_line(error: Exception, limit: int = 160) -> str:
