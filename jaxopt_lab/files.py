@@ -7,9 +7,13 @@ import fcntl
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+# The temporary file of an atomic write: `.<name>.<8 random characters of mkstemp>.tmp`.
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -28,6 +32,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def remove_stray_temp_files(folder: str | os.PathLike) -> list[str]:
+  """Deletes the temporary files that killed atomic writes left in `folder`; returns their names.
+
+  A process killed between creating its temporary file and the rename leaves the file behind
+  (the rename never happens, and neither does the clean-up). Call only while holding the folder's
+  `WorkdirLock`, so that no live writer's file is taken.
+  """
+  folder = os.fspath(folder)
+  if not os.path.isdir(folder):
+    return []
+  stray = sorted(n for n in os.listdir(folder) if _TEMP_NAME.match(n)
+                 and os.path.isfile(os.path.join(folder, n)))
+  for name in stray:
+    os.unlink(os.path.join(folder, name))
+  return stray
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

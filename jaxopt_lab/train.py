@@ -11,7 +11,6 @@ optimizer's name and flags), so new values never recompile and nothing branches 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxopt_lab import checkpoints, files, hardware, tasks, textmetrics
+from jaxopt_lab import checkpoints, files, hardware, tasks, textmetrics, workdirs
 from jaxopt_lab.optim import factory
 
 Params = Any
@@ -56,6 +55,14 @@ class TrainState(NamedTuple):
 
 class TrainingDiverged(RuntimeError):
   """Raised by the single-run loop when the training loss becomes non-finite."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C during training; the message says where it stopped and that the same command resumes.
+
+  Every file was written atomically and checkpoints are synchronous, so the workdir is
+  consistent: a rerun resumes from the last checkpoint as after a kill.
+  """
 
 
 def point_keys(seed: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -176,38 +183,48 @@ def validate_train_config(config: ml_collections.ConfigDict) -> None:
     )
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates `workdir` and records the config; refuses a workdir that holds another config."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.unlink(probe)
-  except OSError as e:
-    raise ValueError(f"--workdir: cannot write to {workdir!r}: {e.strerror or e}") from None
-  path = os.path.join(workdir, "config.json")
-  resolved = config.to_dict()
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-    if json.loads(json.dumps(resolved)) != previous:
-      diff = sorted(_flat_diff(previous, json.loads(json.dumps(resolved))))
-      raise ValueError(
-          f"--workdir: {workdir!r} holds a run with another config (differs in "
-          f"{', '.join(diff[:8])}); use a new workdir or the same config to resume"
-      )
-  else:
-    files.atomic_write_json(path, resolved)
+def validate_optimizer(config: ml_collections.ConfigDict, hparams: Mapping[str, Any]) -> None:
+  """Raises ValueError naming the `optimizer.*` field the optimizer cannot be built with.
+
+  Builds the optimizer at concrete values, so the structure (schedule, end_factor,
+  decay_fraction, decay_mask) is checked as training would use it; and refuses infinite values,
+  which the range checks admit but no training survives (`clip_norm` = inf is "off").
+  """
+  for name, value in hparams.items():
+    if name != "clip_norm" and not np.all(np.isfinite(value)):
+      raise ValueError(f"optimizer.{name}: must be a finite number >= 0, got {float(value)}")
+  make_optimizer(config, hparams)
 
 
-def _flat_diff(a: Any, b: Any, prefix: str = "") -> set[str]:
-  if isinstance(a, dict) and isinstance(b, dict):
-    out = set()
-    for key in set(a) | set(b):
-      out |= _flat_diff(a.get(key), b.get(key), f"{prefix}{key}.")
-    return out
-  return set() if a == b else {prefix.rstrip(".")}
+def validate(config: ml_collections.ConfigDict) -> tuple[tasks.Task, dict[str, np.ndarray]]:
+  """Checks every field a single run reads; returns its task and hyperparameters.
+
+  Raises ValueError naming the field. Nothing is written, so a refused start leaves the workdir
+  as it was.
+  """
+  validate_train_config(config)
+  task = tasks.build(config)
+  hparams = factory.hparams_from_config(config.optimizer)
+  validate_optimizer(config, hparams)
+  factory.check_traceable(config.optimizer, config.train.steps)  # values enter traced
+  return task, hparams
+
+
+@dataclasses.dataclass
+class Position:
+  """Where a training loop is, for the line that reports an interrupt."""
+
+  step: int = 0  # the step the state reached
+  checkpoints: str = ""  # the loop's checkpoint directory, once it has one
+
+  def interrupted(self, of: str) -> Interrupted:
+    """The error to raise on Ctrl-C; `of` completes "at step N ...", e.g. "of 1000"."""
+    # From the disk: an interrupt may come while a save finishes (orbax renames a complete one).
+    saved = (max((int(d) for d in os.listdir(self.checkpoints) if d.isdigit()), default=0)
+             if os.path.isdir(self.checkpoints) else 0)
+    where = f"last checkpoint: step {saved}" if saved else "no checkpoint yet"
+    return Interrupted(f"interrupted at step {self.step} {of} ({where}); run the same command "
+                       "to resume")
 
 
 @dataclasses.dataclass
@@ -265,20 +282,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   Returns:
     The summary: final and best held-out metrics, steps, hyperparameters, timings.
   """
-  validate_train_config(config)
-  task = tasks.build(config)
-  hparams = factory.hparams_from_config(config.optimizer)
-  factory.check_traceable(config.optimizer, config.train.steps)  # values enter traced
-  prepare_workdir(workdir, config)
-  lock = files.WorkdirLock(workdir)
+  task, hparams = validate(config)
+  lock = workdirs.prepare(workdir, config)
+  where = Position()
   try:
-    return _train(config, workdir, task, hparams)
+    return _train(config, workdir, task, hparams, where)
+  except KeyboardInterrupt:
+    raise where.interrupted(f"of {config.train.steps}") from None
   finally:
     lock.release()
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
-           hparams: dict[str, np.ndarray]) -> dict[str, Any]:
+           hparams: dict[str, np.ndarray], where: Position) -> dict[str, Any]:
   total = config.train.steps
   seed = int(config.seed)
 
@@ -290,15 +306,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
 
   state = jax.jit(lambda h, s: init_state(task, config, h, s))(hparams, seed)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
+  where.checkpoints = ckpt.directory
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   rows: list[dict[str, Any]] = []
   start = 0
-  if (latest := ckpt.latest_step()) is not None:
-    state = ckpt.restore(latest, state)
+  if (restored := ckpt.restore_latest(state)) is not None:
+    state = restored[1]
     start = int(state.step)
-    if os.path.exists(metrics_path):
+    if os.path.exists(metrics_path):  # rows past the checkpoint are trained again
       rows = [r for r in files.read_jsonl(metrics_path) if r["step"] <= start]
     logging.info("Resumed from the checkpoint at step %d.", start)
+  where.step = start
 
   device = jax.devices()[0]
   progress = Progress(total, task.tokens_per_step, task.flops_per_step,
@@ -340,7 +358,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
   for end in chunk_ends(start, total, every):
     batches = task.train_batches(seed, begin, end - begin)
     state, metrics = run_chunk(state, batches, hparams)
-    begin = end
+    begin = where.step = end
     if pending is not None:  # fetch the previous call's metrics once this one is dispatched
       finish_chunk(*pending)
     pending = (end, metrics)

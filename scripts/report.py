@@ -29,8 +29,16 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _RESAMPLES.value < 1:
+    raise ValueError(f"--num_resamples: must be >= 1, got {_RESAMPLES.value}")
   for workdir in _WORKDIR.value:
-    for line in report.write(workdir, num_resamples=_RESAMPLES.value).console_lines():
+    try:
+      written = report.write(workdir, num_resamples=_RESAMPLES.value)
+    except FileNotFoundError as e:  # not an experiment directory: the message says what is missing
+      if e.filename is not None:
+        raise
+      raise ValueError(f"--workdir: {e}") from None
+    for line in written.console_lines():  # an incomplete sweep's state among them
       logging.info("%s", line)
   if len(_WORKDIR.value) > 1:
     first = os.path.abspath(_WORKDIR.value[0])

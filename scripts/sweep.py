@@ -32,6 +32,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  if _CPU_DEVICES.value < 0:
+    raise ValueError(f"--cpu_devices: must be >= 0 (0: one per usable core), got "
+                     f"{_CPU_DEVICES.value}")
   cpu_devices = _CPU_DEVICES.value or driver.default_cpu_devices(_CONFIG.value,
                                                                   hardware.usable_cpus())
   jax.config.update("jax_num_cpu_devices", cpu_devices)

@@ -165,6 +165,7 @@ def build_groups(config: ml_collections.ConfigDict,
               f"{factor!r}; its hyperparameters: {', '.join(names)}")
         opt[factor] = float(value)
       per_point.append(factory.hparams_from_config(opt))
+      train.validate_optimizer(cfg, per_point[-1])
     hparams = {k: np.stack([h[k] for h in per_point]).astype(np.float32) for k in names}
     factory.check_traceable(cfg.optimizer, cfg.train.steps)  # before any compilation
     seeds = np.array([p.seed for p in members], np.int32)
@@ -319,6 +320,14 @@ class _Run:
     return self._compiled[k](pop, self.hparams, self.replicate, batches)
 
 
+def validate_sweep_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the `sweep.*` execution field that is out of range."""
+  factor = config.sweep.diverge_factor
+  if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 0:
+    raise ValueError("sweep.diverge_factor: must be a number >= 0 (0: freeze a point only when "
+                     f"its loss is NaN or inf), got {factor!r}")
+
+
 def check_groups(groups: Sequence[Group], mesh: Mesh) -> None:
   """Raises ValueError for a group the mesh or the slice settings cannot run."""
   for group in groups:
@@ -350,28 +359,36 @@ def _open_store(workdir: str, config: ml_collections.ConfigDict,
 def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
   """Runs (or resumes) the sweep of `config` in `workdir`; returns the rows of `summary.csv`.
 
-  Everything that can be checked is checked before the directory is written.
+  Everything that can be checked is checked before the directory is written, so a refused
+  start leaves it as it was.
   """
   train.validate_train_config(config)
   factory.resolve(config.optimizer.name)  # a plugin's own values become factors of the design
+  validate_sweep_config(config)
   points = design.make_design(config.sweep)
   groups = build_groups(config, points)
   mesh = make_mesh(int(config.sweep.data_parallel))
   check_groups(groups, mesh)
   st = _open_store(workdir, config, points)
-  logging.info("Device mesh: %s over %d device(s) %s.", dict(mesh.shape), mesh.devices.size,
-               sorted({d.device_kind for d in mesh.devices.flat}))
-  logging.info("Design: %d points in %d group(s) (%s), %d steps each.", len(points),
-               len(groups), ", ".join(f"{g.name}: {len(g.points)}" for g in groups),
-               config.train.steps)
-  started = time.perf_counter()
-  for group in groups:
-    _train_group(group, mesh, st)
-  st.finish(time.perf_counter() - started)
-  for group in groups:
-    best = st.best_point(group.name)
-    if best is not None:
-      logging.info("Best of %s: %s", group.name, best)
+  try:
+    logging.info("Device mesh: %s over %d device(s) %s.", dict(mesh.shape), mesh.devices.size,
+                 sorted({d.device_kind for d in mesh.devices.flat}))
+    logging.info("Design: %d points in %d group(s) (%s), %d steps each.", len(points),
+                 len(groups), ", ".join(f"{g.name}: {len(g.points)}" for g in groups),
+                 config.train.steps)
+    for group in groups:
+      where = train.Position()
+      try:
+        _train_group(group, mesh, st, where)
+      except KeyboardInterrupt:
+        raise where.interrupted(f"of group {group.name}") from None
+    st.finish()
+    for group in groups:
+      best = st.best_point(group.name)
+      if best is not None:
+        logging.info("Best of %s: %s", group.name, best)
+  finally:  # also when interrupted: the next run in this process may lock it
+    st.release()
   return st.summary_rows()
 
 
@@ -392,15 +409,15 @@ def _check_layout(group: Group, recorded: dict[str, int], now: dict[str, int]) -
         f"CPU (the same devices elsewhere) and the same sweep.slice_size, or use a new workdir")
 
 
-def _train_group(group: Group, mesh: Mesh, st: store.Store) -> None:
+def _train_group(group: Group, mesh: Mesh, st: store.Store, where: train.Position) -> None:
   cfg = group.config
   total = cfg.train.steps
   ckpt_dir = os.path.join(st.workdir, "checkpoints", group.name)
   ckpt = checkpoints.Checkpointer(ckpt_dir)
+  where.checkpoints = ckpt.directory
   layout_path = ckpt_dir + ".layout.json"
-  latest = ckpt.latest_step()
   recorded = None
-  if latest is not None and os.path.exists(layout_path):
+  if ckpt.latest_step() is not None and os.path.exists(layout_path):
     with open(layout_path) as f:
       recorded = json.load(f)
   # A resumed group keeps the slice width it started with: the same programs, the same numbers.
@@ -413,13 +430,13 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store) -> None:
   st.register(group.name, group.task, ids, group.hparams)
   pop = run.init_population()
   start = 0
-  if latest is not None:
-    pop = ckpt.restore(latest, pop)
-    start = latest
+  if (restored := ckpt.restore_latest(pop)) is not None:
+    start, pop = restored
     logging.info("Group %s: resumed from the checkpoint at step %d.", group.name, start)
     status = _to_host((pop.alive, pop.diverged_step))
     st.update_points(ids, start, *(np.asarray(s)[: run.n] for s in status))
-  st.truncate(group.name, start if start else -1)
+  st.truncate(group.name, start if start else -1)  # rows past the checkpoint are trained again
+  begin = where.step = start
   if start == 0:  # held-out metrics at initialisation: the reference of curves and of the cap
     values = _to_host(run.evaluate(pop.state.params, run.eval_data))
     st.add_eval_rows(ids, 0, textmetrics.score_generated(
@@ -431,10 +448,9 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store) -> None:
   every = (cfg.train.steps_per_call, cfg.train.log_every, cfg.train.eval_every,
            cfg.train.checkpoint_every)
   t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
-  begin = start
   for end in train.chunk_ends(start, total, every):
     pop, metrics = run.run_chunk(pop, begin, end)
-    begin = end
+    begin = where.step = end
     # metrics are [points, steps]; the accumulator sums over a leading step axis.
     acc.add({k: np.asarray(v)[: run.n].T for k, v in _to_host(metrics).items()})
     log = end % cfg.train.log_every == 0 or end == total
@@ -458,10 +474,10 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store) -> None:
     if log or ev:
       status = _to_host((pop.alive, pop.diverged_step))
       st.update_points(ids, end, *(np.asarray(s)[: run.n] for s in status))
-      if end == total:  # recorded before the last checkpoint: a resume never loses it
-        train_seconds = time.perf_counter() - t0 - run.compile_seconds
-        st.record_group(group.name, run.compile_seconds, train_seconds, total - start, run.n,
-                        run.width, group.task)
+      # Recorded at every write, before the checkpoint: a kill loses no step of the tally.
+      train_seconds = time.perf_counter() - t0 - run.compile_seconds
+      st.record_group(group.name, run.compile_seconds, train_seconds, end - start, end, run.n,
+                      run.width, group.task)
       st.flush()
       if end % cfg.train.checkpoint_every == 0 or end == total:
         ckpt.save(end, pop)

@@ -9,7 +9,8 @@ Layout (the contract with `jaxopt_lab.analysis`):
                   running), diverged_step, steps done, final/best metrics. A diverged point is
                   frozen at the state whose loss diverged, so its final metrics may be NaN or
                   huge: analysis treats it as failed. best_* leaves out the step-0 evaluation.
-  run.json        status ("running" | "complete"), devices, timing and throughput of each group
+  run.json        status ("running" | "complete"), devices, timing and throughput of each group,
+                  added up over every run of the command (a killed one up to its last write)
   checkpoints/    orbax checkpoints of each group's population
 A sweep holds an exclusive lock on `.lock` while it runs (`files.WorkdirLock`, as a single run
 does); a second one on the same directory is refused. Every file is rewritten whole through a
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxopt_lab import files, tasks, train
+from jaxopt_lab import files, tasks, train, workdirs
 from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import design
 
@@ -42,8 +44,7 @@ class Store:
     self.workdir, self.config, self.points, self.write = workdir, config, list(points), write
     self._lock = None
     if write:
-      train.prepare_workdir(workdir, config)
-      self._lock = files.WorkdirLock(workdir)
+      self._lock = workdirs.prepare(workdir, config)
       path = os.path.join(workdir, "design.csv")
       if os.path.exists(path):
         if design.read_design_csv(path, config.sweep) != self.points:
@@ -59,13 +60,18 @@ class Store:
     self.metric_modes: dict[str, str] = {}
     self.eval_splits: tuple[str, ...] = ()
     self.total_steps = int(config.train.steps)
-    self.wall_seconds = 0.0
+    # Timings add up over every run of the command: those of the earlier runs (killed ones
+    # included, up to their last write) come from run.json.
+    self._started = time.perf_counter()
+    self._earlier_wall = 0.0
+    self._earlier_groups: dict[str, dict[str, Any]] = {}
     run_path = os.path.join(workdir, "run.json")
-    if os.path.exists(run_path):  # keep the timings of groups finished before a resume
+    if os.path.exists(run_path):
       with open(run_path) as f:
         previous = json.load(f)
-      self.groups = {g["group"]: g for g in previous.get("groups", [])}
-      self.wall_seconds = float(previous.get("wall_seconds", 0.0))
+      self._earlier_groups = {g["group"]: g for g in previous.get("groups", [])}
+      self.groups = dict(self._earlier_groups)
+      self._earlier_wall = float(previous.get("wall_seconds", 0.0))
 
   def release(self) -> None:
     if self._lock is not None:
@@ -113,21 +119,32 @@ class Store:
         self.status[point] = {"status": "diverged", "diverged_step": d, "steps": d - 1}
 
   def record_group(self, group: str, compile_seconds: float, train_seconds: float,
-                   steps_trained: int, n_points: int, slice_width: int, task: tasks.Task) -> None:
-    """Records a finished group's timings, adding those of earlier sessions (resumes)."""
-    previous = self.groups.get(group, {})
-    compile_seconds += previous.get("compile_seconds", 0.0)
-    train_seconds += previous.get("train_seconds", 0.0)
-    steps_trained += previous.get("steps_trained", 0)
+                   steps_run: int, steps_trained: int, n_points: int, slice_width: int,
+                   task: tasks.Task) -> None:
+    """Records a group's progress in this run, adding the timings of the command's earlier runs.
+
+    Args:
+      group: the group's name.
+      compile_seconds, train_seconds: of this run so far.
+      steps_run: steps this run has trained so far.
+      steps_trained: the step the group's points have reached (`steps` once it is finished).
+      n_points, slice_width, task: the group's size, slices and task.
+    """
+    earlier = self._earlier_groups.get(group, {})
+    compile_seconds += earlier.get("compile_seconds", 0.0)
+    train_seconds += earlier.get("train_seconds", 0.0)
+    steps_run += earlier.get("steps_run", 0)
     self.groups[group] = {
         "group": group,
         "points": n_points,
         "compile_seconds": compile_seconds,
         "train_seconds": train_seconds,
         "steps": self.total_steps,
-        "steps_trained": steps_trained,  # over all sessions; < steps if a resume lost work
+        "steps_trained": steps_trained,
+        # Over every run: steps trained again after a resume from an earlier checkpoint count.
+        "steps_run": steps_run,
         "slice_width": slice_width,
-        "points_steps_per_second": n_points * steps_trained / max(train_seconds, 1e-9),
+        "points_steps_per_second": n_points * steps_run / max(train_seconds, 1e-9),
         "tokens_per_step": task.tokens_per_step,
         "flops_per_step": task.flops_per_step,
     }
@@ -180,8 +197,12 @@ class Store:
         "groups": list(self.groups.values()),
     })
 
-  def finish(self, wall_seconds: float) -> None:
-    self.wall_seconds += wall_seconds
+  @property
+  def wall_seconds(self) -> float:
+    """Seconds since the first run of the command started, less the pauses between runs."""
+    return self._earlier_wall + time.perf_counter() - self._started
+
+  def finish(self) -> None:
     self.flush("complete")
     self.release()
 

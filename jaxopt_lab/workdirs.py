@@ -1,0 +1,100 @@
+"""The start of a run on its workdir: create, lock, clean up, record the config or take over.
+
+Shared by the single run (`train.train`) and the sweep (`sweep.store.Store`). Everything a run
+can check is checked before `prepare` is called, so a refused start writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+import ml_collections
+
+from jaxopt_lab import files
+
+# What the start of a run writes before its first step: a start that got no further (refused,
+# killed or interrupted before a step trained) is taken over by the next start, whatever its config.
+_UNTRAINED_FILES = ("config.json", "design.csv", "metrics.jsonl", "summary.csv", "run.json")
+
+
+def trained(workdir: str) -> bool:
+  """Whether `workdir` holds a trained step: a checkpoint, a result, or metrics after step 0."""
+  folder = os.path.join(workdir, "checkpoints")
+  for _, dirs, _ in os.walk(folder):
+    if any(d.isdigit() for d in dirs):
+      return True
+  if os.path.exists(os.path.join(workdir, "summary.json")):
+    return True
+  path = os.path.join(workdir, "metrics.jsonl")
+  try:
+    return os.path.exists(path) and any(r.get("step", 0) > 0 for r in files.read_jsonl(path))
+  except ValueError:  # a damaged file: treat the run as trained and let the user decide
+    return True
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict) -> files.WorkdirLock:
+  """Creates and locks `workdir` and records the config; returns the lock.
+
+  Removes the temporary files of atomic writes that a killed run left. Refuses a workdir that
+  holds a trained run of another config; one whose earlier start trained no step is taken over.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.unlink(probe)
+  except OSError as e:
+    raise ValueError(f"--workdir: cannot write to {workdir!r}: {e.strerror or e}") from None
+  lock = files.WorkdirLock(workdir)  # before anything is read: another start may be writing
+  try:
+    for folder in (workdir, os.path.join(workdir, "checkpoints")):
+      for name in files.remove_stray_temp_files(folder):
+        logging.info("Removed %s, left by a killed write.", os.path.join(folder, name))
+    _record_config(workdir, config)
+  except BaseException:
+    lock.release()
+    raise
+  return lock
+
+
+def _record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  path = os.path.join(workdir, "config.json")
+  resolved = json.loads(json.dumps(config.to_dict()))
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        previous = json.load(f)
+    except ValueError:
+      previous = None
+    if previous == resolved:
+      return
+    if trained(workdir):
+      if previous is None:
+        raise ValueError(f"--workdir: {path} is not valid JSON; use a new workdir")
+      diff = sorted(_flat_diff(previous, resolved))
+      raise ValueError(
+          f"--workdir: {workdir!r} holds a run with another config (differs in "
+          f"{', '.join(diff[:8])}); use a new workdir or the same config to resume"
+      )
+    logging.warning("--workdir: %r holds only the start of a run that trained no step; taking it "
+                    "over.", workdir)
+    for name in _UNTRAINED_FILES:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(workdir, name))
+    shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+  files.atomic_write_json(path, resolved)
+
+
+def _flat_diff(a: Any, b: Any, prefix: str = "") -> set[str]:
+  if isinstance(a, dict) and isinstance(b, dict):
+    out = set()
+    for key in set(a) | set(b):
+      out |= _flat_diff(a.get(key), b.get(key), f"{prefix}{key}.")
+    return out
+  return set() if a == b else {prefix.rstrip(".")}
