@@ -172,25 +172,15 @@ class GroupProgram:
 
 def group_program(group, mesh) -> GroupProgram:
   """The driver's program of `group` (a `driver.Group`) on `mesh`, without a store."""
-  import jax
-  from jax.sharding import NamedSharding
-  from jax.sharding import PartitionSpec as P
 
   from jaxopt_lab.sweep import driver
 
-  # The one place where the benchmarks reach the driver's private names (`driver._Run`,
-  # `driver._to_global`, `_Run._batches`, `_Run._compiled`): when the driver makes its group
-  # program public (issue 11), rename them here and nowhere else.
-  run = driver._Run(group, mesh, None)
-  sharding = NamedSharding(mesh, P(None, None, "data"))
-
-  def device_batches(k: int):
-    return jax.tree.map(lambda x: driver._to_global(x, sharding), run._batches(0, k))
-
+  run = driver.GroupPrograms(group, mesh)
   return GroupProgram(
-      width=run.width, padded=run.padded, mesh=run.mesh, chunk=run.chunk, hparams=run.hparams,
-      replicate=run.replicate, init_population=run.init_population, run_chunk=run.run_chunk,
-      device_batches=device_batches, compiled=lambda k: run._compiled[k],
+      width=run.width, padded=run.padded, mesh=run.mesh, chunk=run.chunk.fn,
+      hparams=run.hparams, replicate=run.replicate, init_population=run.init_population,
+      run_chunk=lambda pop, begin, end: run.run_chunk(pop, run.device_batches(begin, end - begin)),
+      device_batches=lambda k: run.device_batches(0, k), compiled=lambda k: run.chunk.compiled[k],
       compile_seconds=lambda: run.compile_seconds)
 
 

@@ -10,12 +10,11 @@ optimizer's name and flags), so new values never recompile and nothing branches 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -24,8 +23,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxopt_lab import checkpoints, files, hardware, tasks, textmetrics, workdirs
+from jaxopt_lab import checkpoints, files, hardware, runloop, tasks, textmetrics, workdirs
 from jaxopt_lab.optim import factory
+
+# The loop's names that callers of the single run meet (its errors, its chunk boundaries).
+from jaxopt_lab.runloop import Interrupted, Position, chunk_ends  # noqa: F401
 
 Params = Any
 Batch = Mapping[str, Any]
@@ -55,14 +57,6 @@ class TrainState(NamedTuple):
 
 class TrainingDiverged(RuntimeError):
   """Raised by the single-run loop when the training loss becomes non-finite."""
-
-
-class Interrupted(KeyboardInterrupt):
-  """Ctrl-C during training; the message says where it stopped and that the same command resumes.
-
-  Every file was written atomically and checkpoints are synchronous, so the workdir is
-  consistent: a rerun resumes from the last checkpoint as after a kill.
-  """
 
 
 def point_keys(seed: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -154,18 +148,6 @@ def make_eval_step(task: tasks.Task) -> Callable[[Params, Mapping[str, Batch]], 
   return eval_step
 
 
-def chunk_ends(start: int, total: int, every: tuple[int, ...]) -> Iterator[int]:
-  """Ends of the compiled calls from `start` to `total`: a call stops at each multiple of `every`.
-
-  The boundaries depend on absolute step numbers only, so a resumed run makes the same calls as an
-  uninterrupted one.
-  """
-  step = start
-  while step < total:
-    step = min([total] + [(step // e + 1) * e for e in every if e > 0])
-    yield step
-
-
 def _check_positive(config: ml_collections.ConfigDict, *names: str) -> None:
   for name in names:
     value = config.train[name]
@@ -210,67 +192,6 @@ def validate(config: ml_collections.ConfigDict) -> tuple[tasks.Task, dict[str, n
   return task, hparams
 
 
-@dataclasses.dataclass
-class Position:
-  """Where a training loop is, for the line that reports an interrupt."""
-
-  step: int = 0  # the step the state reached
-  checkpoints: str = ""  # the loop's checkpoint directory, once it has one
-
-  def interrupted(self, of: str) -> Interrupted:
-    """The error to raise on Ctrl-C; `of` completes "at step N ...", e.g. "of 1000"."""
-    # From the disk: an interrupt may come while a save finishes (orbax renames a complete one).
-    saved = (max((int(d) for d in os.listdir(self.checkpoints) if d.isdigit()), default=0)
-             if os.path.isdir(self.checkpoints) else 0)
-    where = f"last checkpoint: step {saved}" if saved else "no checkpoint yet"
-    return Interrupted(f"interrupted at step {self.step} {of} ({where}); run the same command "
-                       "to resume")
-
-
-@dataclasses.dataclass
-class MetricMeans:
-  """Float64 sums of per-step metrics since the last log row (per point when metrics are [K, P])."""
-
-  sums: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-  count: int = 0
-
-  def add(self, metrics: Mapping[str, np.ndarray]) -> None:
-    """Adds metrics stacked on a leading step axis."""
-    for name, values in metrics.items():
-      self.sums[name] = self.sums.get(name, 0.0) + np.sum(values, axis=0, dtype=np.float64)
-    self.count += len(next(iter(metrics.values())))
-
-  def pop(self) -> dict[str, np.ndarray]:
-    means = {name: total / self.count for name, total in self.sums.items()}
-    self.sums, self.count = {}, 0
-    return means
-
-
-class Progress:
-  """One line per log row: a bar, the loss, steps/s, and tokens/s and MFU where they apply."""
-
-  def __init__(self, total: int, tokens_per_step: int | None, flops_per_step: float | None,
-               peak: float | None):
-    self.total, self.tokens, self.flops, self.peak = total, tokens_per_step, flops_per_step, peak
-    self._time, self._step = time.perf_counter(), None
-
-  def update(self, step: int, row: Mapping[str, float]) -> None:
-    now = time.perf_counter()
-    rate = 0.0 if self._step is None else (step - self._step) / max(now - self._time, 1e-9)
-    self._time, self._step = now, step
-    filled = int(20 * step / self.total)
-    parts = [f"[{'#' * filled}{'.' * (20 - filled)}] step {step}/{self.total}",
-             f"loss {row['loss']:.4f}", f"{rate:.1f} steps/s"]
-    if self.tokens and rate:
-      parts.append(f"{rate * self.tokens:,.0f} tok/s")
-    if self.flops and rate:
-      achieved = rate * self.flops
-      parts.append(f"{achieved / 1e9:,.3g} GFLOP/s")
-      if self.peak:
-        parts.append(f"MFU {100 * achieved / self.peak:.1f}%")
-    logging.info(" | ".join(parts))
-
-
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains one point of `config` in `workdir`, resuming from its last checkpoint.
 
@@ -284,7 +205,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   task, hparams = validate(config)
   lock = workdirs.prepare(workdir, config)
-  where = Position()
+  where = runloop.Position()
   try:
     return _train(config, workdir, task, hparams, where)
   except KeyboardInterrupt:
@@ -293,18 +214,74 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     lock.release()
 
 
+class _PointJob:
+  """The single run's part of the run loop: one point, rows in `metrics.jsonl`, a non-finite
+  loss stops the run (after writing its summary)."""
+
+  def __init__(self, config, workdir, task, hparams, rows, started):
+    self.config, self.workdir, self.task, self.rows, self.started = (
+        config, workdir, task, rows, started)
+    self.hparams = jax.device_put(hparams)
+    self.seed = int(config.seed)
+    self.program = runloop.ChunkProgram(
+        jax.jit(scan_steps(make_train_step(task, config)), donate_argnums=0))
+    self.eval_step = jax.jit(make_eval_step(task))
+    self.eval_data = jax.device_put(task.eval_data)
+    self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+
+  @property
+  def compile_seconds(self) -> float:
+    return self.program.compile_seconds
+
+  def batches(self, begin: int, end: int):
+    return jax.device_put(self.task.train_batches(self.seed, begin, end - begin))
+
+  def run(self, state, batches, begin, end):
+    return self.program(end - begin, state, batches, self.hparams)
+
+  def fetch(self, end: int, metrics: Metrics) -> dict[str, np.ndarray]:
+    metrics = jax.device_get(metrics)
+    losses = metrics["loss"]
+    if not np.all(np.isfinite(losses)):
+      bad = end - len(losses) + int(np.argmin(np.isfinite(losses))) + 1
+      seconds = time.perf_counter() - self.started
+      summary = _summary(self.config, self.task, self.rows, self.hparams, bad - 1, "diverged",
+                         seconds)
+      summary["diverged_step"] = bad
+      files.atomic_write_jsonl(self.metrics_path, self.rows)
+      files.atomic_write_json(os.path.join(self.workdir, "summary.json"), summary)
+      raise TrainingDiverged(
+          f"training diverged: the loss became non-finite at step {bad} "
+          f"(optimizer {self.config.optimizer.name}, learning_rate "
+          f"{self.config.optimizer.learning_rate}); "
+          "lower the learning rate or add clipping (optimizer.clip_norm)"
+      )
+    return metrics
+
+  def log(self, step: int, means: dict[str, np.ndarray], state) -> str:
+    row = {"step": step, "split": "train", **{k: float(v) for k, v in means.items()}}
+    self.rows.append(row)
+    return f"loss {row['loss']:.4f}"
+
+  def evaluate(self, step: int, state) -> None:
+    values = textmetrics.score_generated(
+        self.task, jax.device_get(self.eval_step(state.params, self.eval_data)))
+    for split in self.task.eval_data:
+      prefix = f"{split}_"
+      self.rows.append({"step": step, "split": split,
+                        **{k[len(prefix):]: float(v) for k, v in values.items()
+                           if k.startswith(prefix)}})
+
+  def write(self, step: int, state, seconds: float) -> None:
+    files.atomic_write_jsonl(self.metrics_path, self.rows)
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
-           hparams: dict[str, np.ndarray], where: Position) -> dict[str, Any]:
+           hparams: dict[str, np.ndarray], where: runloop.Position) -> dict[str, Any]:
   total = config.train.steps
-  seed = int(config.seed)
-
-  train_step = make_train_step(task, config)
-  run_chunk = jax.jit(scan_steps(train_step), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(task))
-  eval_data = jax.device_put(task.eval_data)
-  hparams = jax.device_put(hparams)
-
-  state = jax.jit(lambda h, s: init_state(task, config, h, s))(hparams, seed)
+  started = time.perf_counter()
+  state = jax.jit(lambda h, s: init_state(task, config, h, s))(
+      jax.device_put(hparams), int(config.seed))
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
   where.checkpoints = ckpt.directory
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -316,65 +293,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
     if os.path.exists(metrics_path):  # rows past the checkpoint are trained again
       rows = [r for r in files.read_jsonl(metrics_path) if r["step"] <= start]
     logging.info("Resumed from the checkpoint at step %d.", start)
-  where.step = start
 
-  device = jax.devices()[0]
-  progress = Progress(total, task.tokens_per_step, task.flops_per_step,
-                      hardware.peak_flops(device, config.model.get("dtype", "float32")))
-  acc = MetricMeans()
-  every = (config.train.steps_per_call, config.train.log_every, config.train.eval_every,
-           config.train.checkpoint_every)
-  started = time.perf_counter()
-
-  def evaluate(step: int) -> None:
-    values = textmetrics.score_generated(task, jax.device_get(eval_step(state.params, eval_data)))
-    for split in task.eval_data:
-      prefix = f"{split}_"
-      rows.append({"step": step, "split": split,
-                   **{k[len(prefix):]: float(v) for k, v in values.items()
-                      if k.startswith(prefix)}})
-
-  def finish_chunk(end: int, metrics: Metrics) -> None:
-    metrics = jax.device_get(metrics)
-    losses = metrics["loss"]
-    if not np.all(np.isfinite(losses)):
-      bad = end - len(losses) + int(np.argmin(np.isfinite(losses))) + 1
-      seconds = time.perf_counter() - started
-      summary = _summary(config, task, rows, hparams, bad - 1, "diverged", seconds)
-      summary["diverged_step"] = bad
-      files.atomic_write_jsonl(metrics_path, rows)
-      files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
-      raise TrainingDiverged(
-          f"training diverged: the loss became non-finite at step {bad} "
-          f"(optimizer {config.optimizer.name}, learning_rate {config.optimizer.learning_rate}); "
-          "lower the learning rate or add clipping (optimizer.clip_norm)"
-      )
-    acc.add(metrics)
-
-  if start == 0:  # the held-out metrics at initialisation: the reference of every curve
-    evaluate(0)
-  pending = None
-  begin = start
-  for end in chunk_ends(start, total, every):
-    batches = task.train_batches(seed, begin, end - begin)
-    state, metrics = run_chunk(state, batches, hparams)
-    begin = where.step = end
-    if pending is not None:  # fetch the previous call's metrics once this one is dispatched
-      finish_chunk(*pending)
-    pending = (end, metrics)
-    log, ev = end % config.train.log_every == 0 or end == total, end % config.train.eval_every == 0
-    if log or ev:
-      finish_chunk(*pending)
-      pending = None
-      if log:
-        row = {"step": end, "split": "train", **{k: float(v) for k, v in acc.pop().items()}}
-        rows.append(row)
-        progress.update(end, row)
-      if ev or end == total:
-        evaluate(end)
-      files.atomic_write_jsonl(metrics_path, rows)
-      if end % config.train.checkpoint_every == 0 or end == total:
-        ckpt.save(end, state)
+  job = _PointJob(config, workdir, task, hparams, rows, started)
+  progress = runloop.Progress(
+      "", total, 1, tokens_per_step=task.tokens_per_step, flops_per_step=task.flops_per_step,
+      peak=hardware.peak_flops(jax.devices()[0], config.model.get("dtype", "float32")),
+      started=started)
+  runloop.run(job, state, start, config, ckpt, where, progress)
   ckpt.close()
 
   summary = _summary(config, task, rows, hparams, total, "ok", time.perf_counter() - started)

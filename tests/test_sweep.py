@@ -315,17 +315,17 @@ def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
   group = driver.build_groups(config, design.make_design(config.sweep))[0]
   st = store.Store(str(tmp_path), config, design.make_design(config.sweep))
   mesh = driver.make_mesh()
-  fixed, per_point = driver._Run(group, mesh, st)._slice_memory()
+  fixed, per_point = driver.GroupPrograms(group, mesh).slice_memory()
   # The chunk's 10 batches of 100 x 10 inputs are shared; a point's own state is a few KB.
   assert 4e4 < fixed < 4e6 and 0 < per_point < 1e5
   monkeypatch.setattr(hardware, "l2_cache_bytes", lambda: (fixed + 2.5 * per_point) / 4)
-  assert driver._Run(group, mesh, st).width == 2  # 6 points, room for 2.5 -> slices of 2
+  assert driver.GroupPrograms(group, mesh).width == 2  # 6 points, room for 2.5 -> slices of 2
   monkeypatch.setattr(hardware, "l2_cache_bytes", lambda: 1e15)
   monkeypatch.setattr(hardware, "device_memory_bytes",
                       lambda device: 2 * (fixed + 3.5 * per_point))
-  assert driver._Run(group, mesh, st).width == 3  # half the RAM is the tighter bound
+  assert driver.GroupPrograms(group, mesh).width == 3  # half the RAM is the tighter bound
   monkeypatch.setattr(hardware, "device_memory_bytes", lambda device: 1e15)
-  assert driver._Run(group, mesh, st).width == 6
+  assert driver.GroupPrograms(group, mesh).width == 6
   st.release()
 
 

@@ -38,7 +38,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxopt_lab import checkpoints, files, hardware, tasks, textmetrics, train
+from jaxopt_lab import checkpoints, files, hardware, runloop, tasks, textmetrics, train
 from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import design, store
 
@@ -180,7 +180,8 @@ def _pad(x: np.ndarray, n: int) -> np.ndarray:
   return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)]) if n > len(x) else x
 
 
-def _to_global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+def to_global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A host array placed on the devices of `sharding` (each process gives its own shards)."""
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
@@ -222,12 +223,26 @@ def slice_width(config: ml_collections.ConfigDict, n_local: int) -> int:
   return n_local if size <= 0 else min(size, n_local)
 
 
-class _Run:
-  """Trains one group from its checkpoint (if any) to the end, appending to the store."""
+class GroupPrograms:
+  """The compiled programs of one group and their placed arguments: what a sweep runs per group.
 
-  def __init__(self, group: Group, mesh: Mesh, st: store.Store, width: int | None = None):
+  Lays the group's points out on `mesh` (padded to whole slices of `width` points per device),
+  places their hyperparameters, replicate indices and seeds, and holds the group's chunk-of-steps
+  program (compiled once per chunk length, `chunk.compiled[k]`) and evaluation program. The sweep
+  and the benchmarks run a group through it; it writes nothing.
+
+  Attributes:
+    group, mesh: the group and the (`points`, `data`) mesh.
+    n, width, padded: the group's points, points per vmapped slice on a device, points after
+      padding to the mesh (the padding is computed, then dropped).
+    chunk: `(pop, hparams, replicate, batches) -> (pop, metrics)`, a `runloop.ChunkProgram`.
+    evaluate: jitted `(params, eval_data) -> {'<split>_<metric>': [padded]}`.
+    hparams, replicate, seeds, eval_data: the programs' arguments, placed on the mesh.
+  """
+
+  def __init__(self, group: Group, mesh: Mesh, width: int | None = None):
     """`width`: points per slice, instead of the one `sweep.slice_size` gives (a resume)."""
-    self.group, self.mesh, self.store = group, mesh, st
+    self.group, self.mesh = group, mesh
     cfg = group.config
     n = len(group.points)
     n_dev = mesh.shape["points"]
@@ -242,29 +257,33 @@ class _Run:
     local = slices * width
     self.n, self.width, self.padded = n, width, local * n_dev
     self.sharding = NamedSharding(mesh, P("points"))
-    self.chunk, self.evaluate = make_group_programs(group.task, cfg, mesh, width)
-    self.hparams = {k: _to_global(_pad(v, self.padded), self.sharding)
+    chunk, self.evaluate = make_group_programs(group.task, cfg, mesh, width)
+    self.chunk = runloop.ChunkProgram(chunk)
+    self.hparams = {k: to_global(_pad(v, self.padded), self.sharding)
                     for k, v in group.hparams.items()}
-    self.replicate = _to_global(_pad(group.replicate, self.padded), self.sharding)
-    self.seeds = _to_global(_pad(group.seeds, self.padded), self.sharding)
-    self.eval_data = jax.tree.map(lambda x: _to_global(x, NamedSharding(mesh, P())),
+    self.replicate = to_global(_pad(group.replicate, self.padded), self.sharding)
+    self.seeds = to_global(_pad(group.seeds, self.padded), self.sharding)
+    self.eval_data = jax.tree.map(lambda x: to_global(x, NamedSharding(mesh, P())),
                                   group.task.eval_data)
-    self.compile_seconds = 0.0
-    self._compiled: dict[int, Any] = {}
+
+  @property
+  def compile_seconds(self) -> float:
+    """Seconds spent compiling the chunk program so far."""
+    return self.chunk.compile_seconds
 
   def _auto_width(self, local: int) -> int:
     """The widest slice whose compiled program (memory analysis) fits `slice_budget_bytes`."""
     if local == 1:
       return 1
     budget = hardware.slice_budget_bytes(self.mesh.devices.flat[0])
-    fixed, per_point = self._slice_memory()
+    fixed, per_point = self.slice_memory()
     width = max(1, min(local, int((budget - fixed) // per_point)))
     logging.info("Group %s: slices of %d of the %d points per device (%.1f MB shared + %.2f MB "
                  "per point within %.0f MB).", self.group.name, width, local, fixed / 2**20,
                  per_point / 2**20, budget / 2**20)
     return width
 
-  def _slice_memory(self) -> tuple[float, float]:
+  def slice_memory(self) -> tuple[float, float]:
     """(bytes shared by a device's points, bytes per point) of the chunk program.
 
     From XLA's memory analysis of the program at slices of one and of two points on one device:
@@ -274,7 +293,7 @@ class _Run:
     cfg = self.group.config
     k = min(cfg.train.steps_per_call, cfg.train.steps)
     mesh1 = Mesh(self.mesh.devices[:1], ("points", "data"))
-    batches = jax.eval_shape(lambda: self._batches(0, k))
+    batches = jax.eval_shape(lambda: self.host_batches(0, k))
 
     def program_bytes(width: int) -> float:
       chunk, _ = make_group_programs(self.group.task, cfg, mesh1, width)
@@ -302,22 +321,23 @@ class _Run:
     return init
 
   def init_population(self) -> Population:
+    """The points' initial population, sharded over the mesh."""
     return jax.jit(self._init_fn(), out_shardings=self.sharding)(self.hparams, self.seeds)
 
-  def _batches(self, begin: int, k: int):
+  def host_batches(self, begin: int, k: int) -> dict[str, np.ndarray]:
+    """The training batches of steps [begin, begin + k) of each distinct seed: [seeds, k, ...]."""
     per_seed = [self.group.task.train_batches(s, begin, k) for s in self.group.distinct_seeds]
     return {key: np.stack([b[key] for b in per_seed]) for key in per_seed[0]}
 
-  def run_chunk(self, pop: Population, begin: int, end: int):
-    batches = jax.tree.map(
-        lambda x: _to_global(x, NamedSharding(self.mesh, P(None, None, "data"))),
-        self._batches(begin, end - begin))
-    k = end - begin
-    if k not in self._compiled:
-      start = time.perf_counter()
-      self._compiled[k] = self.chunk.lower(pop, self.hparams, self.replicate, batches).compile()
-      self.compile_seconds += time.perf_counter() - start
-    return self._compiled[k](pop, self.hparams, self.replicate, batches)
+  def device_batches(self, begin: int, k: int) -> dict[str, jax.Array]:
+    """`host_batches` placed on the mesh, each batch split over the `data` axis."""
+    sharding = NamedSharding(self.mesh, P(None, None, "data"))
+    return jax.tree.map(lambda x: to_global(x, sharding), self.host_batches(begin, k))
+
+  def run_chunk(self, pop: Population, batches: dict[str, jax.Array]):
+    """Dispatches one chunk on `device_batches` (compiling at the first call of its length)."""
+    k = next(iter(batches.values())).shape[1]
+    return self.chunk(k, pop, self.hparams, self.replicate, batches)
 
 
 def validate_sweep_config(config: ml_collections.ConfigDict) -> None:
@@ -376,10 +396,19 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
     logging.info("Design: %d points in %d group(s) (%s), %d steps each.", len(points),
                  len(groups), ", ".join(f"{g.name}: {len(g.points)}" for g in groups),
                  config.train.steps)
-    for group in groups:
-      where = train.Position()
+    started = time.perf_counter()
+    for i, group in enumerate(groups):
+      where = runloop.Position()
+      later = sum(len(g.points) * g.config.train.steps for g in groups[i + 1:])
+      task = group.task
+      progress = runloop.Progress(
+          f"group {i + 1}/{len(groups)} {group.name} ", group.config.train.steps,
+          len(group.points), tokens_per_step=task.tokens_per_step,
+          flops_per_step=task.flops_per_step,
+          peak=_mesh_peak(mesh, group.config.model.get("dtype", "float32")),
+          later=later, started=started)
       try:
-        _train_group(group, mesh, st, where)
+        _train_group(group, mesh, st, where, progress)
       except KeyboardInterrupt:
         raise where.interrupted(f"of group {group.name}") from None
     st.finish()
@@ -392,7 +421,13 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   return st.summary_rows()
 
 
-def _layout(run: _Run) -> dict[str, int]:
+def _mesh_peak(mesh: Mesh, dtype: str) -> float | None:
+  """The peak FLOP/s of all the mesh's devices together (None where the table has no entry)."""
+  peak = hardware.peak_flops(mesh.devices.flat[0], dtype)
+  return peak * mesh.devices.size if peak else None
+
+
+def _layout(run: GroupPrograms) -> dict[str, int]:
   return {"point_devices": run.mesh.shape["points"], "data_devices": run.mesh.shape["data"],
           "width": run.width, "padded": run.padded}
 
@@ -409,9 +444,56 @@ def _check_layout(group: Group, recorded: dict[str, int], now: dict[str, int]) -
         f"CPU (the same devices elsewhere) and the same sweep.slice_size, or use a new workdir")
 
 
-def _train_group(group: Group, mesh: Mesh, st: store.Store, where: train.Position) -> None:
+class _GroupJob:
+  """The sweep's part of the run loop: a group's population, rows in the store, a diverged point
+  frozen (the others go on)."""
+
+  def __init__(self, programs: GroupPrograms, st: store.Store):
+    self.programs, self.store, self.group = programs, st, programs.group
+    self.ids = [p.point for p in self.group.points]
+    self.start = 0  # the step the loop starts from (a checkpoint's), for the tally of steps
+    self.train_seconds = 0.0
+
+  @property
+  def compile_seconds(self) -> float:
+    return self.programs.compile_seconds
+
+  def batches(self, begin: int, end: int):
+    return self.programs.device_batches(begin, end - begin)
+
+  def run(self, pop, batches, begin, end):
+    return self.programs.run_chunk(pop, batches)
+
+  def fetch(self, end: int, metrics) -> dict[str, np.ndarray]:
+    # metrics are [points, steps]; the loop's means sum over a leading step axis.
+    return {k: np.asarray(v)[: self.programs.n].T for k, v in _to_host(metrics).items()}
+
+  def log(self, step: int, means: dict[str, np.ndarray], pop: Population) -> str:
+    self.store.add_train_rows(self.ids, step, means)
+    alive = int(np.asarray(_to_host(pop.alive))[: self.programs.n].sum())
+    median = (float(np.nanmedian(means["loss"])) if np.isfinite(means["loss"]).any()
+              else math.nan)
+    return f"median loss {median:.4f} | {alive}/{self.programs.n} alive"
+
+  def evaluate(self, step: int, pop: Population) -> None:
+    values = _to_host(self.programs.evaluate(pop.state.params, self.programs.eval_data))
+    self.store.add_eval_rows(self.ids, step, textmetrics.score_generated(
+        self.group.task, {k: np.asarray(v)[: self.programs.n] for k, v in values.items()}))
+
+  def write(self, step: int, pop: Population, seconds: float) -> None:
+    status = _to_host((pop.alive, pop.diverged_step))
+    self.store.update_points(self.ids, step, *(np.asarray(s)[: self.programs.n] for s in status))
+    # Recorded at every write, before the checkpoint: a kill loses no step of the tally.
+    self.train_seconds = seconds - self.compile_seconds
+    self.store.record_group(self.group.name, self.compile_seconds, self.train_seconds,
+                            step - self.start, step, self.programs.n, self.programs.width,
+                            self.group.task)
+    self.store.flush()
+
+
+def _train_group(group: Group, mesh: Mesh, st: store.Store, where: runloop.Position,
+                 progress: runloop.Progress) -> None:
   cfg = group.config
-  total = cfg.train.steps
   ckpt_dir = os.path.join(st.workdir, "checkpoints", group.name)
   ckpt = checkpoints.Checkpointer(ckpt_dir)
   where.checkpoints = ckpt.directory
@@ -421,69 +503,28 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store, where: train.Positio
     with open(layout_path) as f:
       recorded = json.load(f)
   # A resumed group keeps the slice width it started with: the same programs, the same numbers.
-  run = _Run(group, mesh, st, width=recorded["width"] if recorded else None)
+  programs = GroupPrograms(group, mesh, width=recorded["width"] if recorded else None)
   if recorded:
-    _check_layout(group, recorded, _layout(run))
+    _check_layout(group, recorded, _layout(programs))
   elif st.write:
-    files.atomic_write_json(layout_path, _layout(run))
-  ids = [p.point for p in group.points]
-  st.register(group.name, group.task, ids, group.hparams)
-  pop = run.init_population()
+    files.atomic_write_json(layout_path, _layout(programs))
+  job = _GroupJob(programs, st)
+  st.register(group.name, group.task, job.ids, group.hparams)
+  pop = programs.init_population()
   start = 0
   if (restored := ckpt.restore_latest(pop)) is not None:
     start, pop = restored
     logging.info("Group %s: resumed from the checkpoint at step %d.", group.name, start)
     status = _to_host((pop.alive, pop.diverged_step))
-    st.update_points(ids, start, *(np.asarray(s)[: run.n] for s in status))
+    st.update_points(job.ids, start, *(np.asarray(s)[: programs.n] for s in status))
   st.truncate(group.name, start if start else -1)  # rows past the checkpoint are trained again
-  begin = where.step = start
-  if start == 0:  # held-out metrics at initialisation: the reference of curves and of the cap
-    values = _to_host(run.evaluate(pop.state.params, run.eval_data))
-    st.add_eval_rows(ids, 0, textmetrics.score_generated(
-        group.task, {k: np.asarray(v)[: run.n] for k, v in values.items()}))
-  if start == total:
-    ckpt.close()
-    return
-  acc = train.MetricMeans()
-  every = (cfg.train.steps_per_call, cfg.train.log_every, cfg.train.eval_every,
-           cfg.train.checkpoint_every)
-  t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
-  for end in train.chunk_ends(start, total, every):
-    pop, metrics = run.run_chunk(pop, begin, end)
-    begin = where.step = end
-    # metrics are [points, steps]; the accumulator sums over a leading step axis.
-    acc.add({k: np.asarray(v)[: run.n].T for k, v in _to_host(metrics).items()})
-    log = end % cfg.train.log_every == 0 or end == total
-    ev = end % cfg.train.eval_every == 0 or end == total
-    if log:
-      means = acc.pop()
-      st.add_train_rows(ids, end, means)
-      now = time.perf_counter()
-      rate = run.n * (end - last_step) / max(now - last_t, 1e-9)
-      last_t, last_step = now, end
-      done = int(20 * end / total)
-      logging.info("%s [%s%s] step %d/%d | median loss %.4f | %d/%d alive | %.1f points x steps/s",
-                   group.name, "#" * done, "." * (20 - done), end, total,
-                   float(np.nanmedian(means["loss"])) if np.isfinite(means["loss"]).any()
-                   else math.nan,
-                   int(np.asarray(_to_host(pop.alive))[: run.n].sum()), run.n, rate)
-    if ev:
-      values = _to_host(run.evaluate(pop.state.params, run.eval_data))
-      st.add_eval_rows(ids, end, textmetrics.score_generated(
-          group.task, {k: np.asarray(v)[: run.n] for k, v in values.items()}))
-    if log or ev:
-      status = _to_host((pop.alive, pop.diverged_step))
-      st.update_points(ids, end, *(np.asarray(s)[: run.n] for s in status))
-      # Recorded at every write, before the checkpoint: a kill loses no step of the tally.
-      train_seconds = time.perf_counter() - t0 - run.compile_seconds
-      st.record_group(group.name, run.compile_seconds, train_seconds, end - start, end, run.n,
-                      run.width, group.task)
-      st.flush()
-      if end % cfg.train.checkpoint_every == 0 or end == total:
-        ckpt.save(end, pop)
+  job.start = start
+  runloop.run(job, pop, start, cfg, ckpt, where, progress)
   ckpt.close()
-  logging.info("Group %s: compiled in %.1fs, trained %d points x %d steps in %.1fs.",
-               group.name, run.compile_seconds, run.n, total - start, train_seconds)
+  if start < cfg.train.steps:
+    logging.info("Group %s: compiled in %.1fs, trained %d points x %d steps in %.1fs.",
+                 group.name, programs.compile_seconds, programs.n, cfg.train.steps - start,
+                 job.train_seconds)
 
 
 def group_config(config: ml_collections.ConfigDict, point: design.Point
