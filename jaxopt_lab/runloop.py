@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import ml_collections
@@ -83,7 +83,7 @@ class MetricMeans:
     return means
 
 
-def _clock(seconds: float) -> str:
+def _hms(seconds: float) -> str:
   seconds = int(round(seconds))
   hours, rest = divmod(seconds, 3600)
   return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
@@ -100,17 +100,19 @@ class Progress:
 
   def __init__(self, label: str, total: int, points: int, *, tokens_per_step: int | None = None,
                flops_per_step: float | None = None, peak: float | None = None, later: int = 0,
-               every: float = 5.0, started: float | None = None):
-    """`label` opens each line (e.g. "group 2/3 optimizer=adam"); `started` is the perf_counter
+               every: float = 5.0, started: float | None = None,
+               clock: Callable[[], float] = time.perf_counter):
+    """`label` opens each line (e.g. "group 2/3 optimizer=adam"); `started` is the `clock` time
     the elapsed time counts from (default: now)."""
+    self.clock = clock
     self.label, self.total, self.points, self.later, self.every = label, total, points, later, every
     self.tokens, self.flops, self.peak = tokens_per_step, flops_per_step, peak
-    self.started = time.perf_counter() if started is None else started
+    self.started = clock() if started is None else started
     self.start(0, 0.0)
 
   def start(self, step: int, compile_seconds: float) -> None:
     """Counts rates from here: the loop's first step, and the job's compile seconds so far."""
-    now = time.perf_counter()
+    now = self.clock()
     self._first = self._step = step
     self._t0 = self._t = now
     self._excluded = self._excluded_total = 0.0
@@ -128,7 +130,7 @@ class Progress:
     self._compile = compile_seconds
     self._excluded += compiled
     self._excluded_total += compiled
-    now = time.perf_counter()
+    now = self.clock()
     if step < self.total and now - self._printed < self.every:
       return None
     busy = max(now - self._t - self._excluded, 1e-9)
@@ -146,9 +148,9 @@ class Progress:
       if self.peak:
         parts.append(f"MFU {100 * achieved / self.peak:.1f}%")
     left = self.points * (self.total - step) + self.later
-    parts.append(f"elapsed {_clock(now - self.started)}")
+    parts.append(f"elapsed {_hms(now - self.started)}")
     if left and overall > 0:
-      parts.append(f"ETA {_clock(left / overall)}")
+      parts.append(f"ETA {_hms(left / overall)}")
     line = " | ".join(parts)
     logging.info(line)
     return line
