@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxopt_lab import checkpoints, files, hardware, tasks, textmetrics, workdirs
+from jaxopt_lab import checkpoints, expdir, files, hardware, tasks, tblog, textmetrics, workdirs
 from jaxopt_lab.optim import factory
 
 Params = Any
@@ -308,13 +308,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
   where.checkpoints = ckpt.directory
   metrics_path = os.path.join(workdir, "metrics.jsonl")
+  metrics_log = expdir.MetricsLog(metrics_path, tblog.for_run(config, workdir, hparams))
   rows: list[dict[str, Any]] = []
   start = 0
   if (restored := ckpt.restore_latest(state)) is not None:
     state = restored[1]
     start = int(state.step)
     if os.path.exists(metrics_path):  # rows past the checkpoint are trained again
-      rows = [r for r in files.read_jsonl(metrics_path) if r["step"] <= start]
+      rows = metrics_log.truncate(start)
     logging.info("Resumed from the checkpoint at step %d.", start)
   where.step = start
 
@@ -342,7 +343,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
       seconds = time.perf_counter() - started
       summary = _summary(config, task, rows, hparams, bad - 1, "diverged", seconds)
       summary["diverged_step"] = bad
-      files.atomic_write_jsonl(metrics_path, rows)
+      metrics_log.sync(rows)
       files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
       raise TrainingDiverged(
           f"training diverged: the loss became non-finite at step {bad} "
@@ -372,10 +373,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
         progress.update(end, row)
       if ev or end == total:
         evaluate(end)
-      files.atomic_write_jsonl(metrics_path, rows)
+      metrics_log.sync(rows)
       if end % config.train.checkpoint_every == 0 or end == total:
         ckpt.save(end, state)
   ckpt.close()
+  metrics_log.close()
 
   summary = _summary(config, task, rows, hparams, total, "ok", time.perf_counter() - started)
   files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
