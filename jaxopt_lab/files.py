@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import functools
 import io
 import json
 import os
@@ -23,9 +22,8 @@ from typing import Any
 _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
-@functools.cache
 def umask() -> int:
-  """The process's umask (read once: setting it to probe is not thread-safe, so /proc first)."""
+  """The process's umask (from /proc where it can: setting it to read it is not thread-safe)."""
   try:
     with open("/proc/self/status", encoding="ascii") as f:
       for line in f:
