@@ -14,7 +14,7 @@ import pytest
 from small_configs import classic_config, classic_sweep_config
 
 from jaxopt_lab import expdir, files, train
-from jaxopt_lab.analysis import report, results
+from jaxopt_lab.analysis import findings, report, results
 from jaxopt_lab.sweep import driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,6 +149,9 @@ def test_run_json_follows_the_schema_and_gives_mfu(sweep_dirs):
   assert exp.structural_factors == ("optimizer",)
   md = open(report.write_report(reference, num_resamples=50), encoding="utf-8").read()
   assert "MFU = achieved FLOP/s / run.json peak_flops." in md
+  total = findings.compute_rows(exp)[-1]
+  assert total.group == "total" and 0 < total.mfu < 1  # a measured peak is never exceeded much
+  assert total.mfu == pytest.approx(total.flops_per_second / run["peak_flops"])
 
 
 def test_run_json_refuses_an_undeclared_field():

@@ -91,9 +91,10 @@ class Store:
   def truncate(self, group: str, step: int) -> None:
     """Drops the rows of `group`'s points after `step` (its checkpoint), before resuming."""
     ids = {p.point for p in self.points if p.group == group}
-    self.rows = [r for r in self.rows if r["point"] not in ids or r["step"] <= step]
-    if self.write and len(self.rows) != self.log.written:
-      self.log.rewrite(self.rows)
+    kept = [r for r in self.rows if r["point"] not in ids or r["step"] <= step]
+    if self.write and len(kept) < len(self.rows):  # once per resumed group
+      self.log.rewrite(kept)
+    self.rows = kept
 
   def register(self, group_name: str, task: tasks.Task, point_ids: Sequence[int],
                hparams: Mapping[str, np.ndarray]) -> None:
