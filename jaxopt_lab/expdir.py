@@ -17,7 +17,6 @@ A single run's directory (scripts/train.py) holds config.json, metrics.jsonl (ro
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -85,11 +84,6 @@ def metric_float(value: Any) -> float:
   return float(str(np.float32(value)))
 
 
-def encode_rows(rows: Sequence[Mapping[str, Any]]) -> bytes:
-  """JSON lines of `rows` (NaN and inf as JSON's extensions, as `json` writes them)."""
-  return "".join(json.dumps(dict(r), allow_nan=True) + "\n" for r in rows).encode("utf-8")
-
-
 class RowListener(Protocol):
   """Receives the rows a `MetricsLog` appends (the TensorBoard writer of `tblog`)."""
 
@@ -119,7 +113,7 @@ class MetricsLog:
 
   def rewrite(self, rows: Sequence[Mapping[str, Any]]) -> None:
     """Replaces the file by `rows` atomically."""
-    files.atomic_write_bytes(self.path, encode_rows(rows))
+    files.atomic_write_jsonl(self.path, rows)
     self.written = len(rows)
 
   def truncate(self, keep: Callable[[Mapping[str, Any]], bool] | int) -> list[dict[str, Any]]:
@@ -147,7 +141,7 @@ class MetricsLog:
         if isinstance(v, float):
           row[k] = metric_float(v)
     if rows:
-      files.append_bytes(self.path, encode_rows(rows))
+      files.append_bytes(self.path, files.jsonl_bytes(rows))
       if self.listener is not None:
         self.listener.add_rows(rows)
     self.written = (self.written or 0) + len(rows)

@@ -81,8 +81,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
+def jsonl_bytes(rows: Iterable[Mapping[str, Any]]) -> bytes:
+  """JSON lines of `rows` (NaN and inf as JSON's extensions, as `json` writes them)."""
+  return "".join(json.dumps(dict(r), allow_nan=True) + "\n" for r in rows).encode("utf-8")
+
+
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
-  atomic_write_text(path, "".join(json.dumps(dict(r), allow_nan=True) + "\n" for r in rows))
+  atomic_write_bytes(path, jsonl_bytes(rows))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -22,12 +22,20 @@ from jaxopt_lab import expdir
 _counter = itertools.count()
 
 
-def _check_installed() -> None:
-  try:
-    import tensorboardX  # noqa: F401
-  except ImportError:
-    raise ValueError("train.tensorboard: needs tensorboardX; pip install 'jaxopt_lab[tb]' "
-                     "(or set train.tensorboard=False)") from None
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming `train.tensorboard` when it is not a bool or tensorboardX is absent.
+
+  Called before a run writes its workdir, so a refused start writes nothing.
+  """
+  value = config.train.tensorboard
+  if not isinstance(value, bool):
+    raise ValueError(f"train.tensorboard: must be True or False, got {value!r}")
+  if value:
+    try:
+      import tensorboardX  # noqa: F401
+    except ImportError:
+      raise ValueError("train.tensorboard: needs tensorboardX; pip install 'jaxopt_lab[tb]' "
+                       "(or set train.tensorboard=False)") from None
 
 
 def _hparam(value: Any) -> bool | str | float | int:
@@ -97,9 +105,9 @@ def _metric_tags(config: ml_collections.ConfigDict) -> list[str]:
 def for_sweep(config: ml_collections.ConfigDict, workdir: str, points: Sequence[Any]
               ) -> Writer | None:
   """The writer of a sweep's points (`sweep.design.Point`s), or None when switched off."""
+  validate(config)
   if not config.train.tensorboard:
     return None
-  _check_installed()
   hparams = {p.point: {**p.structural, **p.values, "seed": p.seed, "replicate": p.replicate}
              for p in points}
   return Writer(os.path.join(workdir, expdir.TENSORBOARD_DIR), hparams, _metric_tags(config))
@@ -108,9 +116,9 @@ def for_sweep(config: ml_collections.ConfigDict, workdir: str, points: Sequence[
 def for_run(config: ml_collections.ConfigDict, workdir: str, hparams: Mapping[str, Any]
             ) -> Writer | None:
   """The writer of a single run, or None when switched off."""
+  validate(config)
   if not config.train.tensorboard:
     return None
-  _check_installed()
   hp = {"optimizer": config.optimizer.name, "seed": int(config.seed),
         **{k: float(v) for k, v in hparams.items()}}
   return Writer(os.path.join(workdir, expdir.TENSORBOARD_DIR), {None: hp}, _metric_tags(config))

@@ -203,6 +203,7 @@ def validate(config: ml_collections.ConfigDict) -> tuple[tasks.Task, dict[str, n
   as it was.
   """
   validate_train_config(config)
+  tblog.validate(config)
   task = tasks.build(config)
   hparams = factory.hparams_from_config(config.optimizer)
   validate_optimizer(config, hparams)

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 from small_configs import classic_config, classic_sweep_config
@@ -50,6 +51,15 @@ def test_a_run_is_readable_by_others(tmp_path):
     os.umask(previous)
   for name in ("config.json", "metrics.jsonl", "summary.json"):
     assert os.stat(tmp_path / name).st_mode & 0o777 == 0o644, name
+  assert not os.path.exists(tmp_path / "tb")  # TensorBoard is off by default
+
+
+def test_tensorboard_field_is_checked_before_anything_is_written(tmp_path):
+  config = classic_config()
+  config.train = ml_collections.ConfigDict({**config.train.to_dict(), "tensorboard": "yes"})
+  with pytest.raises(ValueError, match="train.tensorboard: must be True or False, got 'yes'"):
+    train.train(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
 
 
 def test_metric_floats_are_the_shortest_text_of_their_float32():

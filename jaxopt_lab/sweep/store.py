@@ -45,6 +45,7 @@ class Store:
                points: Sequence[design.Point], write: bool = True):
     self.workdir, self.config, self.points, self.write = workdir, config, list(points), write
     self._lock = None
+    tblog.validate(config)  # before anything is written
     if write:
       self._lock = workdirs.prepare(workdir, config)
       path = os.path.join(workdir, expdir.DESIGN_FILE)
