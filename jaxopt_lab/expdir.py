@@ -39,6 +39,10 @@ SINGLE_RUN_FILES = (CONFIG_FILE, SINGLE_SUMMARY_FILE)
 DESIGN_ID_COLUMNS = ("point", "group", "replicate", "seed")
 METRIC_ROW_KEYS = ("point", "step", "split")  # then the row's metrics; split: train | valid | test
 STATUSES = ("ok", "diverged", "running")  # summary "status"
+# summary.csv: the design's columns, hp_<value factor> (resolved), SUMMARY_STATUS_COLUMNS, then
+# metric_columns(...) for each held-out split.
+HPARAM_PREFIX = "hp_"
+SUMMARY_STATUS_COLUMNS = ("status", "diverged_step", "steps", "final_train_loss")
 FINISHED = ("ok", "diverged")
 # Used only when run.json (which records the modes) is missing.
 DEFAULT_METRIC_MODES = {"loss": "min", "perplexity": "min", "bits_per_byte": "min",
@@ -59,6 +63,17 @@ RUN_FIELDS = {
     "peak_flops_source": "'data sheet <dtype>' | 'measured <dtype> matmul'",
     "groups": "per group: points, compile/train seconds, steps, throughput, flops_per_step",
 }
+
+
+def metric_column(kind: str, split: str, metric: str) -> str:
+  """The summary column of a metric: kind 'final' (last evaluation) or 'best' (over steps > 0)."""
+  return f"{kind}_{split}_{metric}"
+
+
+def metric_columns(splits: Sequence[str], metrics: Sequence[str]) -> list[str]:
+  """The summary's metric columns, split by split: final_* then best_* of each metric."""
+  return [metric_column(kind, split, m) for split in splits for kind in ("final", "best")
+          for m in metrics]
 
 
 def run_record(**fields: Any) -> dict[str, Any]:
@@ -176,7 +191,7 @@ def single_run_tables(config: Mapping[str, Any], summary: Mapping[str, Any]
   design_row = {"point": "0", "group": f"optimizer={optimizer}", "replicate": "0",
                 "seed": str(summary.get("seed", config.get("seed", 0))), "optimizer": optimizer}
   row = dict(design_row)
-  row.update({f"hp_{k}": repr(float(v)) for k, v in summary.get("hparams", {}).items()})
+  row.update({HPARAM_PREFIX + k: repr(float(v)) for k, v in summary.get("hparams", {}).items()})
   row["status"] = str(summary.get("status", "running"))
   row["diverged_step"] = str(summary.get("diverged_step", ""))
   row["steps"] = str(summary.get("steps", ""))

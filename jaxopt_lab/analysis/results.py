@@ -312,7 +312,8 @@ def load_experiment(workdir: str | os.PathLike) -> Experiment:
         f"{sorted(modes)} nor among the known metrics {sorted(expdir.DEFAULT_METRIC_MODES)}")
   if mode not in ("min", "max"):
     raise ValueError(f"run.json metric_modes[{metric!r}] must be 'min' or 'max', got {mode!r}")
-  valid_col, test_col = f"final_valid_{metric}", f"final_test_{metric}"
+  valid_col = expdir.metric_column("final", "valid", metric)
+  test_col = expdir.metric_column("final", "test", metric)
   if summary_rows and valid_col not in summary:
     available = sorted(c[len("final_valid_"):] for c in summary if c.startswith("final_valid_"))
     raise ValueError(f"config sweep.metric={metric!r} has no column {valid_col!r} in "

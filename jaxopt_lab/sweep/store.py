@@ -171,7 +171,7 @@ class Store:
     out = []
     for p in self.points:
       row = design.design_row(p)
-      row.update({f"hp_{k}": v for k, v in self.hparams.get(p.point, {}).items()})
+      row.update({expdir.HPARAM_PREFIX + k: v for k, v in self.hparams.get(p.point, {}).items()})
       row.update(self.status[p.point])
       rows = sorted(by_point.get(p.point, []), key=lambda r: r["step"])
       row.update(train.final_and_best(rows, self.eval_splits, self.metric_modes))
@@ -181,12 +181,9 @@ class Store:
   def _summary_columns(self) -> list[str]:
     columns = design.design_columns(self.config.sweep)
     used = {k for h in self.hparams.values() for k in h}
-    columns += [f"hp_{k}" for k in factory.VALUE_FACTORS if k in used]
-    columns += ["status", "diverged_step", "steps", "final_train_loss"]
-    for split in self.eval_splits:
-      for kind in ("final", "best"):
-        columns += [f"{kind}_{split}_{m}" for m in self.metric_modes]
-    return columns
+    columns += [expdir.HPARAM_PREFIX + k for k in factory.VALUE_FACTORS if k in used]
+    columns += expdir.SUMMARY_STATUS_COLUMNS
+    return columns + expdir.metric_columns(self.eval_splits, list(self.metric_modes))
 
   def flush(self, status: str = "running") -> None:
     """Appends the new rows to metrics.jsonl; rewrites summary.csv and run.json."""
@@ -230,7 +227,7 @@ class Store:
     point ineligible.
     """
     metric = self.config.sweep.metric
-    key = f"final_valid_{metric}"
+    key = expdir.metric_column("final", "valid", metric)
     sign = -1.0 if self.metric_modes.get(metric) == "max" else 1.0
     scores: dict[tuple, list[float]] = {}
     for p, row in zip(self.points, self.summary_rows(), strict=True):
