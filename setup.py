@@ -26,7 +26,10 @@ setuptools.setup(
     extras_require={
         # BLEU and ROUGE-L of generated text (config.eval.generation); the tests cover them.
         "text": ["sacrebleu>=2.3,<3", "rouge-score>=0.1.2,<0.2"],
-        "test": ["pytest>=8,<10", "ruff>=0.6,<1", "sacrebleu>=2.3,<3", "rouge-score>=0.1.2,<0.2"],
+        # TensorBoard event files during training (config.train.tensorboard).
+        "tb": ["tensorboardX>=2.6,<3"],
+        "test": ["pytest>=8,<10", "ruff>=0.6,<1", "sacrebleu>=2.3,<3", "rouge-score>=0.1.2,<0.2",
+                 "tensorboardX>=2.6,<3"],
         # Only for the optional PyTorch baselines in benchmarks/ (torch.nn.RMSNorm: 2.4).
         "bench": ["torch>=2.4"],
     },

@@ -142,6 +142,7 @@ def train_config() -> ml_collections.ConfigDict:
           log_every=50,  # steps between training-metric rows (mean over those steps)
           eval_every=250,  # steps between held-out evaluations (and one at the end)
           checkpoint_every=500,  # steps between checkpoints (a multiple of log_every)
+          tensorboard=False,  # also write TensorBoard event files, WORKDIR/tb (tensorboardX)
       )
   )
 

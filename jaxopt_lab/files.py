@@ -1,4 +1,10 @@
-"""Atomic file writes: a reader (or a killed run) never sees half a file."""
+"""Atomic file writes: a reader (or a killed run) never sees half a file.
+
+Files are created with the permissions the umask gives (0666 & ~umask, as `open` would), so a
+colleague on a shared machine can read an experiment. Append-only logs (`append_bytes`) add whole
+lines in one write; a kill may still leave a partial last line, which `read_complete_lines`
+leaves out and `drop_partial_line` removes.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,20 @@ from typing import Any
 _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
+def umask() -> int:
+  """The process's umask (from /proc where it can: setting it to read it is not thread-safe)."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
   """Writes `data` to `path` through a temporary file in the same folder and a rename."""
   path = os.fspath(path)
@@ -23,6 +43,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
   try:
+    os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600: readable by its owner only
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()
@@ -60,13 +81,51 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
+def jsonl_bytes(rows: Iterable[Mapping[str, Any]]) -> bytes:
+  """JSON lines of `rows` (NaN and inf as JSON's extensions, as `json` writes them)."""
+  return "".join(json.dumps(dict(r), allow_nan=True) + "\n" for r in rows).encode("utf-8")
+
+
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
-  atomic_write_text(path, "".join(json.dumps(dict(r), allow_nan=True) + "\n" for r in rows))
+  atomic_write_bytes(path, jsonl_bytes(rows))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The rows of a JSON-lines file; a partial last line (a killed append) is left out."""
+  text = read_complete_lines(path).decode("utf-8")
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def append_bytes(path: str | os.PathLike, data: bytes) -> None:
+  """Appends `data` (whole lines) to `path` in one write and syncs it to disk."""
+  with open(path, "ab") as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def read_complete_lines(path: str | os.PathLike) -> bytes:
+  """The bytes of `path` up to and including its last newline."""
+  with open(path, "rb") as f:
+    data = f.read()
+  return data[: data.rfind(b"\n") + 1]
+
+
+def drop_partial_line(path: str | os.PathLike) -> bool:
+  """Cuts `path` back to its last newline (the partial line a killed append left); True if cut.
+
+  Call only while holding the folder's `WorkdirLock`.
+  """
+  if not os.path.exists(path):
+    return False
+  size = os.path.getsize(path)
+  keep = len(read_complete_lines(path))
+  if keep == size:
+    return False
+  with open(path, "r+b") as f:
+    f.truncate(keep)
+    os.fsync(f.fileno())
+  return True
 
 
 def atomic_write_csv(

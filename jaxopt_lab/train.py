@@ -23,7 +23,17 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxopt_lab import checkpoints, files, hardware, runloop, tasks, textmetrics, workdirs
+from jaxopt_lab import (
+  checkpoints,
+  expdir,
+  files,
+  hardware,
+  runloop,
+  tasks,
+  tblog,
+  textmetrics,
+  workdirs,
+)
 from jaxopt_lab.optim import factory
 
 # The loop's names that callers of the single run meet (its errors, its chunk boundaries).
@@ -185,6 +195,7 @@ def validate(config: ml_collections.ConfigDict) -> tuple[tasks.Task, dict[str, n
   as it was.
   """
   validate_train_config(config)
+  tblog.validate(config)
   task = tasks.build(config)
   hparams = factory.hparams_from_config(config.optimizer)
   validate_optimizer(config, hparams)
@@ -218,16 +229,16 @@ class _PointJob:
   """The single run's part of the run loop: one point, rows in `metrics.jsonl`, a non-finite
   loss stops the run (after writing its summary)."""
 
-  def __init__(self, config, workdir, task, hparams, rows, started):
+  def __init__(self, config, workdir, task, hparams, rows, started, metrics_log):
     self.config, self.workdir, self.task, self.rows, self.started = (
         config, workdir, task, rows, started)
+    self.metrics_log = metrics_log
     self.hparams = jax.device_put(hparams)
     self.seed = int(config.seed)
     self.program = runloop.ChunkProgram(
         jax.jit(scan_steps(make_train_step(task, config)), donate_argnums=0))
     self.eval_step = jax.jit(make_eval_step(task))
     self.eval_data = jax.device_put(task.eval_data)
-    self.metrics_path = os.path.join(workdir, "metrics.jsonl")
 
   @property
   def compile_seconds(self) -> float:
@@ -248,7 +259,8 @@ class _PointJob:
       summary = _summary(self.config, self.task, self.rows, self.hparams, bad - 1, "diverged",
                          seconds)
       summary["diverged_step"] = bad
-      files.atomic_write_jsonl(self.metrics_path, self.rows)
+      self.metrics_log.sync(self.rows)
+      self.metrics_log.close()
       files.atomic_write_json(os.path.join(self.workdir, "summary.json"), summary)
       raise TrainingDiverged(
           f"training diverged: the loss became non-finite at step {bad} "
@@ -273,7 +285,7 @@ class _PointJob:
                            if k.startswith(prefix)}})
 
   def write(self, step: int, state, seconds: float) -> None:
-    files.atomic_write_jsonl(self.metrics_path, self.rows)
+    self.metrics_log.sync(self.rows)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
@@ -285,22 +297,24 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
   where.checkpoints = ckpt.directory
   metrics_path = os.path.join(workdir, "metrics.jsonl")
+  metrics_log = expdir.MetricsLog(metrics_path, tblog.for_run(config, workdir, hparams))
   rows: list[dict[str, Any]] = []
   start = 0
   if (restored := ckpt.restore_latest(state)) is not None:
     state = restored[1]
     start = int(state.step)
     if os.path.exists(metrics_path):  # rows past the checkpoint are trained again
-      rows = [r for r in files.read_jsonl(metrics_path) if r["step"] <= start]
+      rows = metrics_log.truncate(start)
     logging.info("Resumed from the checkpoint at step %d.", start)
 
-  job = _PointJob(config, workdir, task, hparams, rows, started)
+  job = _PointJob(config, workdir, task, hparams, rows, started, metrics_log)
   progress = runloop.Progress(
       "", total, 1, tokens_per_step=task.tokens_per_step, flops_per_step=task.flops_per_step,
       peak=hardware.peak_flops(jax.devices()[0], config.model.get("dtype", "float32")),
       started=started)
   runloop.run(job, state, start, config, ckpt, where, progress)
   ckpt.close()
+  metrics_log.close()
 
   summary = _summary(config, task, rows, hparams, total, "ok", time.perf_counter() - started)
   files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)

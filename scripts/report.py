@@ -4,10 +4,11 @@ r"""Writes the report of an experiment directory: WORKDIR/report/ (Markdown, HTM
   python scripts/report.py --workdir=/tmp/task_a --workdir=/tmp/task_b --out=/tmp/compare
 
 Reads only the experiment directory (config.json, design.csv, summary.csv, metrics.jsonl,
-run.json); a sweep still running is reported with what is there. The console ends with the
-verdict and the path of report.html. With several --workdir (e.g. the same optimizers on
-several tasks), each gets its report and --out gets their comparison: performance profiles and
-steps-to-target / time-to-target tables.
+run.json); a sweep still running is reported with what is there. A directory of
+scripts/train.py (config.json, summary.json, metrics.jsonl) is read as a one-point experiment.
+The console ends with the verdict and the path of report.html. With several --workdir (e.g. the
+same optimizers on several tasks), each gets its report and --out gets their comparison:
+performance profiles and steps-to-target / time-to-target tables.
 """
 
 import os
@@ -18,7 +19,8 @@ from jaxopt_lab import launch
 from jaxopt_lab.analysis import compare, report
 
 _WORKDIR = flags.DEFINE_multi_string(
-    "workdir", None, "Experiment directory written by scripts/sweep.py; repeat to compare several.")
+    "workdir", None, "Experiment directory written by scripts/sweep.py (or a single run's, by "
+    "scripts/train.py); repeat to compare several.")
 _OUT = flags.DEFINE_string(
     "out", None, "Directory of the comparison of several experiments; default: 'comparison' "
     "next to the first --workdir.")

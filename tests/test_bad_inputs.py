@@ -88,8 +88,8 @@ CASES = [
      "finite numbers, got [inf]", "new"),
     ("sweep_not_python", "sweep.py", ["--config=README.md"],
      "--config: README.md line 3: not a valid Python config file", "new"),
-    ("report_not_a_sweep", "report.py", [],
-     "is not an experiment directory: missing design.csv", "run"),
+    # A single run's directory is a one-point experiment (tests/test_expdir.py); none is refused.
+    ("report_missing", "report.py", [], "does not exist", "new"),
     ("report_resamples", "report.py", ["--num_resamples=0"],
      "--num_resamples: must be >= 1, got 0", "run"),
 ]

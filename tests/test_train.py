@@ -115,23 +115,25 @@ def test_interrupted_then_resumed_equals_uninterrupted(uninterrupted, tmp_path, 
   _, summary = uninterrupted
   workdir = str(tmp_path)
   calls = {"n": 0}
-  real_write = files.atomic_write_jsonl
+  real_write = files.append_bytes  # metrics.jsonl is appended at each log / eval step
 
-  def dying_write(path, rows):
-    real_write(path, rows)
+  def dying_write(path, data):
+    real_write(path, data)
     calls["n"] += 1
     if calls["n"] == kill_at_write:  # 2: after step 20's rows, before its checkpoint
       raise _Killed
 
-  monkeypatch.setattr(files, "atomic_write_jsonl", dying_write)
+  monkeypatch.setattr(files, "append_bytes", dying_write)
   with pytest.raises(_Killed):
     train.train(classic_config(), workdir)
-  monkeypatch.setattr(files, "atomic_write_jsonl", real_write)
+  monkeypatch.setattr(files, "append_bytes", real_write)
   resumed = train.train(classic_config(), workdir)
   assert _strip_timing(resumed) == _strip_timing(summary)
-  rows = files.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-  expected = files.read_jsonl(os.path.join(uninterrupted[0], "metrics.jsonl"))
-  assert rows == expected
+  with open(os.path.join(workdir, "metrics.jsonl"), "rb") as f:
+    rows = f.read()
+  with open(os.path.join(uninterrupted[0], "metrics.jsonl"), "rb") as f:
+    expected = f.read()
+  assert rows == expected  # byte for byte
 
 
 def test_diverged_run_stops_naming_the_step(tmp_path):

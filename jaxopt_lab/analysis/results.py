@@ -1,8 +1,10 @@
 """Loads an experiment directory into NumPy arrays, one block per structural group.
 
-The experiment directory (written by the sweep driver) holds `config.json`, `design.csv`,
+The experiment directory (its schema: `jaxopt_lab.expdir`) holds `config.json`, `design.csv`,
 `summary.csv`, `metrics.jsonl` and `run.json`. This module reads those files and nothing else;
-a sweep still running (or killed) loads with what is there, and `Progress` says what is not.
+a sweep still running (or killed) loads with what is there, and `Progress` says what is not. A
+single run's directory (scripts/train.py: config.json, summary.json, metrics.jsonl) loads as a
+one-point experiment.
 
 Within a group, the points are arranged as a `[configurations, replicates]` grid: a
 configuration is one setting of the value factors, a replicate index is a common-random-number
@@ -21,19 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxopt_lab import files
-
-CONFIG_FILE = "config.json"
-DESIGN_FILE = "design.csv"
-SUMMARY_FILE = "summary.csv"
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-REQUIRED_FILES = (CONFIG_FILE, DESIGN_FILE)
-DESIGN_ID_COLUMNS = ("point", "group", "replicate", "seed")
-# Used only when run.json (which records the modes) is missing.
-DEFAULT_METRIC_MODES = {"loss": "min", "perplexity": "min", "bits_per_byte": "min",
-                        "accuracy": "max"}
-FINISHED = ("ok", "diverged")
+from jaxopt_lab import expdir, files
 
 
 def _read_csv(path: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -181,16 +171,23 @@ def check_experiment_dir(workdir: str | os.PathLike) -> str:
   workdir = os.fspath(workdir)
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"experiment directory {workdir!r} does not exist")
-  missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(workdir, f))]
-  if missing:
+  missing = [f for f in expdir.REQUIRED_FILES if not os.path.isfile(os.path.join(workdir, f))]
+  if missing and not expdir.is_single_run(workdir):
     raise FileNotFoundError(
         f"{workdir!r} is not an experiment directory: missing {', '.join(missing)} "
-        f"(an experiment directory holds {', '.join(REQUIRED_FILES)}, written by scripts/sweep.py)")
+        f"(an experiment directory holds {', '.join(expdir.REQUIRED_FILES)}, written by "
+        "scripts/sweep.py; "
+        f"a single run's holds {', '.join(expdir.SINGLE_RUN_FILES)}, written by scripts/train.py)")
   return workdir
 
 
-def _structural_factors(factor_columns: list[str], groups: np.ndarray) -> tuple[str, ...]:
-  """Factors named as `name=` in the group labels (and constant within each group)."""
+def _structural_factors(factor_columns: list[str], groups: np.ndarray,
+                        run: dict[str, Any]) -> tuple[str, ...]:
+  """The factors that make groups: run.json's `structural_factors`; for a directory written
+  before run.json recorded them, the factors named as `name=` in the group labels."""
+  recorded = run.get("structural_factors")
+  if isinstance(recorded, list):
+    return tuple(f for f in recorded if f in factor_columns)
   found = []
   for name in factor_columns:
     pattern = re.compile(rf"(?:^|[^\w]){re.escape(name)}=")
@@ -204,7 +201,7 @@ def _load_curves(path: str) -> dict[int, dict[str, dict[str, np.ndarray]]]:
     return {}
   rows: dict[int, dict[str, list[dict[str, Any]]]] = {}
   for row in files.read_jsonl(path):
-    rows.setdefault(int(row["point"]), {}).setdefault(str(row["split"]), []).append(row)
+    rows.setdefault(int(row.get("point", 0)), {}).setdefault(str(row["split"]), []).append(row)
   curves = {}
   for point, splits in rows.items():
     curves[point] = {}
@@ -268,29 +265,37 @@ def load_experiment(workdir: str | os.PathLike) -> Experiment:
     ValueError: the tuning metric or its mode is unknown, or design.csv lacks its id columns.
   """
   workdir = check_experiment_dir(workdir)
-  with open(os.path.join(workdir, CONFIG_FILE), encoding="utf-8") as f:
+  with open(os.path.join(workdir, expdir.CONFIG_FILE), encoding="utf-8") as f:
     config = json.load(f)
-  run_path = os.path.join(workdir, RUN_FILE)
+  run_path = os.path.join(workdir, expdir.RUN_FILE)
   run: dict[str, Any] = {}
   if os.path.isfile(run_path):
     with open(run_path, encoding="utf-8") as f:
       run = json.load(f)
 
-  design_columns, design_rows = _read_csv(os.path.join(workdir, DESIGN_FILE))
-  missing_cols = [c for c in DESIGN_ID_COLUMNS if c not in design_columns]
+  if expdir.is_single_run(workdir):
+    with open(os.path.join(workdir, expdir.SINGLE_SUMMARY_FILE), encoding="utf-8") as f:
+      single = json.load(f)
+    design_columns, design_rows, summary_columns, summary_rows = expdir.single_run_tables(
+        config, single)
+    run = {"status": "complete" if single.get("status") in expdir.FINISHED else "running",
+           "task": single.get("task", config.get("task")), "total_steps": single.get("steps"),
+           "structural_factors": ["optimizer"], **run}
+  else:
+    design_columns, design_rows = _read_csv(os.path.join(workdir, expdir.DESIGN_FILE))
+    summary_columns, summary_rows = ([], [])
+    if os.path.isfile(os.path.join(workdir, expdir.SUMMARY_FILE)):
+      summary_columns, summary_rows = _read_csv(os.path.join(workdir, expdir.SUMMARY_FILE))
+  missing_cols = [c for c in expdir.DESIGN_ID_COLUMNS if c not in design_columns]
   if missing_cols:
-    raise ValueError(f"{os.path.join(workdir, DESIGN_FILE)!r} lacks columns {missing_cols}; "
-                     f"expected {list(DESIGN_ID_COLUMNS)} then one column per factor")
+    raise ValueError(f"{os.path.join(workdir, expdir.DESIGN_FILE)!r} lacks columns {missing_cols}; "
+                     f"expected {list(expdir.DESIGN_ID_COLUMNS)} then one column per factor")
   design_text = {c: [r[c] for r in design_rows] for c in design_columns}
   design = {c: parse_column(v) for c, v in design_text.items()}
-  factor_columns = [c for c in design_columns if c not in DESIGN_ID_COLUMNS]
-  structural = _structural_factors(factor_columns, design["group"])
+  factor_columns = [c for c in design_columns if c not in expdir.DESIGN_ID_COLUMNS]
+  structural = _structural_factors(factor_columns, design["group"], run)
   value_factors = tuple(c for c in factor_columns if c not in structural)
 
-  summary_path = os.path.join(workdir, SUMMARY_FILE)
-  summary_columns, summary_rows = ([], [])
-  if os.path.isfile(summary_path):
-    summary_columns, summary_rows = _read_csv(summary_path)
   summary = {c: parse_column([r[c] for r in summary_rows]) for c in summary_columns}
 
   sweep = config.get("sweep", {})
@@ -298,15 +303,17 @@ def load_experiment(workdir: str | os.PathLike) -> Experiment:
   modes = run.get("metric_modes") or {}
   if metric in modes:
     mode, mode_source = modes[metric], "run.json metric_modes"
-  elif metric in DEFAULT_METRIC_MODES:
-    mode, mode_source = DEFAULT_METRIC_MODES[metric], "default for the metric (run.json lacks it)"
+  elif metric in expdir.DEFAULT_METRIC_MODES:
+    mode = expdir.DEFAULT_METRIC_MODES[metric]
+    mode_source = "default for the metric (run.json lacks it)"
   else:
     raise ValueError(
         f"config sweep.metric={metric!r}: its mode (min/max) is not in run.json metric_modes "
-        f"{sorted(modes)} nor among the known metrics {sorted(DEFAULT_METRIC_MODES)}")
+        f"{sorted(modes)} nor among the known metrics {sorted(expdir.DEFAULT_METRIC_MODES)}")
   if mode not in ("min", "max"):
     raise ValueError(f"run.json metric_modes[{metric!r}] must be 'min' or 'max', got {mode!r}")
-  valid_col, test_col = f"final_valid_{metric}", f"final_test_{metric}"
+  valid_col = expdir.metric_column("final", "valid", metric)
+  test_col = expdir.metric_column("final", "test", metric)
   if summary_rows and valid_col not in summary:
     available = sorted(c[len("final_valid_"):] for c in summary if c.startswith("final_valid_"))
     raise ValueError(f"config sweep.metric={metric!r} has no column {valid_col!r} in "
@@ -322,7 +329,7 @@ def load_experiment(workdir: str | os.PathLike) -> Experiment:
   else:
     lr_column = None
 
-  curves = _load_curves(os.path.join(workdir, METRICS_FILE))
+  curves = _load_curves(os.path.join(workdir, expdir.METRICS_FILE))
 
   # Index the summary by point.
   status = {}
@@ -331,7 +338,7 @@ def load_experiment(workdir: str | os.PathLike) -> Experiment:
     for i, p in enumerate(summary["point"]):
       by_point[int(p)] = i
       status[int(p)] = str(summary_rows[i].get("status", "")).strip()
-  finished_points = {p for p, s in status.items() if s in FINISHED}
+  finished_points = {p for p, s in status.items() if s in expdir.FINISHED}
   design_points = [int(p) for p in design["point"]]
   unfinished = [p for p in design_points if p not in finished_points]
   max_step = {}

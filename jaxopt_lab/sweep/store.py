@@ -4,7 +4,8 @@ Layout (the contract with `jaxopt_lab.analysis`):
   config.json     the resolved config
   design.csv      one row per point, written before anything trains
   metrics.jsonl   {"point", "step", "split": "train"|"valid"|"test", <metric>: value, ...} per line,
-                  ordered by step (valid/test rows at step 0 too: the initialisation)
+                  appended at each write, ordered by (step, point) within a group, the groups
+                  one after the other (valid/test rows at step 0 too: the initialisation)
   summary.csv     one row per point: factors, resolved hparams (hp_*), status (ok | diverged |
                   running), diverged_step, steps done, final/best metrics. A diverged point is
                   frozen at the state whose loss diverged, so its final metrics may be NaN or
@@ -13,9 +14,10 @@ Layout (the contract with `jaxopt_lab.analysis`):
                   added up over every run of the command (a killed one up to its last write)
   checkpoints/    orbax checkpoints of each group's population
 A sweep holds an exclusive lock on `.lock` while it runs (`files.WorkdirLock`, as a single run
-does); a second one on the same directory is refused. Every file is rewritten whole through a
-temporary file and a rename, so a kill at any moment leaves the previous version; the rows past
-a group's checkpoint are dropped on resume.
+does); a second one on the same directory is refused. metrics.jsonl is appended (a partial
+last line left by a kill is cut on the next start, and the rows past a group's checkpoint are
+dropped on resume); every other file is rewritten whole through a temporary file and a rename,
+so a kill at any moment leaves the previous version. File names and run.json fields: `expdir`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxopt_lab import files, tasks, train, workdirs
+from jaxopt_lab import expdir, files, hardware, tasks, tblog, train, workdirs
 from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import design
 
@@ -43,16 +45,22 @@ class Store:
                points: Sequence[design.Point], write: bool = True):
     self.workdir, self.config, self.points, self.write = workdir, config, list(points), write
     self._lock = None
+    tblog.validate(config)  # before anything is written
     if write:
       self._lock = workdirs.prepare(workdir, config)
-      path = os.path.join(workdir, "design.csv")
+      path = os.path.join(workdir, expdir.DESIGN_FILE)
       if os.path.exists(path):
         if design.read_design_csv(path, config.sweep) != self.points:
           raise ValueError(f"--workdir: {path} holds another design; use a new workdir")
       else:
         design.write_design_csv(path, self.points, config.sweep)
-    path = os.path.join(workdir, "metrics.jsonl")
-    self.rows: list[dict[str, Any]] = files.read_jsonl(path) if os.path.exists(path) else []
+    listener = tblog.for_sweep(config, workdir, self.points) if write else None
+    self.log = expdir.MetricsLog(os.path.join(workdir, expdir.METRICS_FILE), listener)
+    self.rows: list[dict[str, Any]] = (
+        self.log.read() if write else files.read_jsonl(self.log.path)
+        if os.path.exists(self.log.path) else [])
+    self.peak_flops, self.peak_flops_source = (
+        _peak_flops(config.model.get("dtype", "float32")) if write else (None, None))
     self.status: dict[int, dict[str, Any]] = {
         p.point: {"status": "running", "diverged_step": "", "steps": 0} for p in self.points}
     self.hparams: dict[int, dict[str, float]] = {}
@@ -65,7 +73,7 @@ class Store:
     self._started = time.perf_counter()
     self._earlier_wall = 0.0
     self._earlier_groups: dict[str, dict[str, Any]] = {}
-    run_path = os.path.join(workdir, "run.json")
+    run_path = os.path.join(workdir, expdir.RUN_FILE)
     if os.path.exists(run_path):
       with open(run_path) as f:
         previous = json.load(f)
@@ -74,6 +82,7 @@ class Store:
       self._earlier_wall = float(previous.get("wall_seconds", 0.0))
 
   def release(self) -> None:
+    self.log.close()
     if self._lock is not None:
       self._lock.release()
       self._lock = None
@@ -83,7 +92,10 @@ class Store:
   def truncate(self, group: str, step: int) -> None:
     """Drops the rows of `group`'s points after `step` (its checkpoint), before resuming."""
     ids = {p.point for p in self.points if p.group == group}
-    self.rows = [r for r in self.rows if r["point"] not in ids or r["step"] <= step]
+    kept = [r for r in self.rows if r["point"] not in ids or r["step"] <= step]
+    if self.write and len(kept) < len(self.rows):  # once per resumed group
+      self.log.rewrite(kept)
+    self.rows = kept
 
   def register(self, group_name: str, task: tasks.Task, point_ids: Sequence[int],
                hparams: Mapping[str, np.ndarray]) -> None:
@@ -98,14 +110,14 @@ class Store:
   def add_train_rows(self, ids: Sequence[int], step: int, means: Mapping[str, np.ndarray]) -> None:
     for i, point in enumerate(ids):
       self.rows.append({"point": point, "step": step, "split": "train",
-                        **{k: float(v[i]) for k, v in means.items()}})
+                        **{k: expdir.metric_float(v[i]) for k, v in means.items()}})
 
   def add_eval_rows(self, ids: Sequence[int], step: int, values: Mapping[str, np.ndarray]) -> None:
     for split in self.eval_splits:
       prefix = f"{split}_"
       for i, point in enumerate(ids):
         self.rows.append({"point": point, "step": step, "split": split,
-                          **{k[len(prefix):]: float(v[i]) for k, v in values.items()
+                          **{k[len(prefix):]: expdir.metric_float(v[i]) for k, v in values.items()
                              if k.startswith(prefix)}})
 
   def update_points(self, ids: Sequence[int], step: int, alive: np.ndarray,
@@ -159,7 +171,7 @@ class Store:
     out = []
     for p in self.points:
       row = design.design_row(p)
-      row.update({f"hp_{k}": v for k, v in self.hparams.get(p.point, {}).items()})
+      row.update({expdir.HPARAM_PREFIX + k: v for k, v in self.hparams.get(p.point, {}).items()})
       row.update(self.status[p.point])
       rows = sorted(by_point.get(p.point, []), key=lambda r: r["step"])
       row.update(train.final_and_best(rows, self.eval_splits, self.metric_modes))
@@ -169,33 +181,35 @@ class Store:
   def _summary_columns(self) -> list[str]:
     columns = design.design_columns(self.config.sweep)
     used = {k for h in self.hparams.values() for k in h}
-    columns += [f"hp_{k}" for k in factory.VALUE_FACTORS if k in used]
-    columns += ["status", "diverged_step", "steps", "final_train_loss"]
-    for split in self.eval_splits:
-      for kind in ("final", "best"):
-        columns += [f"{kind}_{split}_{m}" for m in self.metric_modes]
-    return columns
+    columns += [expdir.HPARAM_PREFIX + k for k in factory.VALUE_FACTORS if k in used]
+    columns += expdir.SUMMARY_STATUS_COLUMNS
+    return columns + expdir.metric_columns(self.eval_splits, list(self.metric_modes))
 
   def flush(self, status: str = "running") -> None:
-    """Rewrites metrics.jsonl, summary.csv and run.json."""
+    """Appends the new rows to metrics.jsonl; rewrites summary.csv and run.json."""
     if not self.write:
       return
-    self.rows.sort(key=lambda r: (r["step"], r["point"]))  # stable: train before eval rows
-    files.atomic_write_jsonl(os.path.join(self.workdir, "metrics.jsonl"), self.rows)
-    files.atomic_write_csv(os.path.join(self.workdir, "summary.csv"), self.summary_rows(),
+    new = self.rows[self.log.written:]
+    new.sort(key=lambda r: (r["step"], r["point"]))  # stable: train before eval rows
+    self.rows[self.log.written:] = new
+    self.log.append(new)
+    files.atomic_write_csv(os.path.join(self.workdir, expdir.SUMMARY_FILE), self.summary_rows(),
                            self._summary_columns())
-    files.atomic_write_json(os.path.join(self.workdir, "run.json"), {
-        "status": status,
-        "task": self.config.task,
-        "total_steps": self.total_steps,
-        "points": len(self.points),
-        "devices": [d.device_kind for d in jax.devices()],
-        "device_count": jax.device_count(),
-        "process_count": jax.process_count(),
-        "wall_seconds": self.wall_seconds,
-        "metric_modes": self.metric_modes,
-        "groups": list(self.groups.values()),
-    })
+    files.atomic_write_json(os.path.join(self.workdir, expdir.RUN_FILE), expdir.run_record(
+        status=status,
+        task=self.config.task,
+        total_steps=self.total_steps,
+        points=len(self.points),
+        devices=[d.device_kind for d in jax.devices()],
+        device_count=jax.device_count(),
+        process_count=jax.process_count(),
+        wall_seconds=self.wall_seconds,
+        metric_modes=self.metric_modes,
+        structural_factors=list(self.points[0].structural) if self.points else [],
+        peak_flops=self.peak_flops,
+        peak_flops_source=self.peak_flops_source,
+        groups=list(self.groups.values()),
+    ))
 
   @property
   def wall_seconds(self) -> float:
@@ -213,7 +227,7 @@ class Store:
     point ineligible.
     """
     metric = self.config.sweep.metric
-    key = f"final_valid_{metric}"
+    key = expdir.metric_column("final", "valid", metric)
     sign = -1.0 if self.metric_modes.get(metric) == "max" else 1.0
     scores: dict[tuple, list[float]] = {}
     for p, row in zip(self.points, self.summary_rows(), strict=True):
@@ -227,3 +241,12 @@ class Store:
     values = ", ".join(f"{k}={v:.4g}" for k, v in best) or "the base config"
     n = len(scores[best])
     return f"{values}: valid {metric} {finite[best]:.4f} (mean over {n} seed{'s' * (n > 1)})"
+
+
+def _peak_flops(dtype: str) -> tuple[float | None, str]:
+  """FLOP/s of one device for MFU: its data sheet, else (CPUs) a measured matmul rate."""
+  device = jax.devices()[0]
+  peak = hardware.peak_flops(device, dtype)
+  if peak is not None:
+    return peak, f"data sheet {dtype}"
+  return hardware.measure_matmul_flops(n=512, dtype=dtype, repeats=5), f"measured {dtype} matmul"

@@ -1,0 +1,200 @@
+"""The experiment directory's schema: file names, columns, `run.json` fields (no JAX).
+
+The sweep's store (`sweep.store`) and the single run (`train.train`) write it; the analysis
+(`analysis.results`) reads it. A sweep's directory:
+
+  config.json     the resolved config
+  design.csv      one row per point (DESIGN_ID_COLUMNS, then one column per factor)
+  metrics.jsonl   one metric row per line (METRIC_ROW_KEYS, then <metric>: value), appended
+  summary.csv     one row per point: factors, hp_*, status, final_* / best_* metrics
+  run.json        RUN_FIELDS
+  checkpoints/    orbax checkpoints
+  tb/<point>/     TensorBoard event files (config.train.tensorboard)
+
+A single run's directory (scripts/train.py) holds config.json, metrics.jsonl (rows without
+"point"), summary.json and checkpoints/: the analysis reads it as a one-point experiment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from jaxopt_lab import files
+
+CONFIG_FILE = "config.json"
+DESIGN_FILE = "design.csv"
+SUMMARY_FILE = "summary.csv"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+SINGLE_SUMMARY_FILE = "summary.json"  # a single run's summary instead of summary.csv
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tb"
+REQUIRED_FILES = (CONFIG_FILE, DESIGN_FILE)
+SINGLE_RUN_FILES = (CONFIG_FILE, SINGLE_SUMMARY_FILE)
+DESIGN_ID_COLUMNS = ("point", "group", "replicate", "seed")
+METRIC_ROW_KEYS = ("point", "step", "split")  # then the row's metrics; split: train | valid | test
+STATUSES = ("ok", "diverged", "running")  # summary "status"
+# summary.csv: the design's columns, hp_<value factor> (resolved), SUMMARY_STATUS_COLUMNS, then
+# metric_columns(...) for each held-out split.
+HPARAM_PREFIX = "hp_"
+SUMMARY_STATUS_COLUMNS = ("status", "diverged_step", "steps", "final_train_loss")
+FINISHED = ("ok", "diverged")
+# Used only when run.json (which records the modes) is missing.
+DEFAULT_METRIC_MODES = {"loss": "min", "perplexity": "min", "bits_per_byte": "min",
+                        "accuracy": "max"}
+
+RUN_FIELDS = {
+    "status": "'running' | 'complete'",
+    "task": "the task's name",
+    "total_steps": "train.steps",
+    "points": "number of design points",
+    "devices": "device_kind of each device",
+    "device_count": "jax.device_count()",
+    "process_count": "jax.process_count()",
+    "wall_seconds": "over every run of the command",
+    "metric_modes": "metric -> 'min' | 'max'",
+    "structural_factors": "the factors that make groups (each group compiles once)",
+    "peak_flops": "FLOP/s of one device: data sheet, or a measured matmul (CPUs); null if neither",
+    "peak_flops_source": "'data sheet <dtype>' | 'measured <dtype> matmul'",
+    "groups": "per group: points, compile/train seconds, steps, throughput, flops_per_step",
+}
+
+
+def metric_column(kind: str, split: str, metric: str) -> str:
+  """The summary column of a metric: kind 'final' (last evaluation) or 'best' (over steps > 0)."""
+  return f"{kind}_{split}_{metric}"
+
+
+def metric_columns(splits: Sequence[str], metrics: Sequence[str]) -> list[str]:
+  """The summary's metric columns, split by split: final_* then best_* of each metric."""
+  return [metric_column(kind, split, m) for split in splits for kind in ("final", "best")
+          for m in metrics]
+
+
+def run_record(**fields: Any) -> dict[str, Any]:
+  """The `run.json` document; raises ValueError on a field RUN_FIELDS does not declare or lacks."""
+  unknown = sorted(set(fields) - set(RUN_FIELDS))
+  missing = sorted(set(RUN_FIELDS) - set(fields))
+  if unknown or missing:
+    raise ValueError(f"run.json fields: unknown {unknown}, missing {missing}; "
+                     f"declared: {', '.join(RUN_FIELDS)}")
+  return {name: fields[name] for name in RUN_FIELDS}
+
+
+def metric_float(value: Any) -> float:
+  """A metric as the float whose shortest text round-trips its float32 value.
+
+  Metrics are float32 on the device (means over steps in float64 of float32 values): writing the
+  float64 expansion of a float32 (0.10000000149011612) says 17 digits where 8 hold the value.
+  Values beyond float32's range stay as they are.
+  """
+  value = float(value)
+  if not math.isfinite(value) or abs(value) > float(np.finfo(np.float32).max):
+    return value
+  return float(str(np.float32(value)))
+
+
+class RowListener(Protocol):
+  """Receives the rows a `MetricsLog` appends (the TensorBoard writer of `tblog`)."""
+
+  def add_rows(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+class MetricsLog:
+  """`metrics.jsonl`, appended: each write adds the new rows, so the I/O grows with the run.
+
+  A resume cuts it back to the checkpoint (`truncate`); a partial last line left by a kill is
+  dropped when it is read. The caller holds the workdir's lock.
+  """
+
+  def __init__(self, path: str | os.PathLike, listener: RowListener | None = None):
+    self.path = os.fspath(path)
+    self.listener = listener
+    self.written: int | None = None  # rows of the caller's list already in the file
+
+  def read(self) -> list[dict[str, Any]]:
+    """The rows in the file (none if it is missing), after cutting a partial last line."""
+    rows = []
+    if os.path.exists(self.path):
+      files.drop_partial_line(self.path)
+      rows = files.read_jsonl(self.path)
+    self.written = len(rows)
+    return rows
+
+  def rewrite(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Replaces the file by `rows` atomically."""
+    files.atomic_write_jsonl(self.path, rows)
+    self.written = len(rows)
+
+  def truncate(self, keep: Callable[[Mapping[str, Any]], bool] | int) -> list[dict[str, Any]]:
+    """Keeps the rows for which `keep` holds (an int: rows up to that step), in file order.
+
+    Rewrites the file only when a row is dropped; returns the rows kept.
+    """
+    if isinstance(keep, int):
+      last = keep
+      keep = lambda r: r["step"] <= last  # noqa: E731
+    rows = self.read()
+    kept = [r for r in rows if keep(r)]
+    if len(kept) != len(rows):
+      self.rewrite(kept)
+    self.written = len(kept)
+    return kept
+
+  def append(self, rows: Sequence[MutableMapping[str, Any]]) -> None:
+    """Appends `rows`, their floats rounded in place by `metric_float` (so what the caller keeps
+    is what a resume reads back)."""
+    if self.written is None:  # rows of an earlier start the caller did not keep
+      self.truncate(lambda r: False)
+    for row in rows:
+      for k, v in row.items():
+        if isinstance(v, float):
+          row[k] = metric_float(v)
+    if rows:
+      files.append_bytes(self.path, files.jsonl_bytes(rows))
+      if self.listener is not None:
+        self.listener.add_rows(rows)
+    self.written = (self.written or 0) + len(rows)
+
+  def sync(self, rows: Sequence[MutableMapping[str, Any]]) -> None:
+    """Appends the rows of `rows` past those already written (a run's growing list)."""
+    if self.written is None:
+      self.truncate(lambda r: False)
+    self.append(rows[self.written:])
+
+  def close(self) -> None:
+    close = getattr(self.listener, "close", None)
+    if close is not None:
+      close()
+
+
+def is_single_run(workdir: str | os.PathLike) -> bool:
+  """Whether `workdir` is a single run's directory (summary.json, no design.csv)."""
+  return (all(os.path.isfile(os.path.join(workdir, f)) for f in SINGLE_RUN_FILES)
+          and not os.path.isfile(os.path.join(workdir, DESIGN_FILE)))
+
+
+def single_run_tables(config: Mapping[str, Any], summary: Mapping[str, Any]
+                      ) -> tuple[list[str], list[dict[str, str]], list[str], list[dict[str, str]]]:
+  """design.csv and summary.csv (columns, rows of text) of a single run: one point, one group.
+
+  The group is the optimizer, the seed the run's; the summary row holds its hyperparameters as
+  hp_* and its status, steps and final / best metrics.
+  """
+  optimizer = str(summary.get("optimizer", config.get("optimizer", {}).get("name", "")))
+  design_columns = [*DESIGN_ID_COLUMNS, "optimizer"]
+  design_row = {"point": "0", "group": f"optimizer={optimizer}", "replicate": "0",
+                "seed": str(summary.get("seed", config.get("seed", 0))), "optimizer": optimizer}
+  row = dict(design_row)
+  row.update({HPARAM_PREFIX + k: repr(float(v)) for k, v in summary.get("hparams", {}).items()})
+  row["status"] = str(summary.get("status", "running"))
+  row["diverged_step"] = str(summary.get("diverged_step", ""))
+  row["steps"] = str(summary.get("steps", ""))
+  row.update({k: repr(float(v)) for k, v in summary.items()
+              if k.startswith(("final_", "best_")) and isinstance(v, (int, float))})
+  return design_columns, [design_row], list(row), [row]
