@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import test_optim_properties
 
 from jaxopt_lab import optim
 
@@ -329,17 +330,12 @@ def test_global_norm_of_a_complex_tree(scale):
 # --------------------------------------------------------------------------------------------
 # Property checks with complex parameters, centered RMSprop included.
 
-BUILDERS = {
-    'sgd': lambda hp: optim.sgd(hp['learning_rate'], momentum=hp['momentum'], nesterov=True),
-    'adam': lambda hp: optim.adam(hp['learning_rate'], b1=hp['b1'], b2=hp['b2']),
-    'adamw': lambda hp: optim.adamw(hp['learning_rate'], b1=hp['b1'], b2=hp['b2'],
-                                    weight_decay=hp['weight_decay']),
-    'rmsprop': lambda hp: optim.rmsprop(hp['learning_rate'], decay=hp['decay'],
-                                        momentum=hp['momentum']),
+BUILDERS = {  # the real-parameter tests' table, plus centered RMSprop
+    **test_optim_properties.BUILDERS,
     'rmsprop_centered': lambda hp: optim.rmsprop(hp['learning_rate'], decay=hp['decay'],
                                                  centered=True),
 }
-HP = dict(learning_rate=0.01, b1=0.9, b2=0.99, momentum=0.9, decay=0.95, weight_decay=0.01)
+HP = test_optim_properties.HP
 PROPERTY_GRID = {  # 4 points: each value factor takes two values across them.
     'learning_rate': [1e-3, 3e-2, 1e-2, 1e-1],
     'b1': [0.9, 0.5, 0.0, 0.95],
