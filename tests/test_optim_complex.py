@@ -336,14 +336,7 @@ BUILDERS = {  # the real-parameter tests' table, plus centered RMSprop
                                                  centered=True),
 }
 HP = test_optim_properties.HP
-PROPERTY_GRID = {  # 4 points: each value factor takes two values across them.
-    'learning_rate': [1e-3, 3e-2, 1e-2, 1e-1],
-    'b1': [0.9, 0.5, 0.0, 0.95],
-    'b2': [0.999, 0.9, 0.99, 0.5],
-    'momentum': [0.0, 0.9, 0.5, 0.99],
-    'decay': [0.9, 0.99, 0.5, 0.95],
-    'weight_decay': [0.0, 1e-2, 0.1, 0.5],
-}
+PROPERTY_GRID = test_optim_properties.GRID
 
 
 def _run_all(hp, steps=20):
