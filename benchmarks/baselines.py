@@ -76,12 +76,12 @@ def plain_optimizer(opt_cfg, total_steps: int):
   return optax.inject_hyperparams(make)
 
 
-def plain_jax(task, config, lrs: Sequence[float], seed: int, k: int,
+def plain_jax(task, config, lrs: Sequence[float], seed: int, k: int, seq_points: int,
               vmap_points: int) -> dict[str, Callable[[], None]]:
   """The plain JAX + Optax loops: `{'plain_step', 'plain_scan', 'plain_vmap'}`.
 
-  `plain_step` and `plain_scan` train the points of `lrs` one after another; `plain_vmap`
-  trains the first `vmap_points` of them at once (none at 0). The chunk's batches
+  `plain_step` and `plain_scan` train the first `seq_points` of `lrs` one after another;
+  `plain_vmap` trains the first `vmap_points` of them at once (none at 0). The chunk's batches
   (`task.train_batches(seed, 0, k)`, shared by the points as in a sweep of one seed) are on the
   device before the clock starts; each function is called once here (compile and warm-up).
   """
@@ -117,7 +117,10 @@ def plain_jax(task, config, lrs: Sequence[float], seed: int, k: int,
   scan_c = jax.jit(scan, donate_argnums=(0, 1))
   vmap_c = jax.jit(jax.vmap(scan, in_axes=(0, 0, None)), donate_argnums=(0, 1))
   init_c = jax.jit(init)
-  states = {name: [init_c(jnp.float32(lr), key) for lr in lrs] for name in ("step", "scan")}
+  if max(seq_points, vmap_points) > len(lrs):
+    raise ValueError(f"plain_jax: {max(seq_points, vmap_points)} points asked of {len(lrs)}")
+  states = {name: [init_c(jnp.float32(lr), key) for lr in lrs[:seq_points]]
+            for name in ("step", "scan")}
   holder = {}
   if vmap_points > 0:
     holder["vmap"] = jax.jit(jax.vmap(init, in_axes=(0, None)))(

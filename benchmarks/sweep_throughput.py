@@ -201,7 +201,7 @@ def measure_sweep(spec: dict[str, Any]) -> dict[str, Any]:
     loops = sequential_loops(group.task, group.config, group.hparams, seed, seq_n, k)
     lrs = [float(v) for v in group.hparams["learning_rate"]]
     vmap_n = min(spec.get("vmap_points") or n, n)
-    loops.update(baselines.plain_jax(group.task, group.config, lrs[:seq_n], seed, k, vmap_n))
+    loops.update(baselines.plain_jax(group.task, group.config, lrs, seed, k, seq_n, vmap_n))
     out["plain_vmap_points"] = vmap_n
     for name, loop in loops.items():
       fns[name], work[name] = loop, (vmap_n if name == "plain_vmap" else seq_n) * k
@@ -249,7 +249,7 @@ def measure_sequential(spec: dict[str, Any]) -> dict[str, Any]:
   seed = group.distinct_seeds[0]
   loops = sequential_loops(group.task, group.config, group.hparams, seed, n, k)
   lrs = [float(v) for v in group.hparams["learning_rate"]]
-  loops.update(baselines.plain_jax(group.task, group.config, lrs, seed, k, vmap_points=0))
+  loops.update(baselines.plain_jax(group.task, group.config, lrs, seed, k, n, vmap_points=0))
   best = common.interleaved_best(loops, spec["repeats"])
   out = {f"rate_{name.removeprefix('seq_')}": n * k / seconds for name, seconds in best.items()}
   out.update(flops_per_step=group.task.flops_per_step, peak_rss_mb=common.peak_rss_mb(),
