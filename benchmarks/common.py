@@ -192,6 +192,22 @@ def one_group(config):
   return group
 
 
+def one_point(group, k: int):
+  """The first point of `group` set up for the single-run trainer, `k` steps of batches on the
+  device: `(train_step, hparams, state, batches, per_step_batches)`."""
+  import jax
+
+  from jaxopt_lab import train
+
+  task = group.task
+  train_step = train.make_train_step(task, group.config)
+  hp = jax.device_put({key: v[0] for key, v in group.hparams.items()})
+  state = jax.jit(lambda h: train.init_state(task, group.config, h, 0))(hp)
+  batches = jax.device_put(task.train_batches(0, 0, k))
+  per_step = [jax.tree.map(lambda x, j=j: x[j], batches) for j in range(k)]
+  return train_step, hp, state, batches, per_step
+
+
 def time_group_program(base, n: int, k: int, width: int, peak: float,
                        memory: Callable[[], Any] = lambda: None) -> dict[str, Any]:
   """One sweep of `base` at `n` points through the driver's compiled program (accelerators).

@@ -51,11 +51,7 @@ def sequential(task, group, k: int, peak: float, memory: Callable[[], Any]) -> d
 
   from jaxopt_lab import train
 
-  train_step = train.make_train_step(task, group.config)
-  hp = jax.device_put({key: v[0] for key, v in group.hparams.items()})
-  state = jax.jit(lambda h: train.init_state(task, group.config, h, 0))(hp)
-  batches = jax.device_put(task.train_batches(0, 0, k))
-  per_step = [jax.tree.map(lambda x, j=j: x[j], batches) for j in range(k)]
+  train_step, hp, state, batches, per_step = common.one_point(group, k)
   t0 = time.perf_counter()
   step_c = jax.jit(train_step, donate_argnums=0).lower(state, per_step[0], hp).compile()
   t1 = time.perf_counter()

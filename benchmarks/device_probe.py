@@ -44,15 +44,10 @@ def _variant(base, spec: str):
 def _step_row(config, k: int, peak: float, trace_dir: str) -> dict[str, Any]:
   import jax
 
-  from jaxopt_lab import train
 
   group = common.one_group(common.sweep_config(config, 1, k, 0))
   task = group.task
-  step = train.make_train_step(task, group.config)
-  hp = jax.device_put({key: v[0] for key, v in group.hparams.items()})
-  state = jax.jit(lambda h: train.init_state(task, group.config, h, 0))(hp)
-  batches = jax.device_put(task.train_batches(0, 0, k))
-  per_step = [jax.tree.map(lambda x, j=j: x[j], batches) for j in range(k)]
+  step, hp, state, _, per_step = common.one_point(group, k)
   t0 = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=0).lower(state, per_step[0], hp).compile()
   compile_s = time.perf_counter() - t0
