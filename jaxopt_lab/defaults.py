@@ -16,8 +16,14 @@ SCHEDULES = ('constant', 'cosine', 'wsd')
 
 
 def _is_plugin(task: str) -> bool:
-  """A task named 'path/to/my_task.py:get_task' or 'package.module:get_task'."""
-  return isinstance(task, str) and ':' in task
+  """A task named 'path/to/my_task.py:get_task' or 'package.module:get_task'; else a built-in
+  (a ValueError listing the built-ins and the plugin forms where it is none)."""
+  if isinstance(task, str) and ':' in task:
+    return True
+  if task not in TASKS:
+    raise ValueError(f"task: unknown task {task!r}; registered: {', '.join(TASKS)}; or a plugin: "
+                     "'path/to/file.py:name' or 'package.module:name'")
+  return False
 
 
 def lm_size_config(size: str) -> ml_collections.ConfigDict:
@@ -61,9 +67,6 @@ def default_model_config(task: str) -> ml_collections.ConfigDict:
   """The default ``config.model`` of ``task`` (empty for a plugin task: it reads its own)."""
   if _is_plugin(task):
     return ml_collections.ConfigDict()
-  if task not in TASKS:
-    raise ValueError(f"task: unknown task {task!r}; registered: {', '.join(TASKS)}; or a plugin: "
-                     "'path/to/file.py:name' or 'package.module:name'")
   if task == 'lm':
     return lm_size_config('tiny').model
   model = ml_collections.ConfigDict()
@@ -80,9 +83,6 @@ def default_data_config(task: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         batch_size=32,  # Examples per step; a plugin task's other fields are its own.
     ))
-  if task not in TASKS:
-    raise ValueError(f"task: unknown task {task!r}; registered: {', '.join(TASKS)}; or a plugin: "
-                     "'path/to/file.py:name' or 'package.module:name'")
   if task == 'lm':
     return lm_size_config('tiny').data
   data = ml_collections.ConfigDict()
