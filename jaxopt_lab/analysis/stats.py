@@ -57,6 +57,15 @@ def _statistic(x: np.ndarray, statistic: str) -> np.ndarray:
   raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
 
 
+def _interval_samples(samples: np.typing.ArrayLike, level: float) -> np.ndarray:
+  """`samples` as float64 with at least one value on the last axis; `level` checked."""
+  _check_level(level)
+  x = np.asarray(samples, dtype=np.float64)
+  if x.ndim == 0 or x.shape[-1] == 0:
+    raise ValueError("samples must have at least one value on the last axis")
+  return x
+
+
 def t_interval(
     samples: np.typing.ArrayLike, *, level: float = 0.95
 ) -> tuple[np.ndarray | float, np.ndarray | float]:
@@ -73,10 +82,7 @@ def t_interval(
   Returns:
     (low, high), floats for 1-D input, else arrays of the leading shape.
   """
-  _check_level(level)
-  x = np.asarray(samples, dtype=np.float64)
-  if x.ndim == 0 or x.shape[-1] == 0:
-    raise ValueError("samples must have at least one value on the last axis")
+  x = _interval_samples(samples, level)
   n = x.shape[-1]
   mean = x.mean(axis=-1)
   if n == 1:
@@ -148,10 +154,7 @@ def bootstrap_ci(
   Returns:
     (low, high), floats for 1-D input, else arrays of the leading shape.
   """
-  _check_level(level)
-  x = np.asarray(samples, dtype=np.float64)
-  if x.ndim == 0 or x.shape[-1] == 0:
-    raise ValueError("samples must have at least one value on the last axis")
+  x = _interval_samples(samples, level)
   _statistic(x[..., :1], statistic)  # validates `statistic`
   n = x.shape[-1]
   if n == 1:
