@@ -163,7 +163,9 @@ def sweep_config() -> ml_collections.ConfigDict:
   """The `sweep` group: the design (see `sweep.design.make_design`) and how to execute it."""
   return ml_collections.ConfigDict(
       dict(
-          design="grid",  # grid|random|sobol|lhs|factorial|fractional_factorial|explicit
+          # Fixed: grid|random|sobol|lhs|factorial|fractional_factorial|explicit; adaptive
+          # (settings in `adaptive`): successive_halving|hyperband|pbt|optuna.
+          design="grid",  # the design (above)
           num_points=16,  # value points drawn by random / sobol / lhs
           replicates=1,  # every point repeated over this many seeds (seed + r)
           seed=0,  # seed of replicate 0; also seeds random designs
@@ -175,6 +177,26 @@ def sweep_config() -> ml_collections.ConfigDict:
           data_parallel=1,  # devices that split each point's batch (the mesh's `data` axis)
           diverge_factor=0.0,  # freeze a point when loss > factor * first loss (0 = only NaN/inf)
           report=True,  # write the analysis report at the end
+          adaptive=adaptive_config(),  # the adaptive designs' settings
+      )
+  )
+
+
+def adaptive_config() -> ml_collections.ConfigDict:
+  """`sweep.adaptive`: settings of the adaptive designs (read only by the design named)."""
+  return ml_collections.ConfigDict(
+      dict(
+          initial="grid",  # successive_halving / pbt: starting points from grid|random|sobol|lhs
+          eta=3,  # successive_halving / hyperband: each rung keeps the best 1/eta (>= 2)
+          min_steps=0,  # successive_halving / hyperband: the first rung's steps (0: auto)
+          brackets=0,  # hyperband: brackets to run, most exploratory first (0: all)
+          interval=0,  # pbt: steps between exploit / explore (> 0)
+          fraction=0.25,  # pbt: the worst fraction copies a point of the best fraction
+          perturb=[0.8, 1.25],  # pbt: explore multiplies a value by one of these (then clips)
+          resample=0.25,  # pbt: probability of a fresh draw from the range instead
+          sampler="tpe",  # optuna: tpe|cmaes|gp|qmc|random
+          batch=8,  # optuna: points proposed per round (one compiled program each round)
+          rounds=4,  # optuna: rounds of ask / train / tell
       )
   )
 
