@@ -8,6 +8,8 @@ The sweep's store (`sweep.store`) and the single run (`train.train`) write it; t
   metrics.jsonl   one metric row per line (METRIC_ROW_KEYS, then <metric>: value), appended
   summary.csv     one row per point: factors, hp_*, status, final_* / best_* metrics
   run.json        RUN_FIELDS
+  stages.csv      adaptive designs only: one row per (stage, point) (STAGES_COLUMNS, then hp_*)
+  optuna.db       the Optuna design only: the study (SQLite; optuna-dashboard reads it)
   checkpoints/    orbax checkpoints
   tb/<point>/     TensorBoard event files (config.train.tensorboard)
 
@@ -32,13 +34,20 @@ SUMMARY_FILE = "summary.csv"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 SINGLE_SUMMARY_FILE = "summary.json"  # a single run's summary instead of summary.csv
+STAGES_FILE = "stages.csv"
+OPTUNA_FILE = "optuna.db"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tb"
 REQUIRED_FILES = (CONFIG_FILE, DESIGN_FILE)
 SINGLE_RUN_FILES = (CONFIG_FILE, SINGLE_SUMMARY_FILE)
 DESIGN_ID_COLUMNS = ("point", "group", "replicate", "seed")
 METRIC_ROW_KEYS = ("point", "step", "split")  # then the row's metrics; split: train | valid | test
-STATUSES = ("ok", "diverged", "running")  # summary "status"
+# summary "status"; "stopped": an adaptive design stopped the point early (at its `steps`)
+STATUSES = ("ok", "diverged", "running", "stopped")
+# stages.csv: the stage's index, its first and last step, the group, the point that trained in it,
+# the point whose state it continued from (itself, another: PBT's exploit, or -1: fresh from step
+# 0) and the stage's note; then hp_<value factor> (the values it trained with in the stage).
+STAGES_COLUMNS = ("stage", "begin", "end", "group", "point", "source", "note")
 # summary.csv: the design's columns, hp_<value factor> (resolved), SUMMARY_STATUS_COLUMNS, then
 # metric_columns(...) for each held-out split.
 HPARAM_PREFIX = "hp_"
