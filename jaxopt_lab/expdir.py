@@ -52,7 +52,7 @@ STAGES_COLUMNS = ("stage", "begin", "end", "group", "point", "source", "note")
 # metric_columns(...) for each held-out split.
 HPARAM_PREFIX = "hp_"
 SUMMARY_STATUS_COLUMNS = ("status", "diverged_step", "steps", "final_train_loss")
-FINISHED = ("ok", "diverged")
+FINISHED = ("ok", "diverged", "stopped")
 # Used only when run.json (which records the modes) is missing.
 DEFAULT_METRIC_MODES = {"loss": "min", "perplexity": "min", "bits_per_byte": "min",
                         "accuracy": "max"}
