@@ -318,6 +318,9 @@ class Policy:
       raise ValueError(f"optuna round {round_}: {scores.shape} scores for "
                        f"{self.batch * self.replicates} slots.")
     trials = self._round_trials(round_)
+    if sorted(trials) != list(range(self.batch)):
+      raise ValueError(f"{expdir.OPTUNA_FILE}: study {self.group.name!r} holds slots "
+                       f"{sorted(trials)} of round {round_}, not the {self.batch} it asked.")
     per_trial = scores.reshape(self.batch, self.replicates)
     for slot in range(self.batch):
       t = trials[slot]
