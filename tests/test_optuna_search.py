@@ -162,7 +162,8 @@ def test_stages_and_study_hold_every_trial_with_its_mean_score(tmp_path, sampler
 
 @pytest.mark.parametrize("sampler", ["tpe", "cmaes", "qmc", "random"])
 def test_a_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path, sampler):
-  config = make_config(sampler, batch=4, rounds=4, replicates=2)
+  batch = 4 if sampler == "cmaes" else 3  # CMA-ES's smallest population
+  config = make_config(sampler, batch=batch, rounds=3, replicates=2)
   whole = run(optuna_search.Policy(make_group(config), config, new_dir(tmp_path, "whole")))
 
   # Killed after round 1 was asked (round 0 told); round 1 never trained.
@@ -180,7 +181,7 @@ def test_a_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path, s
   history = [(replay0, None)] + run(resumed, stages=replay1)
 
   study = load(workdir)
-  assert len(study.get_trials()) == 16
+  assert len(study.get_trials()) == 3 * batch
   assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials())
   # Per-slot seeds: the resumed search asked what the uninterrupted one asked.
   assert trial_params(study) == trial_params(load(tmp_path / "whole"))
@@ -189,7 +190,7 @@ def test_a_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path, s
 
 
 def test_a_kill_while_asking_keeps_the_asked_trials_and_asks_the_rest(tmp_path, monkeypatch):
-  config = make_config("tpe", batch=4, rounds=3, replicates=1)
+  config = make_config("tpe", batch=3, rounds=3, replicates=1)
   run(optuna_search.Policy(make_group(config), config, new_dir(tmp_path, "whole")))
   workdir = new_dir(tmp_path, "killed")
   policy = optuna_search.Policy(make_group(config), config, workdir)
@@ -208,14 +209,14 @@ def test_a_kill_while_asking_keeps_the_asked_trials_and_asks_the_rest(tmp_path, 
     policy.next(stage0, quadratic(stage0))
   monkeypatch.setattr(optuna.study.Study, "ask", real_ask)
   asked = trial_params(load(workdir))
-  assert len(asked) == 6  # round 0 and two of round 1
+  assert len(asked) == 5  # round 0 and two of round 1
 
   resumed = optuna_search.Policy(make_group(config), config, workdir)
   replay0 = resumed.first()
   run(resumed, stages=resumed.next(replay0, quadratic(replay0)))
   study = load(workdir)
-  assert len(study.get_trials()) == 12
-  assert trial_params(study)[:6] == asked
+  assert len(study.get_trials()) == 9
+  assert trial_params(study)[:5] == asked
   assert trial_params(study) == trial_params(load(tmp_path / "whole"))
 
 
@@ -260,8 +261,8 @@ def test_search_space_follows_the_declared_factors():
                             "cmaes, gp, qmc, random."),
     (dict(batch=0), "sweep.adaptive.batch: must be an int >= 1, got 0."),
     (dict(rounds=0), "sweep.adaptive.rounds: must be an int >= 1, got 0."),
-    (dict(sampler="cmaes", batch=1), "sweep.adaptive.batch: 'cmaes' runs one CMA-ES generation of "
-                                     "`batch` points per round and needs batch >= 2, got 1."),
+    (dict(sampler="cmaes", batch=3), "sweep.adaptive.batch: 'cmaes' runs one CMA-ES generation of "
+                                     "`batch` points per round and needs batch >= 4, got 3."),
     (dict(factors={"optimizer": {"values": ["sgd", "adam"]}}),
      "sweep.factors: the 'optuna' design needs at least one vmapped value factor with a range "
      "(e.g. learning_rate: {'scale': 'log', 'low': 1e-4, 'high': 1e-1}) or 'values'."),

@@ -17,7 +17,7 @@ Samplers (`sweep.adaptive.sampler`), each seeded from `sweep.seed`:
 
   tpe     TPESampler, multivariate; round 0 is its random start-up (n_startup_trials = batch) and
           its constant liar spreads the trials of a batch (asked before any is told).
-  cmaes   CmaEsSampler with one generation per round (popsize = batch, so batch >= 2), the
+  cmaes   CmaEsSampler with one generation per round (popsize = batch, so batch >= 4), the
           first in round 1 from the centre of the ranges (round 0 is drawn at random: Optuna
           learns the search space from complete trials); needs the package `cmaes`.
           Categorical factors (`values`) are drawn at random.
@@ -61,6 +61,9 @@ SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random")
 INSTALL = "pip install 'jaxopt_lab[optuna]'"
 # The study's user attribute that records the settings it was made with (checked on resume).
 SETTINGS_ATTR = "jaxopt_lab"
+# CMA-ES's smallest population (its default, 4 + 3 ln n, in one dimension): with 2 or 3 points
+# only the best one recombines and the rank-mu update of the covariance vanishes.
+CMAES_MIN_BATCH = 4
 
 
 def _import_optuna() -> Any:
@@ -132,9 +135,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f"{', '.join(SAMPLERS)}.")
   batch = _positive_int(adaptive, "batch")
   _positive_int(adaptive, "rounds")
-  if sampler == "cmaes" and batch < 2:
+  if sampler == "cmaes" and batch < CMAES_MIN_BATCH:
     raise ValueError(f"sweep.adaptive.batch: 'cmaes' runs one CMA-ES generation of `batch` "
-                     f"points per round and needs batch >= 2, got {batch}.")
+                     f"points per round and needs batch >= {CMAES_MIN_BATCH}, got {batch}.")
   _import_optuna()
   if sampler == "cmaes":
     try:
