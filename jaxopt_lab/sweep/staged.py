@@ -36,6 +36,14 @@ def make_policy(group: driver.Group, workdir: str) -> stages.Policy:
   name = group.config.sweep.design
   if name in ("successive_halving", "hyperband"):
     return halving.Policy(group.points, group.config)
+  if name == "pbt":
+    from jaxopt_lab.sweep import pbt  # noqa: PLC0415
+
+    return pbt.Policy(group, group.config)
+  if name == "optuna":
+    from jaxopt_lab.sweep import optuna_search  # noqa: PLC0415
+
+    return optuna_search.Policy(group, group.config, workdir)
   raise ValueError(f"sweep.design: {name!r} is not an adaptive design")
 
 
@@ -43,6 +51,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the `sweep.adaptive` field the design cannot run with."""
   if config.sweep.design in ("successive_halving", "hyperband"):
     halving.validate(config)
+  elif config.sweep.design == "pbt":
+    from jaxopt_lab.sweep import pbt  # noqa: PLC0415
+
+    pbt.validate(config)
+  elif config.sweep.design == "optuna":
+    from jaxopt_lab.sweep import optuna_search  # noqa: PLC0415
+
+    optuna_search.validate(config)
 
 
 def sizes(full: int, devices: int) -> list[int]:
