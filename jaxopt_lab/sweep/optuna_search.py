@@ -75,13 +75,6 @@ def _import_optuna() -> Any:
   return optuna
 
 
-def _positive_int(adaptive: Any, name: str, minimum: int = 1) -> int:
-  value = adaptive[name]
-  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-    raise ValueError(f"sweep.adaptive.{name}: must be an int >= {minimum}, got {value!r}.")
-  return int(value)
-
-
 def _optimizer_names(sweep_space: space_lib.Space, config: ml_collections.ConfigDict) -> list:
   """The optimizers the sweep trains: the `optimizer` factor's values, or `optimizer.name`."""
   for factor in sweep_space.grouping:
@@ -106,38 +99,8 @@ def _check_ranges(factors: Sequence[space_lib.Factor], config: ml_collections.Co
             x, f"sweep.factors.{factor.name}.{field}: {factor.name} of optimizer {name!r}")
 
 
-def search_factors(config: ml_collections.ConfigDict) -> tuple[space_lib.Factor, ...]:
-  """The factors the search proposes: the sweep's vmapped value factors (ValueError if none)."""
-  sweep_space = space_lib.parse_space(config.sweep)
-  factors = sweep_space.vmapped
-  if not factors:
-    raise ValueError(
-        "sweep.factors: the 'optuna' design needs at least one vmapped value factor with a range "
-        "(e.g. learning_rate: {'scale': 'log', 'low': 1e-4, 'high': 1e-1}) or 'values'.")
-  for factor in factors:
-    if factor.values is None and factor.low is None:
-      raise ValueError(f"sweep.factors.{factor.name}: the 'optuna' design needs its range "
-                       "('low', 'high') or 'values'.")
-  _check_ranges(factors, config, sweep_space)
-  return factors
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks the settings of the 'optuna' design; raises a one-line ValueError naming the field.
-
-  Reads `sweep.adaptive` (sampler, batch, rounds) and `sweep.factors`; checks that Optuna (and
-  the sampler's own dependency) is installed. Writes nothing.
-  """
-  adaptive = config.sweep.adaptive
-  sampler = adaptive.sampler
-  if sampler not in SAMPLERS:
-    raise ValueError(f"sweep.adaptive.sampler: unknown sampler {sampler!r}; choices: "
-                     f"{', '.join(SAMPLERS)}.")
-  batch = _positive_int(adaptive, "batch")
-  _positive_int(adaptive, "rounds")
-  if sampler == "cmaes" and batch < CMAES_MIN_BATCH:
-    raise ValueError(f"sweep.adaptive.batch: 'cmaes' runs one CMA-ES generation of `batch` "
-                     f"points per round and needs batch >= {CMAES_MIN_BATCH}, got {batch}.")
+def _check_packages(sampler: str) -> None:
+  """Optuna, and what the sampler needs beyond it, are installed."""
   _import_optuna()
   if sampler == "cmaes":
     try:
@@ -150,6 +113,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except ImportError as e:
       raise ValueError("sweep.adaptive.sampler: 'gp' (Optuna's GPSampler) needs PyTorch: "
                        "pip install torch") from e
+
+
+def search_factors(config: ml_collections.ConfigDict) -> tuple[space_lib.Factor, ...]:
+  """The factors the search proposes (the sweep's vmapped value factors), after `validate`'s
+  checks; raises a one-line ValueError naming the field."""
+  sampler = config.sweep.adaptive.sampler
+  if sampler not in SAMPLERS:
+    raise ValueError(f"sweep.adaptive.sampler: unknown sampler {sampler!r}; choices: "
+                     f"{', '.join(SAMPLERS)}.")
+  # Checks sweep.adaptive.rounds and batch (ints >= 1) and that a value factor is swept.
+  sweep_space = space_lib.parse_space(config.sweep)
+  batch = sweep_space.adaptive["batch"]
+  if sampler == "cmaes" and batch < CMAES_MIN_BATCH:
+    raise ValueError(f"sweep.adaptive.batch: 'cmaes' runs one CMA-ES generation of `batch` "
+                     f"points per round and needs batch >= {CMAES_MIN_BATCH}, got {batch}.")
+  _check_packages(sampler)
+  _check_ranges(sweep_space.vmapped, config, sweep_space)
+  return sweep_space.vmapped
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the settings of the 'optuna' design; raises a one-line ValueError naming the field.
+
+  Reads `sweep.adaptive` (sampler, batch, rounds) and `sweep.factors`; checks that Optuna (and
+  the sampler's own dependency) is installed. Writes nothing.
+  """
   search_factors(config)
 
 
@@ -220,14 +209,13 @@ class Policy:
 
   def __init__(self, group: Any, config: ml_collections.ConfigDict,
                workdir: str | os.PathLike):
-    validate(config)
+    self.factors = search_factors(config)
     optuna = _import_optuna()
     self._optuna = optuna
     adaptive = config.sweep.adaptive
     self.group = group
     self.sampler, self.batch, self.rounds = adaptive.sampler, adaptive.batch, adaptive.rounds
     self.seed = int(config.sweep.seed)
-    self.factors = search_factors(config)
     self.distributions = distributions(self.factors)
     n = len(group.points)
     self.replicates = n // (self.rounds * self.batch)
