@@ -386,3 +386,27 @@ def test_a_sweep_killed_in_a_round_resumes_to_the_uninterrupted_result(tmp_path,
   for name in ("metrics.jsonl", "summary.csv", "design.csv", "stages.csv"):
     with open(os.path.join(workdir, name)) as a, open(os.path.join(reference, name)) as b:
       assert a.read() == b.read(), name
+
+
+@pytest.mark.parametrize("setting, hide, expected", [
+    ("--config.sweep.adaptive.sampler=bayes", "", "error: sweep.adaptive.sampler: unknown sampler "
+     "'bayes'; choices: tpe, cmaes, gp, qmc, random."),
+    ("--config.sweep.adaptive.sampler=tpe", "optuna", "error: sweep.design: 'optuna' needs the "
+     "optional extra: pip install 'jaxopt_lab[optuna]'"),
+])
+def test_the_sweep_script_refuses_bad_settings_in_one_line_and_writes_nothing(
+    tmp_path, setting, hide, expected):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "notes.txt").write_text("kept")
+  argv = ["scripts/sweep.py", "--config=experiments/classic.py", "--config.sweep.design=optuna",
+          setting, "--config.sweep.factors={'learning_rate': {'scale': 'log', 'low': 0.001, "
+          "'high': 30.0}}", f"--workdir={workdir}", "--cpu_devices=1"]
+  # As if the package `hide` were not installed: its import raises ImportError.
+  code = (f"import runpy, sys; sys.modules.update({{{hide!r}: None}} if {hide!r} else {{}}); "
+          f"sys.argv = {argv!r}; runpy.run_path('scripts/sweep.py', run_name='__main__')")
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == expected
+  assert os.listdir(workdir) == ["notes.txt"]
