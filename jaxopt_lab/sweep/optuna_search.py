@@ -47,7 +47,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 import numpy as np
@@ -56,6 +56,9 @@ from jaxopt_lab import expdir
 from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import space as space_lib
 from jaxopt_lab.sweep import stages
+
+if TYPE_CHECKING:
+  from jaxopt_lab.sweep import driver
 
 SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random")
 INSTALL = "pip install 'jaxopt_lab[optuna]'"
@@ -207,7 +210,7 @@ class Policy:
     workdir: the experiment directory (the study is in its `optuna.db`).
   """
 
-  def __init__(self, group: Any, config: ml_collections.ConfigDict,
+  def __init__(self, group: driver.Group, config: ml_collections.ConfigDict,
                workdir: str | os.PathLike):
     self.factors = search_factors(config)
     optuna = _import_optuna()
