@@ -314,6 +314,7 @@ def check_study_against_files(workdir, group: str, trials: int) -> list:
       assert math.isinf(t.value)
     for p in t.user_attrs["points"]:
       assert float(points[p]["learning_rate"]) == np.float32(t.params["learning_rate"])
+      assert float(summary[p]["hp_learning_rate"]) == np.float32(t.params["learning_rate"])
       assert points[p]["round"] == str(t.user_attrs["round"])
   return study.get_trials()
 
