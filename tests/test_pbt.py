@@ -58,6 +58,12 @@ def test_truncation_against_a_hand_worked_table():
   recipients, donors = pbt.truncation(np.arange(5.0), 0.5, np.random.default_rng(0))
   np.testing.assert_array_equal(recipients, [4, 3])
   assert set(donors) <= {0, 1}
+  # Three of four diverged: the best two are [3, 0], the worst [2, 1]; the generator (1) draws
+  # [0, 1]: 2 <- 3 is kept, 1 <- 0 dropped (its donor diverged too).
+  recipients, donors = pbt.truncation(np.array([np.inf, np.nan, np.inf, 1.0]), 0.5,
+                                      np.random.default_rng(1))
+  np.testing.assert_array_equal(recipients, [2])
+  np.testing.assert_array_equal(donors, [3])
   # The smallest fraction still moves one member.
   recipients, donors = pbt.truncation(np.array([2.0, 1.0]), 0.01, np.random.default_rng(0))
   np.testing.assert_array_equal(recipients, [0])

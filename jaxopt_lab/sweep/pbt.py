@@ -183,7 +183,8 @@ def truncation(scores: np.ndarray, fraction: float, rng: np.random.Generator
 
   The worst n = min(ceil(fraction * M), M // 2) of the M members (inf / NaN last, ties in
   member order) each copy a member drawn uniformly from the best n; recipients are listed
-  worst first.
+  worst first. A pair whose donor has diverged too (more than M - n members diverged) is
+  dropped: copying a diverged state helps no one.
   """
   scores = np.where(np.isnan(scores), np.inf, np.asarray(scores, np.float64))
   m = scores.size
@@ -191,7 +192,8 @@ def truncation(scores: np.ndarray, fraction: float, rng: np.random.Generator
   rank = np.argsort(scores, kind="stable")
   recipients = rank[m - n:][::-1]
   donors = rank[:n][rng.integers(0, n, size=n)]
-  return recipients, donors
+  keep = np.isfinite(scores[donors])
+  return recipients[keep], donors[keep]
 
 
 class Policy:
