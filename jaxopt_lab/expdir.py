@@ -6,7 +6,8 @@ The sweep's store (`sweep.store`) and the single run (`train.train`) write it; t
   config.json     the resolved config
   design.csv      one row per point (DESIGN_ID_COLUMNS, then one column per factor)
   metrics.jsonl   one metric row per line (METRIC_ROW_KEYS, then <metric>: value), appended
-  summary.csv     one row per point: factors, hp_*, status, final_* / best_* metrics
+  summary.csv     one row per point: factors, hp_*, status, final_* / best_* metrics (and, for
+                  adaptive designs, `stages`: how many stages, e.g. rungs, the point trained in)
   run.json        RUN_FIELDS
   stages.csv      adaptive designs only: one row per (stage, point) (STAGES_COLUMNS, then hp_*)
   optuna.db       the Optuna design only: the study (SQLite; optuna-dashboard reads it)
