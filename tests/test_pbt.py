@@ -35,7 +35,7 @@ def pbt_config(seed: int = 3, replicates: int = 2, **adaptive) -> ml_collections
 
 def make_group(config: ml_collections.ConfigDict) -> types.SimpleNamespace:
   """The fields of a driver group that a policy reads: its config, points and hparams."""
-  points = design.make_design(pbt.initial_sweep(config))
+  points = design.make_design(config.sweep, config.train.steps)
   per_point = []
   for p in points:
     opt = ml_collections.ConfigDict(config.optimizer.to_dict())
@@ -217,7 +217,7 @@ def test_a_replay_makes_the_same_decisions_and_the_stages_cover_the_steps():
     ("perturb", [0.8, math.inf], "sweep.adaptive.perturb: must be a list of positive numbers"),
     ("resample", -0.1, "sweep.adaptive.resample: must be a probability in [0, 1]"),
     ("resample", 1.5, "sweep.adaptive.resample: must be a probability in [0, 1]"),
-    ("initial", "explicit", "sweep.adaptive.initial: unknown initial design 'explicit'"),
+    ("initial", "explicit", "sweep.adaptive.initial: 'explicit' cannot start the 'pbt' design"),
 ])
 def test_bad_settings_are_one_line_errors_naming_the_field(field, value, expected):
   config = pbt_config()

@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -40,8 +39,6 @@ import numpy as np
 
 from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import design, space, stages
-
-INITIAL_DESIGNS = ("grid", "random", "sobol", "lhs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,21 +69,6 @@ def _is_number(x: Any) -> bool:
           and math.isfinite(x))
 
 
-def initial_sweep(config: Any) -> Any:
-  """`config.sweep` with its design set to `sweep.adaptive.initial`: the table of starting points.
-
-  Raises:
-    ValueError: for an initial design that is not one of `INITIAL_DESIGNS`.
-  """
-  initial = config.sweep.adaptive.initial
-  if initial not in INITIAL_DESIGNS:
-    raise ValueError(f"sweep.adaptive.initial: unknown initial design {initial!r}; choices: "
-                     f"{', '.join(INITIAL_DESIGNS)}.")
-  sweep_cfg = copy.deepcopy(config.sweep)
-  sweep_cfg.design = initial
-  return sweep_cfg
-
-
 def validate(config: Any) -> Settings:
   """Checks the PBT settings of `config` (before the driver writes anything).
 
@@ -100,7 +82,7 @@ def validate(config: Any) -> Settings:
     ValueError: one line naming the field: an interval that is not an int in (0, train.steps),
       a fraction outside (0, 0.5], perturbation factors that are not positive numbers (or all
       1), a resample probability outside [0, 1], fewer than 2 members per group, or a mistake
-      in `sweep.factors` (from `space.parse_space`).
+      in `sweep.factors` or `sweep.adaptive.initial` (from `space.parse_space`).
   """
   adaptive, steps = config.sweep.adaptive, int(config.train.steps)
   interval = adaptive.interval
@@ -122,15 +104,14 @@ def validate(config: Any) -> Settings:
   if not _is_number(resample) or not 0 <= resample <= 1:
     raise ValueError(f"sweep.adaptive.resample: must be a probability in [0, 1], got "
                      f"{resample!r}.")
-  sweep_cfg = initial_sweep(config)
-  points = design.make_design(sweep_cfg)
+  points = design.make_design(config.sweep, steps)  # the points of sweep.adaptive.initial
   first_group = points[0].group
   members = sum(p.group == first_group and p.replicate == 0 for p in points)
   if members < 2:
     raise ValueError(f"sweep.factors: PBT needs at least 2 members (value points) per group, "
                      f"got {members}; sweep a vmapped value factor over 2 or more values (or "
                      "sweep.num_points >= 2 with a random initial design).")
-  parsed = space.parse_space(sweep_cfg)
+  parsed = space.parse_space(config.sweep)
   return Settings(int(interval), float(fraction), tuple(float(p) for p in perturb),
                   float(resample), steps, parsed.seed, parsed.vmapped)
 
