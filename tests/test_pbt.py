@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 import types
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
 from small_configs import classic_config
 
+from jaxopt_lab import checkpoints, expdir
 from jaxopt_lab.optim import factory, registry
-from jaxopt_lab.sweep import design, pbt, space
+from jaxopt_lab.sweep import design, driver, pbt, space, staged
 
 STEPS = 40
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pbt_config(seed: int = 3, replicates: int = 2, **adaptive) -> ml_collections.ConfigDict:
@@ -238,3 +245,100 @@ def test_one_member_is_an_error_and_good_settings_pass():
   assert (settings.interval, settings.fraction, settings.perturb, settings.resample,
           settings.steps, settings.seed) == (15, 0.25, (0.8, 1.25), 0.25, STEPS, 3)
   assert sorted(f.name for f in settings.factors) == ["b1", "learning_rate"]
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: the stage runner (sweep/staged.py) runs the policy.
+
+E2E_CONFIG = '''
+import ml_collections
+from jaxopt_lab.configs import base_config
+
+
+def get_config():
+  config = base_config("classic")
+  config.optimizer.name = "adam"
+  config.train.update(dict(steps=30, steps_per_call=10, log_every=10, eval_every=10,
+                           checkpoint_every=10))
+  config.sweep.design = "pbt"
+  config.sweep.replicates = 2
+  config.sweep.report = False
+  config.sweep.factors = ml_collections.ConfigDict(
+      {"learning_rate": {"scale": "log", "low": 1e-3, "high": 1.0, "num": 4}})
+  config.sweep.adaptive.interval = 10
+  return config
+'''
+
+
+def read_csv(path) -> list[dict[str, str]]:
+  with open(path, newline="", encoding="utf-8") as f:
+    return list(csv.DictReader(f))
+
+
+def test_pbt_runs_end_to_end_from_the_sweep_script(tmp_path):
+  (tmp_path / "pbt_config.py").write_text(E2E_CONFIG)
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"),
+       f"--config={tmp_path / 'pbt_config.py'}", f"--workdir={workdir}"],
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = read_csv(workdir / expdir.STAGES_FILE)
+  design_rows = {int(r["point"]): r for r in read_csv(workdir / expdir.DESIGN_FILE)}
+  # 4 members x 2 replicates, 3 stages of 10 steps; in stages 1 and 2 one member (fraction
+  # 0.25 of 4) copies the best one's state: two rows each, replicate r from replicate r.
+  assert [(r["stage"], r["begin"], r["end"]) for r in rows] == (
+      [("0", "0", "10")] * 8 + [("1", "10", "20")] * 8 + [("2", "20", "30")] * 8)
+  for k in ("1", "2"):
+    copied = [r for r in rows if r["stage"] == k and r["source"] != r["point"]]
+    assert len(copied) == 2
+    for r in copied:
+      point, source = design_rows[int(r["point"])], design_rows[int(r["source"])]
+      assert point["seed"] == source["seed"] and point["learning_rate"] != source["learning_rate"]
+      assert 1e-3 <= float(r["hp_learning_rate"]) <= 1.0
+  assert all(r["source"] == "-1" for r in rows[:8])
+  summary = read_csv(workdir / expdir.SUMMARY_FILE)
+  assert len(summary) == 8 and {(r["status"], r["steps"]) for r in summary} == {("ok", "30")}
+
+
+def test_an_exploit_copies_the_donors_checkpointed_state_exactly(tmp_path, monkeypatch):
+  namespace = {}
+  exec(E2E_CONFIG, namespace)  # noqa: S102  (the same config as the script's)
+  config = namespace["get_config"]()
+  gathered = []
+  real_gather = staged.gather
+
+  def spy(pop, index, sharding):
+    out = real_gather(pop, index, sharding)
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        pop)
+    gathered.append((like, np.asarray(index), driver.to_host(pop), driver.to_host(out)))
+    return out
+
+  monkeypatch.setattr(staged, "gather", spy)
+  driver.run_sweep(config, str(tmp_path))
+  assert len(gathered) == 2  # before stages 1 and 2
+  rows = read_csv(tmp_path / expdir.STAGES_FILE)
+  group = rows[0]["group"]
+  for k, (like, index, before, after) in enumerate(gathered, start=1):
+    # The state that stage k-1 ended with, as its checkpoint holds it.
+    ckpt = checkpoints.Checkpointer(tmp_path / expdir.CHECKPOINTS_DIR / group / f"stage-{k - 1}")
+    saved = driver.to_host(ckpt.restore(10 * k, like))
+    ckpt.close()
+    mine = [r for r in rows if r["stage"] == str(k)]
+    slot = {int(r["point"]): j for j, r in enumerate(r for r in rows if r["stage"] == "0")}
+    copied = [(slot[int(r["point"])], slot[int(r["source"])]) for r in mine
+              if r["source"] != r["point"]]
+    assert len(copied) == 2
+    for recipient, donor in copied:
+      assert index[recipient] == donor
+      for a, b, c in zip(jax.tree.leaves(after), jax.tree.leaves(saved),
+                         jax.tree.leaves(before), strict=True):
+        np.testing.assert_array_equal(a[recipient], b[donor])  # bit for bit
+        np.testing.assert_array_equal(a[recipient], c[donor])
+    kept = [j for j in range(8) if j not in {r for r, _ in copied}]
+    assert list(index[kept]) == kept
+    # The recipient's parameters really changed (the test could fail).
+    params = [x for x in jax.tree.leaves(after.state.params) if x.ndim > 1][0]
+    old = [x for x in jax.tree.leaves(before.state.params) if x.ndim > 1][0]
+    assert not np.array_equal(params[copied[0][0]], old[copied[0][0]])
