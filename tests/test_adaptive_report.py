@@ -25,7 +25,7 @@ def write_experiment(workdir, design: str, rows: list[dict], steps: int,
   files.atomic_write_csv(os.path.join(workdir, expdir.STAGES_FILE), rows, COLUMNS)
   if summary is not None:
     files.atomic_write_csv(os.path.join(workdir, expdir.SUMMARY_FILE), summary,
-                           ["point", "group", "status", "steps"])
+                           ["point", "group", "status", "steps", "final_valid_loss"])
 
 
 def row(stage, begin, end, point, source, lr, group="all", note="", b1=0.9) -> dict:
@@ -59,7 +59,9 @@ def sh_summary(group: str, first: int) -> list[dict]:
 
 
 def test_pbt_compute_lineage_and_schedules(tmp_path):
-  write_experiment(tmp_path, "pbt", PBT_ROWS, steps=30)
+  summary = [{"point": p, "group": "all", "status": "ok", "steps": 30, "final_valid_loss": v}
+             for p, v in enumerate([0.5, 0.3, 0.4, ""])]
+  write_experiment(tmp_path, "pbt", PBT_ROWS, steps=30, summary=summary)
   stages = adaptive.read_stages(tmp_path)
   c = adaptive.compute(stages, 30)
   # Each stage: 4 points x 10 steps = 40; total 120 = the grid's 4 x 30: PBT trains every point
@@ -98,7 +100,14 @@ def test_pbt_compute_lineage_and_schedules(tmp_path):
   assert rows[-1]["point_steps"] == "120" and rows[-1]["exploits"] == "2"
   text = to_markdown(doc)
   assert "120 points x steps over 4 points, against 120" in text and "100% of it" in text
-  assert "2 exploit(s) over 3 stage(s)" in text
+  assert "2 time(s) over 3 stage(s)" in text
+  # The final population, best first (no metric: last), with the values it ended with.
+  columns, rows = tables["adaptive_population.csv"]
+  assert columns == ["group", "point", "descends_from", "learning_rate", "final_valid_loss"]
+  assert [(r["point"], r["descends_from"], r["learning_rate"], r["final_valid_loss"])
+          for r in rows] == [("1", "1", "0.01", "0.3"), ("2", "1", "0.008", "0.4"),
+                             ("0", "0", "0.1", "0.5"), ("3", "0", "0.125", "")]
+  assert "| all | 2 | 1 | 0.008 | 0.4 |" in text
   assert f"]({adaptive.LINEAGE_FIGURE})" in text and f"]({adaptive.SCHEDULES_FIGURE})" in text
 
 

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from jaxopt_lab import expdir
 from jaxopt_lab.analysis import plots
-from jaxopt_lab.analysis.document import Document, fmt
+from jaxopt_lab.analysis.document import Document, cell, fmt
 
 # Designs whose stages stop points early (rungs) and the one whose stages copy states (lineage).
 RUNG_DESIGNS = ("successive_halving", "hyperband")
@@ -254,19 +254,17 @@ def lineage(stages: Stages) -> Figure | None:
               solid_capstyle="butt")
       if s >= 0 and s != p and s in y:
         ax.plot([b, b], [y[s], y[p]], "-", color="0.4", lw=0.8)
-        ax.plot([b], [y[p]], "o", color=colors[root[(k, p)]], mec="black", mew=0.6, ms=5,
-                label=None if marked else "state copied from the point at the other end")
+        ax.plot([b], [y[p]], "o", color=colors[root[(k, p)]], mec="black", mew=0.6, ms=5)
         marked = True
     ax.set_yticks(range(len(points)), [str(p) for p in points], fontsize=7)
     ax.set_ylim(-0.7, len(points) - 0.3)
     ax.set_ylabel("point")
     ax.set_title(group, fontsize=9)
     ax.grid(True, axis="x", alpha=0.3)
-    if marked:
-      ax.legend(fontsize=7, loc="upper right")
   ax.set_xlabel("step")
   fig.suptitle("Lineage: each point's state over the steps, coloured by the point it descends "
-               "from", fontsize=10)
+               "from" + ("\n(a dot: its state was copied from the point at the connector's "
+                         "other end)" if marked else ""), fontsize=9)
   return fig
 
 
@@ -351,6 +349,38 @@ def point_rows(points: list[LastStage]) -> list[dict[str, str]]:
           for p in points]
 
 
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """A point of PBT's final population: where its state came from and what it ended with."""
+
+  group: str
+  point: int
+  root: int  # the point whose fresh start its final state descends from
+  values: dict[str, float]  # value factor -> its value in the last stage
+  valid: float  # summary.csv final_valid_<metric> (NaN without it)
+
+
+def population(stages: Stages, summary: list[dict[str, str]], metric: str,
+               mode: str = "min") -> list[Member]:
+  """The points of each group's last stage, best final valid `metric` first (by `mode`, 'min'
+  or 'max'; NaN last)."""
+  column = f"final_valid_{metric}"
+  valid = {int(r["point"]): float(r[column]) if r.get(column, "").strip() else np.nan
+           for r in summary if r.get("point", "").strip()}
+  out = []
+  for group in stages.groups:
+    rows = stages.rows(group)
+    last = int(stages.stage[rows].max())
+    root = roots(stages, group)
+    members = [Member(group, int(stages.point[i]), root[(last, int(stages.point[i]))],
+                      {n: float(v[i]) for n, v in stages.hparams.items()},
+                      valid.get(int(stages.point[i]), np.nan))
+               for i in stages.rows(group, last)]
+    sign = -1.0 if mode == "max" else 1.0
+    out += sorted(members, key=lambda m: (np.isnan(m.valid), sign * m.valid))
+  return out
+
+
 def section(doc: Document, workdir: str | os.PathLike
             ) -> tuple[dict[str, bytes], dict[str, tuple[list, list]]]:
   """Adds the adaptive design's section to `doc`; nothing for a fixed design (no stages.csv).
@@ -405,9 +435,11 @@ def section(doc: Document, workdir: str | os.PathLike
       if fig is not None:
         figures[name] = plots.png(fig)
     exploits = sum(s.exploits for s in c.stages)
-    doc.para(f"Population-based training: {exploits} exploit(s) over "
-             f"{len(c.stages)} stage(s); each copied a better point's state and hyperparameters, "
-             "then explore changed the swept values inside their declared ranges.")
+    doc.para(f"Population-based training: {exploits} time(s) over {len(c.stages)} stage(s) a "
+             "point (one seed replicate of a value point) continued from a better point's state "
+             "with its hyperparameters, then explore changed the swept values inside their "
+             "declared ranges. A point's row in summary.csv holds the values it started with; "
+             "those it ended with are below (and in `adaptive_population.csv`).")
     if LINEAGE_FIGURE in figures:
       doc.figure(LINEAGE_FIGURE, "Lineage: a dot where a point continued from another point's "
                  "state (the connector leads to it); colour: the point the state descends from.")
@@ -415,6 +447,22 @@ def section(doc: Document, workdir: str | os.PathLike
       doc.figure(SCHEDULES_FIGURE, "Hyperparameter schedules that explore produced, per point.")
     else:
       doc.para("No hyperparameter changed over the stages.")
+    metric = config.get("sweep", {}).get("metric", "loss")
+    mode = (run.get("metric_modes") or {}).get(metric) or expdir.DEFAULT_METRIC_MODES.get(
+        metric, "min")
+    pop = population(stages, summary, metric, mode)
+    names = explored(stages)
+    columns = ["group", "point", "descends_from", *names, f"final_valid_{metric}"]
+    table = [{"group": p.group, "point": fmt(p.point), "descends_from": fmt(p.root),
+              **{n: fmt(p.values[n]) for n in names}, f"final_valid_{metric}": fmt(p.valid)}
+             for p in pop]
+    tables["adaptive_population.csv"] = (columns, table)
+    if table:
+      doc.para(f"The final population, best final valid {metric} first:")
+      doc.table(["group", "point", "descends from", *(f"final {n}" for n in names),
+                 f"final valid {metric}"],
+                [[r["group"], r["point"], r["descends_from"], *(cell(r[n]) for n in names),
+                  cell(r[f"final_valid_{metric}"])] for r in table])
   return figures, {k: (list(cols), rs) for k, (cols, rs) in tables.items()}
 
 

@@ -18,7 +18,9 @@ Value factors that are not swept keep their values. The stage after the one endi
 trains every slot from t to min(t + interval, train.steps); its `source` names each slot's donor
 (itself for a member that kept its state). Random choices of the decision before stage k come
 from `np.random.default_rng((sweep.seed, k))`, and the current values are read from the stage
-just finished, so a resumed run replays the same decisions.
+just finished, so a resumed run replays the same decisions. Every group draws from the same
+generators: groups whose members rank alike make the same moves (common random numbers, as
+their seeds are).
 
 Example:
   settings = pbt.validate(config)            # before anything is written
