@@ -17,6 +17,7 @@ import pytest
 from small_configs import classic_config
 
 from jaxopt_lab import checkpoints, expdir
+from jaxopt_lab.analysis import adaptive, document
 from jaxopt_lab.optim import factory, registry
 from jaxopt_lab.sweep import design, driver, pbt, space, staged
 
@@ -299,6 +300,13 @@ def test_pbt_runs_end_to_end_from_the_sweep_script(tmp_path):
   assert all(r["source"] == "-1" for r in rows[:8])
   summary = read_csv(workdir / expdir.SUMMARY_FILE)
   assert len(summary) == 8 and {(r["status"], r["steps"]) for r in summary} == {("ok", "30")}
+  # The report's section reads the run: PBT trains every point to the end (8 x 30 steps).
+  doc = document.Document()
+  figures, tables = adaptive.section(doc, workdir)
+  assert set(figures) == {adaptive.LINEAGE_FIGURE, adaptive.SCHEDULES_FIGURE}
+  total = tables["adaptive_compute.csv"][1][-1]
+  assert (total["points"], total["point_steps"], total["exploits"]) == ("8", "240", "4")
+  assert len(tables["adaptive_population.csv"][1]) == 8
 
 
 def test_an_exploit_copies_the_donors_checkpointed_state_exactly(tmp_path, monkeypatch):
