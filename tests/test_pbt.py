@@ -350,3 +350,16 @@ def test_an_exploit_copies_the_donors_checkpointed_state_exactly(tmp_path, monke
     params = [x for x in jax.tree.leaves(after.state.params) if x.ndim > 1][0]
     old = [x for x in jax.tree.leaves(before.state.params) if x.ndim > 1][0]
     assert not np.array_equal(params[copied[0][0]], old[copied[0][0]])
+
+
+def test_a_bad_setting_from_the_script_is_one_line_and_writes_nothing(tmp_path):
+  workdir = tmp_path / "w"
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"),
+       "--config=experiments/sweep_classic_lr.py", "--config.sweep.design=pbt",
+       "--config.sweep.adaptive.resample=1.5", "--config.sweep.adaptive.interval=50",
+       f"--workdir={workdir}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: sweep.adaptive.resample: must be a probability in [0, 1]")
+  assert not workdir.exists()
