@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -307,6 +308,9 @@ def test_pbt_runs_end_to_end_from_the_sweep_script(tmp_path):
   total = tables["adaptive_compute.csv"][1][-1]
   assert (total["points"], total["point_steps"], total["exploits"]) == ("8", "240", "4")
   assert len(tables["adaptive_population.csv"][1]) == 8
+  with open(workdir / expdir.RUN_FILE, encoding="utf-8") as f:  # the runner's own tally agrees
+    groups = json.load(f)["groups"]
+  assert sum(g["points_steps"] for g in groups) == 240
 
 
 def test_an_exploit_copies_the_donors_checkpointed_state_exactly(tmp_path, monkeypatch):
