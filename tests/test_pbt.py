@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from small_configs import classic_config
 
-from jaxopt_lab import checkpoints, expdir
+from jaxopt_lab import checkpoints, expdir, files, train
 from jaxopt_lab.analysis import adaptive, document
 from jaxopt_lab.optim import factory, registry
-from jaxopt_lab.sweep import design, driver, pbt, space, staged
+from jaxopt_lab.sweep import design, driver, pbt, space, staged, store
 
 STEPS = 40
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,10 +313,22 @@ def test_pbt_runs_end_to_end_from_the_sweep_script(tmp_path):
   assert sum(g["points_steps"] for g in groups) == 240
 
 
-def test_an_exploit_copies_the_donors_checkpointed_state_exactly(tmp_path, monkeypatch):
+def e2e_config(**train_fields) -> ml_collections.ConfigDict:
   namespace = {}
   exec(E2E_CONFIG, namespace)  # noqa: S102  (the same config as the script's)
   config = namespace["get_config"]()
+  config.train.update(train_fields)
+  return config
+
+
+# Checkpoints (and metric rows) every 5 steps: a kill can land inside a stage.
+IN_PROCESS = dict(steps_per_call=5, log_every=5, checkpoint_every=5)
+
+
+@pytest.fixture(scope="module")
+def pbt_run(tmp_path_factory):
+  """An uninterrupted PBT sweep, with the populations before and after each exploit's gather."""
+  workdir = tmp_path_factory.mktemp("pbt")
   gathered = []
   real_gather = staged.gather
 
@@ -327,20 +339,27 @@ def test_an_exploit_copies_the_donors_checkpointed_state_exactly(tmp_path, monke
     gathered.append((like, np.asarray(index), driver.to_host(pop), driver.to_host(out)))
     return out
 
-  monkeypatch.setattr(staged, "gather", spy)
-  driver.run_sweep(config, str(tmp_path))
+  staged.gather = spy
+  try:
+    driver.run_sweep(e2e_config(**IN_PROCESS), str(workdir))
+  finally:
+    staged.gather = real_gather
+  return workdir, gathered
+
+
+def test_an_exploit_copies_the_donors_checkpointed_state_exactly(pbt_run):
+  workdir, gathered = pbt_run
   assert len(gathered) == 2  # before stages 1 and 2
-  rows = read_csv(tmp_path / expdir.STAGES_FILE)
+  rows = read_csv(workdir / expdir.STAGES_FILE)
   group = rows[0]["group"]
+  slot = {int(r["point"]): j for j, r in enumerate(r for r in rows if r["stage"] == "0")}
   for k, (like, index, before, after) in enumerate(gathered, start=1):
     # The state that stage k-1 ended with, as its checkpoint holds it.
-    ckpt = checkpoints.Checkpointer(tmp_path / expdir.CHECKPOINTS_DIR / group / f"stage-{k - 1}")
+    ckpt = checkpoints.Checkpointer(workdir / expdir.CHECKPOINTS_DIR / group / f"stage-{k - 1}")
     saved = driver.to_host(ckpt.restore(10 * k, like))
     ckpt.close()
-    mine = [r for r in rows if r["stage"] == str(k)]
-    slot = {int(r["point"]): j for j, r in enumerate(r for r in rows if r["stage"] == "0")}
-    copied = [(slot[int(r["point"])], slot[int(r["source"])]) for r in mine
-              if r["source"] != r["point"]]
+    copied = [(slot[int(r["point"])], slot[int(r["source"])]) for r in rows
+              if r["stage"] == str(k) and r["source"] != r["point"]]
     assert len(copied) == 2
     for recipient, donor in copied:
       assert index[recipient] == donor
@@ -354,6 +373,36 @@ def test_an_exploit_copies_the_donors_checkpointed_state_exactly(tmp_path, monke
     params = [x for x in jax.tree.leaves(after.state.params) if x.ndim > 1][0]
     old = [x for x in jax.tree.leaves(before.state.params) if x.ndim > 1][0]
     assert not np.array_equal(params[copied[0][0]], old[copied[0][0]])
+
+
+def test_a_sweep_killed_mid_stage_resumes_to_the_same_population(pbt_run, tmp_path,
+                                                                monkeypatch):
+  reference, _ = pbt_run
+  workdir = str(tmp_path / "killed")
+  real_flush = store.Store.flush
+  calls = []
+
+  def interrupted_flush(self, status="running"):
+    real_flush(self, status)
+    calls.append(1)
+    if len(calls) == 4:  # stage 1 (steps 10 -> 20) wrote step 20, before its checkpoint there
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(store.Store, "flush", interrupted_flush)
+  with pytest.raises(train.Interrupted):
+    driver.run_sweep(e2e_config(**IN_PROCESS), workdir)
+  monkeypatch.setattr(store.Store, "flush", real_flush)
+  rows = read_csv(os.path.join(workdir, expdir.STAGES_FILE))
+  assert {r["stage"] for r in rows} == {"0", "1"}  # killed inside stage 1
+  metrics = files.read_jsonl(os.path.join(workdir, expdir.METRICS_FILE))
+  assert max(r["step"] for r in metrics) == 20
+  stage_1 = os.path.join(workdir, expdir.CHECKPOINTS_DIR, rows[0]["group"], "stage-1")
+  assert os.listdir(stage_1) == ["15"]  # the resume continues from inside the stage
+  driver.run_sweep(e2e_config(**IN_PROCESS), workdir)
+  for name in (expdir.METRICS_FILE, expdir.SUMMARY_FILE, expdir.DESIGN_FILE,
+               expdir.STAGES_FILE):
+    with open(os.path.join(workdir, name)) as a, open(os.path.join(reference, name)) as b:
+      assert a.read() == b.read(), name
 
 
 def test_a_bad_setting_from_the_script_is_one_line_and_writes_nothing(tmp_path):
