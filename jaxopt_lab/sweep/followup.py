@@ -20,9 +20,11 @@ each with its reason in words:
   2 or 3 seeds sweeps run, they overlap over most of the range and would narrow nothing.)
 * **Seeds: more where the verdict was "not distinguishable".** For each group the verdict
   compares with the best (`verdict.verdict`) and cannot tell apart, the seeds its power
-  computation asks for (`verdict.seeds_needed`); without one (one seed, or no spread), twice
-  a's seeds and at least 3. `sweep.replicates` becomes the largest of these, capped at
-  `MAX_SEED_FACTOR` times a's seeds.
+  computation asks for (`verdict.seeds_needed`; beyond `verdict.MAX_SEEDS`: unbounded); without
+  one (one seed, or no spread between seeds), twice a's seeds and at least 3. `sweep.replicates`
+  becomes the largest of these, capped at `MAX_SEED_FACTOR` times a's seeds (a difference that
+  needs more is small next to the seed noise: report it as such rather than buy it). A pair with
+  the same difference on every seed is left alone: more seeds would not change it.
 
 Everything else (the design, adaptive settings included, the other factors, the training) stays
 as in `base`. A field set on the command line (`keep`, the overridden paths) wins: the proposal
@@ -272,19 +274,21 @@ def _seeds_change(f: fnd.Findings, config: ml_collections.ConfigDict,
       continue  # the verdict tells them apart
     if not spread and c.n >= 2 and c.mean_diff != 0:
       continue  # the same difference on every seed: more seeds would not change it
-    needed = vd.seeds_needed(c, len(f.pairs)) if spread else None
-    if needed is not None:
-      targets.append((needed, f"{names} are not distinguishable with {c.n} seeds (Holm p = "
-                              f"{p.p_holm:.3g}); the verdict's power computation asks for about "
-                              f"{needed}"))
+    seeds_run = f"{c.n} seed" + ("" if c.n == 1 else "s")
+    if spread:
+      needed = vd.seeds_needed(c, len(f.pairs))
+      asks = f"about {needed}" if needed is not None else f"more than {vd.MAX_SEEDS}"
+      targets.append((math.inf if needed is None else needed,
+                      f"{names} are not distinguishable with {seeds_run} (Holm p = "
+                      f"{p.p_holm:.3g}); the verdict's power computation asks for {asks}"))
     else:
-      why = "more than the power computation can reach" if spread else "no power estimate"
-      targets.append((max(2 * seeds, 3), f"{names} are not distinguishable with {c.n} seed(s) "
-                                         f"({why}): twice the seeds, at least 3"))
+      targets.append((max(2 * seeds, 3), f"{names} are not distinguishable with {seeds_run} "
+                                         "(no spread to estimate power from): twice the seeds, "
+                                         "at least 3"))
   if not targets:
     return None
   target, why = max(targets, key=lambda t: t[0])
-  new = min(target, MAX_SEED_FACTOR * seeds)
+  new = int(min(target, MAX_SEED_FACTOR * seeds))
   old = _get(config, SEEDS_FIELD)
   if isinstance(old, int) and new <= old:
     notes.append(f"{why}; the base config already runs {old} seeds.")
