@@ -68,6 +68,11 @@ def test_the_lr_range_narrows_to_the_basin_one_step_out(tmp_path):
   np.testing.assert_allclose(p.config.sweep.factors.learning_rate["values"],
                              np.logspace(-3, -2, 7), rtol=1e-12)
   assert base.sweep.factors.learning_rate["values"] == list(LRS)  # the base is not changed
+  assert [c.field for c in p.changes] == ["sweep.factors.learning_rate"]
+  # A base whose design differs gets the source's back.
+  base.sweep.design = "sobol"
+  p = followup.propose(str(tmp_path / "a"), base)
+  assert [(c.field, c.old, c.new) for c in p.changes][0] == ("sweep.design", "sobol", "grid")
 
 
 def test_groups_share_the_hull_of_their_ranges_and_failed_groups_are_named(tmp_path):

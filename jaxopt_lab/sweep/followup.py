@@ -26,8 +26,9 @@ each with its reason in words:
   needs more is small next to the seed noise: report it as such rather than buy it). A pair with
   the same difference on every seed is left alone: more seeds would not change it.
 
-Everything else (the design, adaptive settings included, the other factors, the training) stays
-as in `base`. A field set on the command line (`keep`, the overridden paths) wins: the proposal
+The design type stays the source's (adaptive ones included; set back where `base` names
+another); everything else (adaptive settings, the other factors, the training) stays as in
+`base`. A field set on the command line (`keep`, the overridden paths) wins: the proposal
 leaves it and says so. The new config records its source in `sweep.continue_from`; the
 follow-up's workdir holds `followup.json` (`record`), which its report shows ("Follows from").
 """
@@ -57,6 +58,7 @@ BASIN_TOLERANCE = fnd.BASIN_TOLERANCES[-1]  # the report's wider basin: within 5
 MAX_SEED_FACTOR = 4  # the follow-up runs at most this many times a's seeds
 LR_FIELD = "sweep.factors.learning_rate"
 SEEDS_FIELD = "sweep.replicates"
+DESIGN_FIELD = "sweep.design"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +140,8 @@ def propose_from(f: fnd.Findings, base: ml_collections.ConfigDict | None, *, sou
   exp = f.experiment
   config = base_config(exp) if base is None else copy.deepcopy(base)
   notes: list[str] = []
-  changes = [c for c in (_lr_change(f, config, notes), _seeds_change(f, config, notes)) if c]
+  changes = [c for c in (_design_change(f, config), _lr_change(f, config, notes),
+                         _seeds_change(f, config, notes)) if c]
   applied = []
   for c in changes:
     kept = [k for k in keep if k == c.field or k.startswith(c.field + ".")
@@ -172,6 +175,15 @@ def _set(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
 
 def _text(value: Any) -> str:
   return json.dumps(value, sort_keys=True)
+
+
+def _design_change(f: fnd.Findings, config: ml_collections.ConfigDict) -> Change | None:
+  """The source's design type, where a base config file names another."""
+  ran, base = f.experiment.design_name, _get(config, DESIGN_FIELD)
+  if ran == "unknown" or base == ran:
+    return None
+  return Change(DESIGN_FIELD, base, ran, f"Kept the design the source ran ({ran}): a follow-up "
+                "refines the same kind of experiment.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +231,7 @@ def _lr_change(f: fnd.Findings, config: ml_collections.ConfigDict,
       notes.append(f"{g.label} learned at no learning rate (every point at the cap "
                    f"{g.cap:.4g}): it shapes no range.")
   spec = _get(config, LR_FIELD)
-  design = _get(config, "sweep.design")
-  if design == "explicit":
+  if f.experiment.design_name == "explicit":
     notes.append("The explicit design's points are given by hand: the learning rate is not "
                  "narrowed (edit sweep.points).")
     return None
