@@ -6,7 +6,8 @@ The sweep's store (`sweep.store`) and the single run (`train.train`) write it; t
   config.json     the resolved config
   design.csv      one row per point (DESIGN_ID_COLUMNS, then one column per factor)
   metrics.jsonl   one metric row per line (METRIC_ROW_KEYS, then <metric>: value), appended
-  summary.csv     one row per point: factors, hp_*, status, final_* / best_* metrics
+  summary.csv     one row per point: factors, hp_*, status, final_* / best_* metrics (and, for
+                  adaptive designs, `stages`: how many stages, e.g. rungs, the point trained in)
   run.json        RUN_FIELDS
   stages.csv      adaptive designs only: one row per (stage, point) (STAGES_COLUMNS, then hp_*)
   optuna.db       the Optuna design only: the study (SQLite; optuna-dashboard reads it)
@@ -43,6 +44,8 @@ TENSORBOARD_DIR = "tb"
 REQUIRED_FILES = (CONFIG_FILE, DESIGN_FILE)
 SINGLE_RUN_FILES = (CONFIG_FILE, SINGLE_SUMMARY_FILE)
 DESIGN_ID_COLUMNS = ("point", "group", "replicate", "seed")
+# design.csv's column naming the part of an adaptive design a point belongs to (not a factor).
+DESIGN_TAG_COLUMNS = {"hyperband": "bracket", "optuna": "round"}
 METRIC_ROW_KEYS = ("point", "step", "split")  # then the row's metrics; split: train | valid | test
 # summary "status"; "stopped": an adaptive design stopped the point early (at its `steps`)
 STATUSES = ("ok", "diverged", "running", "stopped")

@@ -12,6 +12,14 @@ combination of their values is a group, compiled once. Every group gets the same
 * `fractional_factorial`: 2^(k-p) two-level design from `sweep.generators` ('a b c abc').
 * `explicit`: `sweep.points` as given.
 
+Adaptive designs (sweep/stages.py) list every point they may train:
+
+* `successive_halving`, `pbt`: the points of `sweep.adaptive.initial` (grid, random, sobol, lhs).
+* `hyperband`: each bracket's points, drawn by `sweep.adaptive.initial` (random, sobol, lhs)
+  with seed `sweep.seed + bracket`; design.csv's `bracket` column says which.
+* `optuna`: `rounds x batch` value points whose values (NaN here) the sampler proposes round by
+  round; design.csv's `round` column says which, and its values are filled in as they are asked.
+
 Each (group, value point) then runs `sweep.replicates` times, replicate r with seed
 `sweep.seed + r`: points sharing a replicate share data order and initial parameters (common
 random numbers), so comparisons between them are paired.
@@ -27,6 +35,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +44,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from jaxopt_lab import files
+from jaxopt_lab.sweep import halving
 from jaxopt_lab.sweep.space import Factor, Space, config_path, format_value, parse_space
 
 _ID_COLUMNS = ("point", "group", "replicate", "seed")
@@ -51,7 +61,9 @@ class Point:
     seed: sweep.seed + replicate.
     structural: grouping factor -> value for this group (structural factors, and value factors
       declared with vmap=False).
-    values: vmapped value factor -> value (python float).
+    values: vmapped value factor -> value (python float; NaN until an Optuna round asks it).
+    tags: the part of an adaptive design the point belongs to: {'bracket': b} (hyperband),
+      {'round': r} (optuna), else empty.
   """
 
   point: int
@@ -60,6 +72,7 @@ class Point:
   seed: int
   structural: dict[str, Any]
   values: dict[str, float]
+  tags: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def two_level_full(k: int) -> np.ndarray:
@@ -99,35 +112,53 @@ def _value_rows(space: Space) -> list[list[Any]]:
   """Value points of one group as rows over `space.vmapped`, in the design's order."""
   factors = space.vmapped
   d = len(factors)
-  if space.design == "grid":
+  design = space.initial
+  if design == "grid":
     return [list(row) for row in itertools.product(*(f.levels() for f in factors))]
   if d == 0:
     return [[]]  # No value factor: one (empty) value point; replicates give the seeds.
   n = space.num_points
-  if space.design == "random":
+  if design == "random":
     rng = np.random.default_rng(space.seed)
     columns = [f.draw(rng, n) for f in factors]
     return [list(row) for row in zip(*columns, strict=True)]
-  if space.design in ("sobol", "lhs"):
-    if space.design == "sobol":
+  if design in ("sobol", "lhs"):
+    if design == "sobol":
       sampler = qmc.Sobol(d, scramble=True, rng=space.seed)
     else:
       sampler = qmc.LatinHypercube(d, rng=space.seed)
     u = sampler.random(n)
     columns = [f.from_unit(u[:, j]) for j, f in enumerate(factors)]
     return [list(row) for row in zip(*columns, strict=True)]
-  if space.design == "factorial":
+  if design == "factorial":
     return _from_signs(factors, two_level_full(d))
-  if space.design == "fractional_factorial":
+  if design == "fractional_factorial":
     return _from_signs(factors, two_level_fractional(space.generators))
   raise ValueError(f"sweep.design: {space.design!r} has no value design.")  # Unreachable.
 
 
-def _value_points(space: Space) -> list[dict[str, float]]:
+def _value_points(space: Space, steps: int | None) -> list[tuple[dict[str, float], dict]]:
+  """(values, tags) of each value point of one group."""
   if space.design == "explicit":
-    return [dict(p) for p in space.points]
+    return [(dict(p), {}) for p in space.points]
   names = [f.name for f in space.vmapped]
-  return [{k: float(v) for k, v in zip(names, row, strict=True)} for row in _value_rows(space)]
+  if space.design == "optuna":
+    a = space.adaptive
+    return [(dict.fromkeys(names, math.nan), {"round": r})
+            for r in range(a["rounds"]) for _ in range(a["batch"])]
+  if space.design == "hyperband":
+    if steps is None:
+      raise ValueError("sweep.design: 'hyperband' sizes its brackets from train.steps.")
+    out = []
+    a = space.adaptive
+    for b, (n, _) in enumerate(halving.hyperband_brackets(steps, a["eta"], a["min_steps"],
+                                                          a["brackets"])):
+      drawn = dataclasses.replace(space, num_points=n, seed=space.seed + b)
+      out += [({k: float(v) for k, v in zip(names, row, strict=True)}, {"bracket": b})
+              for row in _value_rows(drawn)]
+    return out
+  return [({k: float(v) for k, v in zip(names, row, strict=True)}, {})
+          for row in _value_rows(space)]
 
 
 def _group_name(structural: dict[str, Any]) -> str:
@@ -136,11 +167,12 @@ def _group_name(structural: dict[str, Any]) -> str:
   return ",".join(f"{k}={format_value(v)}" for k, v in structural.items())
 
 
-def make_design(sweep_cfg: Any) -> list[Point]:
+def make_design(sweep_cfg: Any, steps: int | None = None) -> list[Point]:
   """The table of design points of `config.sweep`.
 
   Args:
     sweep_cfg: the sweep config (ConfigDict or dict); see `space.parse_space`.
+    steps: `train.steps` (Hyperband sizes its brackets from it).
 
   Returns:
     Points ordered group-major (groups in the order of the crossed grouping factors, first
@@ -150,13 +182,13 @@ def make_design(sweep_cfg: Any) -> list[Point]:
     ValueError: for a mistake in the config, naming the field and the valid choices.
   """
   space = parse_space(sweep_cfg)
-  value_points = _value_points(space)
+  value_points = _value_points(space, steps)
   grouping = space.grouping
   points = []
   for combo in itertools.product(*(f.levels() for f in grouping)):
     structural = {f.name: v for f, v in zip(grouping, combo, strict=True)}
     group = _group_name(structural)
-    for values in value_points:
+    for values, tags in value_points:
       for r in range(space.replicates):
         points.append(
             Point(
@@ -166,6 +198,7 @@ def make_design(sweep_cfg: Any) -> list[Point]:
                 seed=space.seed + r,
                 structural=dict(structural),
                 values=dict(values),
+                tags=dict(tags),
             )
         )
   return points
@@ -185,14 +218,17 @@ def groups(points: Sequence[Point]) -> dict[str, list[Point]]:
 
 
 def design_columns(sweep_cfg: Any) -> list[str]:
-  """Columns of design.csv: point, group, replicate, seed, then grouping then value factors."""
-  return list(_ID_COLUMNS) + list(parse_space(sweep_cfg).factor_columns)
+  """Columns of design.csv: point, group, replicate, seed, the design's tags (bracket, round),
+  then grouping then value factors."""
+  space = parse_space(sweep_cfg)
+  return list(_ID_COLUMNS) + list(space.tag_columns) + list(space.factor_columns)
 
 
 def design_row(point: Point) -> dict[str, Any]:
   """The design.csv row of `point`: ids, then factor values as text (floats round-trip)."""
   row = {"point": point.point, "group": point.group, "replicate": point.replicate}
   row["seed"] = point.seed
+  row.update({k: int(v) for k, v in point.tags.items()})
   row.update({k: format_value(v) for k, v in point.structural.items()})
   row.update({k: repr(float(v)) for k, v in point.values.items()})
   return row
@@ -213,7 +249,7 @@ def read_design_csv(path: str | os.PathLike, sweep_cfg: Any) -> list[Point]:
     ValueError: if the file's columns or grouping values do not match `sweep_cfg`.
   """
   space = parse_space(sweep_cfg)
-  expected = list(_ID_COLUMNS) + list(space.factor_columns)
+  expected = list(_ID_COLUMNS) + list(space.tag_columns) + list(space.factor_columns)
   with open(path, encoding="utf-8", newline="") as f:
     reader = csv.DictReader(f)
     header = list(reader.fieldnames or [])
@@ -241,6 +277,7 @@ def read_design_csv(path: str | os.PathLike, sweep_cfg: Any) -> list[Point]:
             seed=int(row["seed"]),
             structural=structural,
             values={k: float(row[k]) for k in space.value_names},
+            tags={k: int(row[k]) for k in space.tag_columns},
         )
     )
   return points

@@ -40,7 +40,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxopt_lab import checkpoints, files, hardware, runloop, tasks, textmetrics, train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, store
+from jaxopt_lab.sweep import design, space, store
 
 
 class Population(NamedTuple):
@@ -165,7 +165,8 @@ def build_groups(config: ml_collections.ConfigDict,
               f"{factor!r}; its hyperparameters: {', '.join(names)}")
         opt[factor] = float(value)
       per_point.append(factory.hparams_from_config(opt))
-      train.validate_optimizer(cfg, per_point[-1])
+      if not any(math.isnan(v) for v in point.values.values()):  # NaN: an Optuna round's, unasked
+        train.validate_optimizer(cfg, per_point[-1])
     hparams = {k: np.stack([h[k] for h in per_point]).astype(np.float32) for k in names}
     factory.check_traceable(cfg.optimizer, cfg.train.steps)  # before any compilation
     seeds = np.array([p.seed for p in members], np.int32)
@@ -185,7 +186,8 @@ def to_global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def _to_host(tree):
+def to_host(tree):
+  """The arrays of `tree` on the host (gathered from every process on multi-host runs)."""
   if jax.process_count() == 1:
     return jax.device_get(tree)
   return multihost_utils.process_allgather(tree, tiled=True)
@@ -211,7 +213,8 @@ def default_cpu_devices(config: ml_collections.ConfigDict, cores: int | None) ->
   """
   dp = max(1, int(config.sweep.data_parallel))
   factory.resolve(config.optimizer.name)  # a plugin's own values become factors of the design
-  largest = max(len(m) for m in design.groups(design.make_design(config.sweep)).values())
+  points = design.make_design(config.sweep, config.train.steps)
+  largest = max(len(m) for m in design.groups(points).values())
   return dp * max(1, min((cores or 1) // dp, largest))
 
 
@@ -240,13 +243,15 @@ class GroupPrograms:
     hparams, replicate, seeds, eval_data: the programs' arguments, placed on the mesh.
   """
 
-  def __init__(self, group: Group, mesh: Mesh, width: int | None = None):
-    """`width`: points per slice, instead of the one `sweep.slice_size` gives (a resume)."""
+  def __init__(self, group: Group, mesh: Mesh, width: int | None = None,
+               padded: int | None = None):
+    """`width`: points per slice, instead of the one `sweep.slice_size` gives (a resume);
+    `padded`: the points to pad to (a multiple of the `points` devices), instead of the fewest
+    whole slices (an adaptive design's stages reuse a few sizes)."""
     self.group, self.mesh = group, mesh
     cfg = group.config
-    n = len(group.points)
     n_dev = mesh.shape["points"]
-    local = -(-n // n_dev)
+    local = -(-len(group.points) // n_dev) if padded is None else padded // n_dev
     if width is None:
       width = slice_width(cfg, local)
       if int(cfg.sweep.slice_size) == -1:
@@ -255,16 +260,24 @@ class GroupPrograms:
     slices = -(-local // width)
     width = -(-local // slices)  # the same number of slices, the least padding
     local = slices * width
-    self.n, self.width, self.padded = n, width, local * n_dev
+    self.width, self.padded = width, local * n_dev
     self.sharding = NamedSharding(mesh, P("points"))
     chunk, self.evaluate = make_group_programs(group.task, cfg, mesh, width)
     self.chunk = runloop.ChunkProgram(chunk)
+    self.eval_data = jax.tree.map(lambda x: to_global(x, NamedSharding(mesh, P())),
+                                  group.task.eval_data)
+    self.place(group)
+
+  def place(self, group: Group) -> None:
+    """Makes the programs run `group`'s points: a group of the same structure (an adaptive
+    design's stage) with at most `padded` points. Compiled programs are kept."""
+    if len(group.points) > self.padded:
+      raise ValueError(f"{len(group.points)} points do not fit a program of {self.padded}")
+    self.group, self.n = group, len(group.points)
     self.hparams = {k: to_global(_pad(v, self.padded), self.sharding)
                     for k, v in group.hparams.items()}
     self.replicate = to_global(_pad(group.replicate, self.padded), self.sharding)
     self.seeds = to_global(_pad(group.seeds, self.padded), self.sharding)
-    self.eval_data = jax.tree.map(lambda x: to_global(x, NamedSharding(mesh, P())),
-                                  group.task.eval_data)
 
   @property
   def compile_seconds(self) -> float:
@@ -385,7 +398,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   train.validate_train_config(config)
   factory.resolve(config.optimizer.name)  # a plugin's own values become factors of the design
   validate_sweep_config(config)
-  points = design.make_design(config.sweep)
+  adaptive = config.sweep.design in space.ADAPTIVE_DESIGNS
+  if adaptive:
+    from jaxopt_lab.sweep import staged  # noqa: PLC0415  (it builds on this module)
+
+    staged.validate(config)
+  points = design.make_design(config.sweep, config.train.steps)
   groups = build_groups(config, points)
   mesh = make_mesh(int(config.sweep.data_parallel))
   check_groups(groups, mesh)
@@ -408,7 +426,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
           peak=_mesh_peak(mesh, group.config.model.get("dtype", "float32")),
           later=later, started=started)
       try:
-        _train_group(group, mesh, st, where, progress)
+        (staged.train_group if adaptive else _train_group)(group, mesh, st, where, progress)
       except KeyboardInterrupt:
         raise where.interrupted(f"of group {group.name}") from None
     st.finish()
@@ -444,15 +462,16 @@ def _check_layout(group: Group, recorded: dict[str, int], now: dict[str, int]) -
         f"CPU (the same devices elsewhere) and the same sweep.slice_size, or use a new workdir")
 
 
-class _GroupJob:
+class GroupJob:
   """The sweep's part of the run loop: a group's population, rows in the store, a diverged point
-  frozen (the others go on)."""
+  frozen (the others go on). `seconds` and `points_steps` tally the training of this run."""
 
   def __init__(self, programs: GroupPrograms, st: store.Store):
     self.programs, self.store, self.group = programs, st, programs.group
     self.ids = [p.point for p in self.group.points]
+    self.group_points = len(self.ids)  # the whole group's (an adaptive design's stage: more)
     self.start = 0  # the step the loop starts from (a checkpoint's), for the tally of steps
-    self.train_seconds = 0.0
+    self.seconds, self.points_steps = 0.0, 0
 
   @property
   def compile_seconds(self) -> float:
@@ -466,28 +485,33 @@ class _GroupJob:
 
   def fetch(self, end: int, metrics) -> dict[str, np.ndarray]:
     # metrics are [points, steps]; the loop's means sum over a leading step axis.
-    return {k: np.asarray(v)[: self.programs.n].T for k, v in _to_host(metrics).items()}
+    return {k: np.asarray(v)[: self.programs.n].T for k, v in to_host(metrics).items()}
 
   def log(self, step: int, means: dict[str, np.ndarray], pop: Population) -> str:
     self.store.add_train_rows(self.ids, step, means)
-    alive = int(np.asarray(_to_host(pop.alive))[: self.programs.n].sum())
+    alive = int(np.asarray(to_host(pop.alive))[: self.programs.n].sum())
     median = (float(np.nanmedian(means["loss"])) if np.isfinite(means["loss"]).any()
               else math.nan)
     return f"median loss {median:.4f} | {alive}/{self.programs.n} alive"
 
   def evaluate(self, step: int, pop: Population) -> None:
-    values = _to_host(self.programs.evaluate(pop.state.params, self.programs.eval_data))
+    values = to_host(self.programs.evaluate(pop.state.params, self.programs.eval_data))
     self.store.add_eval_rows(self.ids, step, textmetrics.score_generated(
         self.group.task, {k: np.asarray(v)[: self.programs.n] for k, v in values.items()}))
 
   def write(self, step: int, pop: Population, seconds: float) -> None:
-    status = _to_host((pop.alive, pop.diverged_step))
+    self.record(step, pop, seconds - self.compile_seconds, self.programs.n * (step - self.start))
+
+  def record(self, step: int, pop: Population, train_seconds: float, points_steps: int) -> None:
+    """Writes the points' status and the group's tally (`train_seconds`, `points_steps` of this
+    run) with the new rows."""
+    status = to_host((pop.alive, pop.diverged_step))
     self.store.update_points(self.ids, step, *(np.asarray(s)[: self.programs.n] for s in status))
     # Recorded at every write, before the checkpoint: a kill loses no step of the tally.
-    self.train_seconds = seconds - self.compile_seconds
-    self.store.record_group(self.group.name, self.compile_seconds, self.train_seconds,
-                            step - self.start, step, self.programs.n, self.programs.width,
-                            self.group.task)
+    self.seconds, self.points_steps = train_seconds, points_steps
+    self.store.record_group(self.group.name, self.compile_seconds, train_seconds,
+                            step - self.start, step, self.group_points, self.programs.width,
+                            self.group.task, points_steps)
     self.store.flush()
 
 
@@ -508,14 +532,14 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store, where: runloop.Posit
     _check_layout(group, recorded, _layout(programs))
   elif st.write:
     files.atomic_write_json(layout_path, _layout(programs))
-  job = _GroupJob(programs, st)
+  job = GroupJob(programs, st)
   st.register(group.name, group.task, job.ids, group.hparams)
   pop = programs.init_population()
   start = 0
   if (restored := ckpt.restore_latest(pop)) is not None:
     start, pop = restored
     logging.info("Group %s: resumed from the checkpoint at step %d.", group.name, start)
-    status = _to_host((pop.alive, pop.diverged_step))
+    status = to_host((pop.alive, pop.diverged_step))
     st.update_points(job.ids, start, *(np.asarray(s)[: programs.n] for s in status))
   st.truncate(group.name, start if start else -1)  # rows past the checkpoint are trained again
   job.start = start
@@ -524,7 +548,7 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store, where: runloop.Posit
   if start < cfg.train.steps:
     logging.info("Group %s: compiled in %.1fs, trained %d points x %d steps in %.1fs.",
                  group.name, programs.compile_seconds, programs.n, cfg.train.steps - start,
-                 job.train_seconds)
+                 job.seconds)
 
 
 def group_config(config: ml_collections.ConfigDict, point: design.Point

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxopt_lab import expdir
 from jaxopt_lab.optim import factory, registry
 
 # Structural factors of the model and data -> the config path each sets for its group. Those of
@@ -59,7 +60,13 @@ def __getattr__(name: str) -> Any:
     return structural_factors()
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-DESIGNS = ("grid", "random", "sobol", "lhs", "factorial", "fractional_factorial", "explicit")
+FIXED_DESIGNS = ("grid", "random", "sobol", "lhs", "factorial", "fractional_factorial",
+                 "explicit")
+# Adaptive designs train a group in stages (sweep/stages.py); their settings: `sweep.adaptive`.
+ADAPTIVE_DESIGNS = ("successive_halving", "hyperband", "pbt", "optuna")
+DESIGNS = FIXED_DESIGNS + ADAPTIVE_DESIGNS
+# The designs of an adaptive design's starting points (`sweep.adaptive.initial`).
+INITIAL_DESIGNS = ("grid", "random", "sobol", "lhs")
 SCALES = ("log", "linear", "int")
 SPEC_FIELDS = ("values", "scale", "low", "high", "num", "vmap")
 # Designs whose value points come from the factors' grid levels; grouping factors always do.
@@ -180,6 +187,8 @@ class Space:
 
   Attributes:
     design: one of `DESIGNS`.
+    initial: the design of the value points: `design` for a fixed design, `adaptive.initial` for
+      successive halving, hyperband and PBT, None for Optuna (its sampler proposes them).
     factors: declared factors, in declaration order.
     replicates: how many seeds each (group, value point) runs with.
     seed: replicate r uses seed + r; also seeds random / sobol / lhs draws.
@@ -187,9 +196,12 @@ class Space:
     generators: words of a fractional factorial's generator string (empty for other designs).
     points: value points of an explicit design, as {factor: float} (empty for other designs).
     value_names: names of the vmapped value factors, in column order.
+    adaptive: the `sweep.adaptive` integers the design's points depend on: eta, min_steps and
+      brackets (hyperband), rounds and batch (optuna); empty for other designs.
   """
 
   design: str
+  initial: str | None
   factors: tuple[Factor, ...]
   replicates: int
   seed: int
@@ -197,6 +209,7 @@ class Space:
   generators: tuple[str, ...]
   points: tuple[dict[str, float], ...]
   value_names: tuple[str, ...]
+  adaptive: dict[str, int] = dataclasses.field(default_factory=dict)
 
   @property
   def grouping(self) -> tuple[Factor, ...]:
@@ -212,6 +225,12 @@ class Space:
   def factor_columns(self) -> tuple[str, ...]:
     """Factor columns of design.csv: grouping factors first, then vmapped value factors."""
     return tuple(f.name for f in self.grouping) + self.value_names
+
+  @property
+  def tag_columns(self) -> tuple[str, ...]:
+    """design.csv columns of a point's part of the design: bracket (hyperband), round (optuna)."""
+    tag = expdir.DESIGN_TAG_COLUMNS.get(self.design)
+    return (tag,) if tag else ()
 
 
 def _is_int(x: Any) -> bool:
@@ -473,14 +492,18 @@ def parse_space(sweep_cfg: Any) -> Space:
   design = _field(sweep_cfg, "design", "sweep")
   if design not in DESIGNS:
     raise ValueError(f"sweep.design: unknown design {design!r}; choices: {', '.join(DESIGNS)}.")
+  initial = design
+  if design in ADAPTIVE_DESIGNS:
+    initial = _initial_design(sweep_cfg, design)
   replicates = _int_field(sweep_cfg, "replicates", 1)
   seed = _int_field(sweep_cfg, "seed", 0)
-  num_points = _int_field(sweep_cfg, "num_points", 1) if design in _DRAWN_DESIGNS else None
+  drawn = initial in _DRAWN_DESIGNS and design != "hyperband"  # hyperband sizes its brackets
+  num_points = _int_field(sweep_cfg, "num_points", 1) if drawn else None
   specs = _field(sweep_cfg, "factors", "sweep")
   if not hasattr(specs, "keys"):
     raise ValueError(f"sweep.factors: must be a dict {{name: spec}}, got {specs!r}.")
   _load_optimizers(specs)
-  factors = tuple(_parse_factor(name, specs[name], design) for name in specs.keys())
+  factors = tuple(_parse_factor(name, specs[name], initial or design) for name in specs.keys())
   vmapped = [f for f in factors if f.vmap]
   generators, points = (), ()
   value_names = tuple(f.name for f in vmapped)
@@ -490,4 +513,39 @@ def parse_space(sweep_cfg: Any) -> Space:
     grouping = [f for f in factors if not f.vmap]
     points = _parse_points(_field(sweep_cfg, "points", "sweep"), vmapped, grouping)
     value_names = tuple(points[0])
-  return Space(design, factors, replicates, seed, num_points, generators, points, value_names)
+  if design in ADAPTIVE_DESIGNS and not vmapped:
+    raise ValueError(f"sweep.factors: the {design!r} design needs a vmapped value factor to "
+                     "adapt (e.g. learning_rate with scale, low and high).")
+  return Space(design, initial, factors, replicates, seed, num_points, generators, points,
+               value_names, _adaptive_ints(sweep_cfg, design))
+
+
+# The `sweep.adaptive` integers each design's points depend on, with their least valid value.
+_ADAPTIVE_INTS = {"hyperband": {"eta": 2, "min_steps": 0, "brackets": 0},
+                  "optuna": {"rounds": 1, "batch": 1}}
+
+
+def _adaptive_ints(sweep_cfg: Any, design: str) -> dict[str, int]:
+  fields = _ADAPTIVE_INTS.get(design, {})
+  adaptive = _field(sweep_cfg, "adaptive", "sweep") if fields else None
+  out = {}
+  for name, minimum in fields.items():
+    value = _plain(_field(adaptive, name, "sweep.adaptive"))
+    if not _is_int(value) or value < minimum:
+      raise ValueError(f"sweep.adaptive.{name}: must be an int >= {minimum}, got {value!r}.")
+    out[name] = int(value)
+  return out
+
+
+def _initial_design(sweep_cfg: Any, design: str) -> str | None:
+  """The design of an adaptive design's starting points (`sweep.adaptive.initial`)."""
+  if design == "optuna":
+    return None
+  adaptive = _field(sweep_cfg, "adaptive", "sweep")
+  initial = _field(adaptive, "initial", "sweep.adaptive")
+  choices = INITIAL_DESIGNS[1:] if design == "hyperband" else INITIAL_DESIGNS
+  if initial not in choices:
+    why = " (hyperband draws each bracket's points)" if design == "hyperband" else ""
+    raise ValueError(f"sweep.adaptive.initial: {initial!r} cannot start the {design!r} design"
+                     f"{why}; choices: {', '.join(choices)}.")
+  return initial

@@ -22,6 +22,7 @@ so a kill at any moment leaves the previous version. File names and run.json fie
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -35,7 +36,7 @@ import numpy as np
 
 from jaxopt_lab import expdir, files, hardware, tasks, tblog, train, workdirs
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design
+from jaxopt_lab.sweep import design, space
 
 
 class Store:
@@ -50,8 +51,10 @@ class Store:
       self._lock = workdirs.prepare(workdir, config)
       path = os.path.join(workdir, expdir.DESIGN_FILE)
       if os.path.exists(path):
-        if design.read_design_csv(path, config.sweep) != self.points:
+        written = design.read_design_csv(path, config.sweep)
+        if not _same_design(written, self.points):
           raise ValueError(f"--workdir: {path} holds another design; use a new workdir")
+        self.points = written  # with the values an Optuna search has asked so far
       else:
         design.write_design_csv(path, self.points, config.sweep)
     listener = tblog.for_sweep(config, workdir, self.points) if write else None
@@ -66,6 +69,8 @@ class Store:
     self.hparams: dict[int, dict[str, float]] = {}
     self.groups: dict[str, dict[str, Any]] = {}
     self.metric_modes: dict[str, str] = {}
+    # Adaptive designs: (group, stage index) -> the stage's rows of stages.csv.
+    self.stage_rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     self.eval_splits: tuple[str, ...] = ()
     self.total_steps = int(config.train.steps)
     # Timings add up over every run of the command: those of the earlier runs (killed ones
@@ -89,9 +94,10 @@ class Store:
 
   # --- rows -------------------------------------------------------------------------------
 
-  def truncate(self, group: str, step: int) -> None:
-    """Drops the rows of `group`'s points after `step` (its checkpoint), before resuming."""
-    ids = {p.point for p in self.points if p.group == group}
+  def truncate(self, group: str, step: int, points: Sequence[int] | None = None) -> None:
+    """Drops the rows of `group`'s points (or of `points`) after `step` (their checkpoint),
+    before resuming."""
+    ids = set(points) if points is not None else {p.point for p in self.points if p.group == group}
     kept = [r for r in self.rows if r["point"] not in ids or r["step"] <= step]
     if self.write and len(kept) < len(self.rows):  # once per resumed group
       self.log.rewrite(kept)
@@ -130,9 +136,34 @@ class Store:
         d = int(diverged_step[i])
         self.status[point] = {"status": "diverged", "diverged_step": d, "steps": d - 1}
 
+  def stop_points(self, ids: Sequence[int], step: int) -> None:
+    """Marks points an adaptive design stopped after `step`."""
+    for point in ids:
+      self.status[point] = {"status": "stopped", "diverged_step": "", "steps": step}
+
+  def set_values(self, ids: Sequence[int], values: Mapping[str, np.ndarray]) -> None:
+    """Gives points their value factors (an Optuna round's proposals) and rewrites design.csv."""
+    at = {p.point: i for i, p in enumerate(self.points)}
+    for j, point in enumerate(ids):
+      p = self.points[at[point]]
+      new = {k: float(str(np.float32(values[k][j]))) for k in p.values}
+      self.points[at[point]] = dataclasses.replace(p, values=new)
+    if self.write:
+      design.write_design_csv(os.path.join(self.workdir, expdir.DESIGN_FILE), self.points,
+                              self.config.sweep)
+
+  def record_stage(self, group: str, index: int, begin: int, end: int, ids: Sequence[int],
+                   sources: Sequence[int], note: str, hparams: Mapping[str, np.ndarray]) -> None:
+    """Records an adaptive design's stage (rows of stages.csv, written at the next flush)."""
+    self.stage_rows[(group, index)] = [
+        {"stage": index, "begin": begin, "end": end, "group": group, "point": point,
+         "source": int(sources[j]), "note": note,
+         **{expdir.HPARAM_PREFIX + k: float(str(np.float32(v[j]))) for k, v in hparams.items()}}
+        for j, point in enumerate(ids)]
+
   def record_group(self, group: str, compile_seconds: float, train_seconds: float,
                    steps_run: int, steps_trained: int, n_points: int, slice_width: int,
-                   task: tasks.Task) -> None:
+                   task: tasks.Task, points_steps: int | None = None) -> None:
     """Records a group's progress in this run, adding the timings of the command's earlier runs.
 
     Args:
@@ -141,10 +172,14 @@ class Store:
       steps_run: steps this run has trained so far.
       steps_trained: the step the group's points have reached (`steps` once it is finished).
       n_points, slice_width, task: the group's size, slices and task.
+      points_steps: the points x steps this run has trained (default n_points x steps_run; an
+        adaptive design trains fewer points in later stages).
     """
     earlier = self._earlier_groups.get(group, {})
     compile_seconds += earlier.get("compile_seconds", 0.0)
     train_seconds += earlier.get("train_seconds", 0.0)
+    points_steps = n_points * steps_run if points_steps is None else points_steps
+    points_steps += earlier.get("points_steps", 0)
     steps_run += earlier.get("steps_run", 0)
     self.groups[group] = {
         "group": group,
@@ -156,23 +191,34 @@ class Store:
         # Over every run: steps trained again after a resume from an earlier checkpoint count.
         "steps_run": steps_run,
         "slice_width": slice_width,
-        "points_steps_per_second": n_points * steps_run / max(train_seconds, 1e-9),
+        "points_steps": points_steps,  # the compute spent, over every run of the command
+        "points_steps_per_second": points_steps / max(train_seconds, 1e-9),
         "tokens_per_step": task.tokens_per_step,
         "flops_per_step": task.flops_per_step,
     }
 
   # --- files ------------------------------------------------------------------------------
 
+  @property
+  def _adaptive(self) -> bool:
+    return self.config.sweep.design in space.ADAPTIVE_DESIGNS
+
   def summary_rows(self) -> list[dict[str, Any]]:
     """One row per point: factors, resolved hparams, status, and final / best metrics."""
     by_point: dict[int, list[dict[str, Any]]] = {}
     for row in self.rows:
       by_point.setdefault(row["point"], []).append(row)
+    trained_stages: dict[int, int] = {}
+    for rows in self.stage_rows.values():
+      for r in rows:
+        trained_stages[r["point"]] = trained_stages.get(r["point"], 0) + 1
     out = []
     for p in self.points:
       row = design.design_row(p)
       row.update({expdir.HPARAM_PREFIX + k: v for k, v in self.hparams.get(p.point, {}).items()})
       row.update(self.status[p.point])
+      if self._adaptive:
+        row["stages"] = trained_stages.get(p.point, 0)
       rows = sorted(by_point.get(p.point, []), key=lambda r: r["step"])
       row.update(train.final_and_best(rows, self.eval_splits, self.metric_modes))
       out.append(row)
@@ -183,6 +229,8 @@ class Store:
     used = {k for h in self.hparams.values() for k in h}
     columns += [expdir.HPARAM_PREFIX + k for k in factory.VALUE_FACTORS if k in used]
     columns += expdir.SUMMARY_STATUS_COLUMNS
+    if self._adaptive:
+      columns += ("stages",)
     return columns + expdir.metric_columns(self.eval_splits, list(self.metric_modes))
 
   def flush(self, status: str = "running") -> None:
@@ -195,6 +243,11 @@ class Store:
     self.log.append(new)
     files.atomic_write_csv(os.path.join(self.workdir, expdir.SUMMARY_FILE), self.summary_rows(),
                            self._summary_columns())
+    if self.stage_rows:
+      rows = [r for key in sorted(self.stage_rows) for r in self.stage_rows[key]]
+      hp = sorted({k for r in rows for k in r if k.startswith(expdir.HPARAM_PREFIX)})
+      files.atomic_write_csv(os.path.join(self.workdir, expdir.STAGES_FILE), rows,
+                             list(expdir.STAGES_COLUMNS) + hp)
     files.atomic_write_json(os.path.join(self.workdir, expdir.RUN_FILE), expdir.run_record(
         status=status,
         task=self.config.task,
@@ -241,6 +294,18 @@ class Store:
     values = ", ".join(f"{k}={v:.4g}" for k, v in best) or "the base config"
     n = len(scores[best])
     return f"{values}: valid {metric} {finite[best]:.4f} (mean over {n} seed{'s' * (n > 1)})"
+
+
+def _same_design(written: Sequence[design.Point], planned: Sequence[design.Point]) -> bool:
+  """Whether design.csv holds the planned design (a planned NaN value: any value, asked later)."""
+  if len(written) != len(planned):
+    return False
+  for w, p in zip(written, planned, strict=True):
+    if dataclasses.replace(w, values={}) != dataclasses.replace(p, values={}):
+      return False
+    if any(not math.isnan(v) and w.values.get(k) != v for k, v in p.values.items()):
+      return False
+  return True
 
 
 def _peak_flops(dtype: str) -> tuple[float | None, str]:

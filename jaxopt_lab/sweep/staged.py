@@ -1,0 +1,222 @@
+"""The stage runner: trains one group of an adaptive design stage by stage (see `stages`).
+
+Each stage runs through the same run loop as a fixed design's group (`runloop.run` with the
+stage's end as its last step: a log row, an evaluation, the files and a checkpoint there). Between
+stages the population is gathered over the point axis on the devices: a survivor's state, or the
+state PBT's exploit copies, moves without a round trip through the host and without a change of
+a bit. Stage populations are padded to a few sizes (the group's first layout halved again and
+again), so a design compiles at most a handful of programs; the log names them.
+
+Checkpoints: `checkpoints/<group>/stage-<k>/<step>`. A resumed run replays the policy from the
+first stage: a finished stage's checkpoint is restored (its scores come from the rows on disk),
+the interrupted one continues from its last checkpoint, so the survivors and the numbers are the
+same as without the kill.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+
+from jaxopt_lab import checkpoints, expdir, files, runloop
+from jaxopt_lab.sweep import driver, halving, stages, store
+
+
+def make_policy(group: driver.Group, workdir: str) -> stages.Policy:
+  """The policy of the group's adaptive design (`sweep.design`)."""
+  name = group.config.sweep.design
+  if name in ("successive_halving", "hyperband"):
+    return halving.Policy(group.points, group.config)
+  if name == "pbt":
+    from jaxopt_lab.sweep import pbt  # noqa: PLC0415
+
+    return pbt.Policy(group, group.config)
+  if name == "optuna":
+    from jaxopt_lab.sweep import optuna_search  # noqa: PLC0415
+
+    return optuna_search.Policy(group, group.config, workdir)
+  raise ValueError(f"sweep.design: {name!r} is not an adaptive design")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the `sweep.adaptive` field the design cannot run with."""
+  if config.sweep.design in ("successive_halving", "hyperband"):
+    halving.validate(config)
+  elif config.sweep.design == "pbt":
+    from jaxopt_lab.sweep import pbt  # noqa: PLC0415
+
+    pbt.validate(config)
+  elif config.sweep.design == "optuna":
+    from jaxopt_lab.sweep import optuna_search  # noqa: PLC0415
+
+    optuna_search.validate(config)
+
+
+def sizes(full: int, devices: int) -> list[int]:
+  """The padded population sizes of a group's stages: its first layout's points per device
+  halved (rounding up) down to one, times the devices, largest first."""
+  local, out = -(-full // devices), []
+  while True:
+    out.append(local * devices)
+    if local == 1:
+      return out
+    local = -(-local // 2)
+
+
+def subgroup(group: driver.Group, slots: np.ndarray, hparams: dict[str, np.ndarray]
+             ) -> driver.Group:
+  """The points of `group` at positions `slots` with `hparams` ([S] each), as a group to run.
+
+  The replicate indices keep pointing into the whole group's seeds, so every stage builds the
+  same batches (and compiles the same programs) whichever points it runs.
+  """
+  return dataclasses.replace(group, points=[group.points[i] for i in slots],
+                             hparams={k: np.asarray(v, np.float32) for k, v in hparams.items()},
+                             seeds=group.seeds[slots], replicate=group.replicate[slots])
+
+
+def gather(pop: driver.Population, index: np.ndarray, sharding: NamedSharding
+           ) -> driver.Population:
+  """`pop` at the positions `index` along the point axis (on the devices, bit for bit)."""
+  idx = driver.to_global(np.asarray(index, np.int32), sharding)
+  return jax.jit(lambda p, i: jax.tree.map(lambda x: x[i], p), out_shardings=sharding)(pop, idx)
+
+
+class _Programs:
+  """The group's programs at each padded size, built when a stage first needs the size."""
+
+  def __init__(self, group: driver.Group, mesh: Mesh, width: int | None):
+    self.group, self.mesh, self.width = group, mesh, width
+    self.by_size: dict[int, driver.GroupPrograms] = {}
+    self.sizes = sizes(len(group.points), mesh.shape["points"])
+
+  @property
+  def compile_seconds(self) -> float:
+    return sum(p.compile_seconds for p in self.by_size.values())
+
+  def get(self, group: driver.Group) -> driver.GroupPrograms:
+    size = min(s for s in self.sizes if s >= len(group.points))
+    programs = self.by_size.get(size)
+    if programs is None:
+      programs = driver.GroupPrograms(group, self.mesh, self.width, padded=size)
+      if self.width is None:
+        self.width = programs.width  # the auto width of the first (largest) stage
+      self.by_size[size] = programs
+      logging.info("Group %s: a program of %d points (slices of %d); stages pad to %s.",
+                   group.name, programs.padded, programs.width,
+                   ", ".join(map(str, self.sizes)))
+    else:
+      programs.place(group)
+    return programs
+
+
+class _StageJob(driver.GroupJob):
+  """A stage's part of the run loop: the group job, with the group's tally over its stages."""
+
+  def __init__(self, programs: driver.GroupPrograms, st: store.Store, all_programs: _Programs,
+               before: tuple[float, int]):
+    super().__init__(programs, st)
+    self.group_points = len(all_programs.group.points)
+    self.all_programs = all_programs
+    self.seconds_before, self.points_steps_before = before
+    self.compiled_before = all_programs.compile_seconds  # compiles of earlier stages
+
+  @property
+  def compile_seconds(self) -> float:
+    return self.all_programs.compile_seconds
+
+  def write(self, step, pop, seconds):
+    # `seconds` counts from this stage's first chunk: leave out the compiles since then.
+    stage_seconds = seconds - (self.compile_seconds - self.compiled_before)
+    self.record(step, pop, self.seconds_before + stage_seconds,
+                self.points_steps_before + self.programs.n * (step - self.start))
+
+
+def _scores(st: store.Store, ids: list[int], step: int, alive: np.ndarray) -> np.ndarray:
+  """Each point's `sweep.metric` on the valid split at `step`, signed lower-is-better; inf when
+  it diverged or has no finite value."""
+  metric = st.config.sweep.metric
+  sign = -1.0 if st.metric_modes.get(metric) == "max" else 1.0
+  found = {r["point"]: r.get(metric, math.nan) for r in st.rows
+           if r["step"] == step and r["split"] == "valid" and r["point"] in set(ids)}
+  out = np.array([sign * float(found.get(i, math.nan)) for i in ids])
+  return np.where(np.isfinite(out) & alive, out, np.inf)
+
+
+def train_group(group: driver.Group, mesh: Mesh, st: store.Store, where: runloop.Position,
+                progress: runloop.Progress) -> None:
+  """Trains (or resumes) `group` stage by stage as its design's policy decides."""
+  cfg = group.config
+  ckpt_root = os.path.join(st.workdir, expdir.CHECKPOINTS_DIR, group.name)
+  layout_path = ckpt_root + ".layout.json"
+  recorded = None
+  if os.path.exists(layout_path):
+    with open(layout_path) as f:
+      recorded = json.load(f)
+  programs = _Programs(group, mesh, recorded["width"] if recorded else None)
+  policy = make_policy(group, st.workdir)
+  ids = np.array([p.point for p in group.points])
+  st.register(group.name, group.task, ids.tolist(), group.hparams)
+  current = {k: np.array(v, np.float32) for k, v in group.hparams.items()}  # per position
+  stage, previous, pop = policy.first(), None, None
+  seconds, points_steps = 0.0, 0
+  while stage is not None:
+    slots = np.asarray(stage.slots)
+    if stage.hparams is not None:
+      for k, v in stage.hparams.items():
+        current[k][slots] = v
+      if stage.source is None:  # fresh points with proposed values: they enter design.csv
+        st.set_values(ids[slots].tolist(), {k: current[k][slots] for k in group.points[0].values})
+    sub = subgroup(group, slots, {k: v[slots] for k, v in current.items()})
+    run = programs.get(sub)
+    if st.write and recorded is None:
+      recorded = {"width": programs.width}
+      files.atomic_write_json(layout_path, recorded)
+    if stage.source is None:
+      begin, pop = 0, run.init_population()
+    else:
+      begin = previous.end
+      index = np.concatenate([stage.source, np.repeat(stage.source[-1:],
+                                                      run.padded - len(slots))])
+      pop = gather(pop, index, run.sharding)
+    sources = (np.full(len(slots), -1) if stage.source is None
+               else ids[np.asarray(previous.slots)[stage.source]])
+    st.record_stage(group.name, stage.index, begin, stage.end, ids[slots].tolist(),
+                    sources.tolist(), stage.note, {k: current[k][slots] for k in current})
+    ckpt = checkpoints.Checkpointer(os.path.join(ckpt_root, f"stage-{stage.index}"))
+    where.checkpoints = ckpt.directory
+    start = begin
+    if (restored := ckpt.restore_latest(pop)) is not None:
+      start, pop = restored
+    job = _StageJob(run, st, programs, (seconds, points_steps))
+    job.start = start
+    if start < stage.end:  # (a finished stage's points may have rows of later stages: kept)
+      st.truncate(group.name, start if start else -1, ids[slots].tolist())
+      logging.info("Group %s, stage %d: %s%s.", group.name, stage.index, stage.note,
+                   f" (resumed at step {start})" if start > begin else "")
+      progress.points = len(slots)
+      loop_cfg = copy.deepcopy(cfg)
+      loop_cfg.train.steps = stage.end
+      pop = runloop.run(job, pop, start, loop_cfg, ckpt, where, progress)
+      seconds, points_steps = job.seconds, job.points_steps
+    ckpt.close()
+    alive = np.asarray(driver.to_host(pop.alive))[: len(slots)]
+    diverged = np.asarray(driver.to_host(pop.diverged_step))[: len(slots)]
+    st.update_points(ids[slots].tolist(), stage.end, alive, diverged)
+    scores = _scores(st, ids[slots].tolist(), stage.end, alive)
+    previous, stage = stage, policy.next(stage, scores)
+    going_on = set() if stage is None or stage.source is None else set(
+        np.asarray(stage.slots).tolist())
+    stopped = [int(ids[i]) for j, i in enumerate(slots) if alive[j] and i not in going_on]
+    if previous.end < cfg.train.steps and stopped:
+      st.stop_points(stopped, previous.end)
+  st.flush()
