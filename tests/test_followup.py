@@ -29,12 +29,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LRS = tuple(np.logspace(-4, -1, 7))  # the fixture's grid: half a decade apart
 
 
-def _with_factors(workdir, factors: dict) -> None:
-  """Declares real factors in the fixture's config.json (it names them only)."""
+def _with_factors(workdir, factors: dict, **sweep_fields) -> None:
+  """Declares real factors (and other sweep fields) in the fixture's config.json."""
   path = os.path.join(workdir, expdir.CONFIG_FILE)
   with open(path) as f:
     config = json.load(f)
   config["sweep"]["factors"] = factors
+  config["sweep"].update(sweep_fields)
   files.atomic_write_json(path, config)
 
 
@@ -96,6 +97,22 @@ def test_groups_share_the_hull_of_their_ranges_and_failed_groups_are_named(tmp_p
   new = p.config.sweep.factors.learning_rate
   assert (new.low, new.high) == (pytest.approx(1e-3, rel=1e-12), pytest.approx(1e-2, rel=1e-12))
   assert any(n.startswith("sgd diverged at every learning rate") for n in p.notes), p.notes
+
+
+def test_an_adaptive_source_keeps_its_design(tmp_path):
+  fx.write_expdir(tmp_path / "a", optimizers=("adam",))
+  _with_factors(tmp_path / "a", {"learning_rate": _lr_range()}, design="successive_halving",
+                adaptive={"eta": 3, "initial": "grid"})
+  p = followup.propose(str(tmp_path / "a"))
+  assert p.config.sweep.design == "successive_halving"
+  assert p.config.sweep.adaptive.to_dict() == {"eta": 3, "initial": "grid"}
+  assert (p.config.sweep.factors.learning_rate.low,
+          p.config.sweep.factors.learning_rate.high) == (pytest.approx(1e-3, rel=1e-12),
+                                                         pytest.approx(1e-2, rel=1e-12))
+  base = classic_sweep_config(optimizers=("adam",))  # a grid
+  p = followup.propose(str(tmp_path / "a"), base)
+  assert p.config.sweep.design == "successive_halving"
+  assert p.changes[0].field == "sweep.design" and p.changes[0].old == "grid"
 
 
 def _needed_seeds(workdir) -> int:

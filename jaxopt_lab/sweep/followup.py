@@ -16,7 +16,9 @@ each with its reason in words:
   `num` kept; a list of values becomes as many values spread over the new range): a finer grid
   for the same cost per seed. Groups that diverged at every learning rate, or learned at none
   (every point at the cap), are named in `notes` and shape nothing. An explicit design's points
-  are given by hand and are not changed. (The 95% intervals of the curve are not used: with the
+  are given by hand and are not changed. An adaptive design's basin is over the points that
+  trained the full budget, as in its report (so often the best alone: one step out around it).
+  (The 95% intervals of the curve are not used: with the
   2 or 3 seeds sweeps run, they overlap over most of the range and would narrow nothing.)
 * **Seeds: more where the verdict was "not distinguishable".** For each group the verdict
   compares with the best (`verdict.verdict`) and cannot tell apart, the seeds its power
