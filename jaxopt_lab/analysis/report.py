@@ -7,6 +7,7 @@
   opening with the verdict (`verdict.verdict`),
 * `lr_sensitivity.png`, `learning_curves.png`, `tuning_curves.png`, `effects.png`,
   `two_factor.png` (each where it has something to show),
+* a follow-up's "Follows from" and every finished sweep's "Next experiment" (`sweep.followup`),
 * `comparison.csv`, `pairs.csv`, `sensitivity.csv`, `lr_curves.csv`, `tuning_curves.csv`,
   `effects.csv`, `compute.csv`.
 
@@ -36,10 +37,12 @@ from jaxopt_lab.analysis.document import (
     to_html,
     to_markdown,
 )
+from jaxopt_lab.sweep import followup
 
 REPORT_DIR = "report"
 SECTIONS = ("Verdict", "Fair comparison", "Learning-rate sensitivity", "Tuning curves",
-            "Hyperparameter effects", "Learning curves", "Setup", "Compute", "Methods")
+            "Hyperparameter effects", "Learning curves", "Setup", "Compute", "Methods",
+            "Next experiment")  # a follow-up's report also has "Follows from", after the verdict
 
 
 def _settings_text(settings: dict[str, object]) -> str:
@@ -509,6 +512,7 @@ def build(f: fnd.Findings, v: vd.Verdict
     doc.banner("Incomplete sweep: " + exp.progress.describe()
                + ". This report shows the finished points only.")
   _verdict(doc, f, v, comp)
+  followup.follows_from(doc, exp)
   _comparison(doc, f, comp, prs)
   _sensitivity(doc, f, sens, "lr_sensitivity.png" if "lr_sensitivity.png" in figures else None)
   _tuning(doc, f, tune, "tuning_curves.png" if "tuning_curves.png" in figures else None)
@@ -518,6 +522,7 @@ def build(f: fnd.Findings, v: vd.Verdict
   _setup(doc, f)
   _compute(doc, f, comp_rows)
   _methods(doc)
+  followup.next_experiment(doc, f)
   return doc, figures, tables
 
 
