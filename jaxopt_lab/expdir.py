@@ -11,7 +11,7 @@ The sweep's store (`sweep.store`) and the single run (`train.train`) write it; t
   run.json        RUN_FIELDS
   stages.csv      adaptive designs only: one row per (stage, point) (STAGES_COLUMNS, then hp_*)
   optuna.db       the Optuna design only: the study (SQLite; optuna-dashboard reads it)
-  followup.json   a follow-up (--continue_from) only: its source and changes (sweep.followup)
+  followup.json   a follow-up (--continue_from) only: its source and changes (analysis.followup)
   checkpoints/    orbax checkpoints
   tb/<point>/     TensorBoard event files (config.train.tensorboard)
 

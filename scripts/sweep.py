@@ -8,7 +8,7 @@ Running the same command again with the same workdir resumes; the report is writ
 (also by scripts/report.py). On several hosts, pass --coordinator_address, --num_processes and
 --process_id (jax.distributed) to every process.
 
-The next experiment, designed from a finished one (`jaxopt_lab.sweep.followup`: the learning
+The next experiment, designed from a finished one (`jaxopt_lab.analysis.followup`: the learning
 rate narrowed to the measured basin, more seeds where the verdict could not tell groups apart):
 
   python scripts/sweep.py --continue_from=/tmp/sweep --workdir=/tmp/sweep-next
@@ -22,8 +22,8 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from jaxopt_lab import hardware, launch
-from jaxopt_lab.analysis import report
-from jaxopt_lab.sweep import driver, followup
+from jaxopt_lab.analysis import followup, report
+from jaxopt_lab.sweep import driver
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Sweep config file (optional with --continue_from).")

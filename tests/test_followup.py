@@ -1,4 +1,4 @@
-"""`--continue_from`: the next experiment designed from a finished one (`sweep.followup`).
+"""`--continue_from`: the next experiment designed from a finished one (`analysis.followup`).
 
 The fixture experiments (`fixtures_expdir`) have a known truth: a group's mean validation loss is
 BASE[opt] + CURVATURE * (log10 lr - LOG10_BEST_LR[opt])**2 plus the replicates' shared offsets,
@@ -22,8 +22,8 @@ from scipy import stats as sps
 from small_configs import classic_sweep_config
 
 from jaxopt_lab import expdir, files
-from jaxopt_lab.analysis import report
-from jaxopt_lab.sweep import driver, followup
+from jaxopt_lab.analysis import followup, report
+from jaxopt_lab.sweep import driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LRS = tuple(np.logspace(-4, -1, 7))  # the fixture's grid: half a decade apart

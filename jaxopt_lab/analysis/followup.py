@@ -390,7 +390,7 @@ def next_experiment(doc: Document, f: fnd.Findings) -> None:
     return
   p = propose_from(f, None, source=exp.workdir)
   source = os.path.normpath(exp.workdir)
-  doc.para("Designed from this report (rules: `jaxopt_lab/sweep/followup.py`): the learning "
+  doc.para("Designed from this report (rules: `jaxopt_lab/analysis/followup.py`): the learning "
            "rate narrowed to each group's measured basin, more seeds where the verdict could "
            "not tell groups apart; the design and everything else as this experiment ran.")
   doc.bullets(_change_items([dataclasses.asdict(c) for c in p.changes], list(p.notes))
