@@ -42,7 +42,10 @@ def test_rungs_and_brackets_match_the_papers():
   # Successive halving: 27 points, eta 3 -> 4 rungs ending at the run's steps.
   assert halving.rung_steps(81, 3, 0, 27) == [3, 9, 27, 81]
   assert halving.rung_steps(90, 3, 0, 9) == [10, 30, 90]
-  assert halving.rung_steps(100, 3, 10, 9) == [10, 30, 100]
+  assert halving.rung_steps(100, 3, 10, 9) == [10, 30, 90, 100]
+  # min_steps r: rungs r, r eta, ... below the end, whatever the ratio (not only powers of eta)
+  assert halving.rung_steps(108, 9, 27, 9) == [27, 108]
+  assert halving.rung_steps(108, 3, 20, 9) == [20, 60, 108]
   assert halving.rung_steps(100, 2, 0, 1) == [100]
 
 

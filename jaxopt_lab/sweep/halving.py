@@ -44,8 +44,11 @@ def _log_floor(x: float, eta: int) -> int:
 def rung_steps(steps: int, eta: int, min_steps: int, num_points: int) -> list[int]:
   """The steps at which successive halving ranks its points; the last one is `steps`."""
   if min_steps > 0:
-    s = _log_floor(steps / min_steps, eta)
-    return sorted({min_steps * eta**k for k in range(s) if min_steps * eta**k < steps} | {steps})
+    rungs, r = [], min_steps
+    while r < steps:
+      rungs.append(r)
+      r *= eta
+    return rungs + [steps]
   s = _log_floor(max(num_points, 1), eta)
   return sorted({max(1, round(steps * float(eta) ** (k - s))) for k in range(s + 1)})
 
