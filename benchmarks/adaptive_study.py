@@ -333,7 +333,7 @@ def figure(study: Study):
   """Best full-budget valid loss against points x steps: each seed's incumbent as a thin step
   curve, each design's final incumbents as a marker (median, bar from min to max over seeds);
   the grid's best (mean over seeds) dashed, 1% above it shaded, a third of its compute dotted."""
-  from matplotlib import colormaps  # noqa: PLC0415
+  from matplotlib import colormaps, ticker  # noqa: PLC0415
   from matplotlib.figure import Figure  # noqa: PLC0415
 
   fig = Figure(figsize=(7.5, 4.6))
@@ -369,6 +369,8 @@ def figure(study: Study):
     span = max(hi - lo, 1e-3)
     ax.set_ylim(lo - 0.06 * span, hi + 0.06 * span)
   ax.set_xscale("log")
+  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xlabel("compute: points x steps trained (cumulative)")
   ax.set_ylabel("best valid loss among full-budget points")
   ax.set_title(f"AdamW learning rate, tiny byte LM, {study.steps} steps", fontsize=10)
