@@ -36,11 +36,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from jaxopt_lab import configs, expdir, files
 
