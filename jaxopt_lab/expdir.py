@@ -42,6 +42,8 @@ TENSORBOARD_DIR = "tb"
 REQUIRED_FILES = (CONFIG_FILE, DESIGN_FILE)
 SINGLE_RUN_FILES = (CONFIG_FILE, SINGLE_SUMMARY_FILE)
 DESIGN_ID_COLUMNS = ("point", "group", "replicate", "seed")
+# design.csv's column naming the part of an adaptive design a point belongs to (not a factor).
+DESIGN_TAG_COLUMNS = {"hyperband": "bracket", "optuna": "round"}
 METRIC_ROW_KEYS = ("point", "step", "split")  # then the row's metrics; split: train | valid | test
 # summary "status"; "stopped": an adaptive design stopped the point early (at its `steps`)
 STATUSES = ("ok", "diverged", "running", "stopped")

@@ -86,6 +86,17 @@ CASES = [
     ("sweep_lr_inf", "sweep.py", ["--config={tmp}/sweep_lr.py:inf", "--cpu_devices=1"],
      "sweep.factors.learning_rate.values: 'learning_rate' is a value factor; its values must be "
      "finite numbers, got [inf]", "new"),
+    ("sh_eta", "sweep.py", [SWEEP, "--config.sweep.design=successive_halving",
+                            "--config.sweep.adaptive.eta=1", "--cpu_devices=1"],
+     "sweep.adaptive.eta: must be an int >= 2 (each rung keeps 1/eta of the points), got 1", "run"),
+    ("sh_min_steps", "sweep.py", [SWEEP, "--config.sweep.design=hyperband",
+                                  "--config.sweep.adaptive.initial=random",
+                                  "--config.sweep.adaptive.min_steps=100000", "--cpu_devices=1"],
+     "sweep.adaptive.min_steps: the first rung (100000 steps) must come before the run's end",
+     "new"),
+    ("hyperband_grid", "sweep.py", [SWEEP, "--config.sweep.design=hyperband", "--cpu_devices=1"],
+     "sweep.adaptive.initial: 'grid' cannot start the 'hyperband' design (hyperband draws each "
+     "bracket's points); choices: random, sobol, lhs.", "run"),
     ("sweep_not_python", "sweep.py", ["--config=README.md"],
      "--config: README.md line 3: not a valid Python config file", "new"),
     # A single run's directory is a one-point experiment (tests/test_expdir.py); none is refused.

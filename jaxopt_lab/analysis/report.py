@@ -73,7 +73,8 @@ LR_CURVE_COLUMNS = ["group", "label", "learning_rate", "n", "mean", "ci_low", "c
 TUNING_COLUMNS = ["group", "label", "k", "expected_best", "ci_low", "ci_high"]
 EFFECTS_COLUMNS = ["group", "label", "kind", "term", "sum_sq", "df", "mean_sq", "F", "p",
                    "eta_sq", "eps_sq"]
-COMPUTE_COLUMNS = ["group", "points", "steps", "tokens", "compile_seconds", "train_seconds",
+COMPUTE_COLUMNS = ["group", "points", "steps", "points_steps", "tokens", "compile_seconds",
+                   "train_seconds",
                    "points_steps_per_second", "flops_per_second", "mfu", "wall_seconds"]
 
 
@@ -197,7 +198,8 @@ def compute_table_rows(f: fnd.Findings) -> list[dict[str, str]]:
   """Per-group rows; the "total" row also holds run.json's wall time."""
   wall = fmt(f.experiment.run.get("wall_seconds"), ".4g")
   return [{"group": r.group, "points": fmt(r.points), "steps": fmt(r.steps),
-           "tokens": fmt(r.tokens, ".4g"), "compile_seconds": fmt(r.compile_seconds, ".4g"),
+           "points_steps": fmt(r.points_steps, ".6g"), "tokens": fmt(r.tokens, ".4g"),
+           "compile_seconds": fmt(r.compile_seconds, ".4g"),
            "train_seconds": fmt(r.train_seconds, ".4g"),
            "points_steps_per_second": fmt(r.points_steps_per_second, ".4g"),
            "flops_per_second": fmt(r.flops_per_second, ".4g"), "mfu": fmt(r.mfu, ".3g"),
@@ -435,13 +437,16 @@ def _compute(doc: Document, f: fnd.Findings, rows: list[dict[str, str]]) -> None
   doc.para(
       f"Wall time {cell(rows[-1]['wall_seconds'])} s on {len(devices)} device(s) "
       f"({', '.join(sorted(set(map(str, devices)))) or 'n/a'}). "
-      "Tokens = tokens_per_step x steps x points; achieved FLOP/s = flops_per_step x steps x "
-      "points / train seconds (flops_per_step per point, from the task). "
+      "Points x steps: the steps every point trained, added up (an adaptive design stops points "
+      "early; a resumed run counts the steps it trained again). Tokens = tokens_per_step x "
+      "points x steps; achieved FLOP/s = flops_per_step x points x steps / train seconds "
+      "(flops_per_step per point, from the task). "
       + ("MFU = achieved FLOP/s / run.json peak_flops."
          if has_peak else "No peak_flops in run.json: MFU not reported."))
-  columns = ["group", "points", "steps", "tokens", "compile s", "train s", "points x steps / s",
-             "achieved FLOP/s"] + (["MFU"] if has_peak else [])
-  doc.table(columns, [[r["group"], r["points"], cell(r["steps"]), cell(r["tokens"]),
+  columns = ["group", "points", "steps", "points x steps", "tokens", "compile s", "train s",
+             "points x steps / s", "achieved FLOP/s"] + (["MFU"] if has_peak else [])
+  doc.table(columns, [[r["group"], r["points"], cell(r["steps"]), cell(r["points_steps"]),
+                       cell(r["tokens"]),
                        cell(r["compile_seconds"]), cell(r["train_seconds"]),
                        cell(r["points_steps_per_second"]), cell(r["flops_per_second"])]
                       + ([cell(r["mfu"])] if has_peak else []) for r in rows])

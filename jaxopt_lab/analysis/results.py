@@ -292,7 +292,8 @@ def load_experiment(workdir: str | os.PathLike) -> Experiment:
                      f"expected {list(expdir.DESIGN_ID_COLUMNS)} then one column per factor")
   design_text = {c: [r[c] for r in design_rows] for c in design_columns}
   design = {c: parse_column(v) for c, v in design_text.items()}
-  factor_columns = [c for c in design_columns if c not in expdir.DESIGN_ID_COLUMNS]
+  not_factors = (*expdir.DESIGN_ID_COLUMNS, *expdir.DESIGN_TAG_COLUMNS.values())
+  factor_columns = [c for c in design_columns if c not in not_factors]
   structural = _structural_factors(factor_columns, design["group"], run)
   value_factors = tuple(c for c in factor_columns if c not in structural)
 
@@ -375,8 +376,8 @@ def load_experiment(workdir: str | os.PathLike) -> Experiment:
       for i in members:
         p, rep = design_points[i], int(design["replicate"][i])
         point[ci, rep] = p
-        if p not in finished_points:
-          continue
+        if p not in finished_points or status[p] == "stopped":
+          continue  # a point an adaptive design stopped early has no full-budget result
         s = by_point[p]
         fin[ci, rep] = True
         valid[ci, rep] = summary[valid_col][s]

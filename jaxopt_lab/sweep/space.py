@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxopt_lab import expdir
 from jaxopt_lab.optim import factory, registry
 
 # Structural factors of the model and data -> the config path each sets for its group. Those of
@@ -66,8 +67,6 @@ ADAPTIVE_DESIGNS = ("successive_halving", "hyperband", "pbt", "optuna")
 DESIGNS = FIXED_DESIGNS + ADAPTIVE_DESIGNS
 # The designs of an adaptive design's starting points (`sweep.adaptive.initial`).
 INITIAL_DESIGNS = ("grid", "random", "sobol", "lhs")
-# Columns of design.csv that tag a point with the part of an adaptive design it belongs to.
-TAG_COLUMNS = {"hyperband": ("bracket",), "optuna": ("round",)}
 SCALES = ("log", "linear", "int")
 SPEC_FIELDS = ("values", "scale", "low", "high", "num", "vmap")
 # Designs whose value points come from the factors' grid levels; grouping factors always do.
@@ -230,7 +229,8 @@ class Space:
   @property
   def tag_columns(self) -> tuple[str, ...]:
     """design.csv columns of a point's part of the design: bracket (hyperband), round (optuna)."""
-    return TAG_COLUMNS.get(self.design, ())
+    tag = expdir.DESIGN_TAG_COLUMNS.get(self.design)
+    return (tag,) if tag else ()
 
 
 def _is_int(x: Any) -> bool:

@@ -197,10 +197,10 @@ def train_group(group: driver.Group, mesh: Mesh, st: store.Store, where: runloop
     start = begin
     if (restored := ckpt.restore_latest(pop)) is not None:
       start, pop = restored
-    st.truncate(group.name, start if start else -1, ids[slots].tolist())
     job = _StageJob(run, st, programs, (seconds, points_steps))
     job.start = start
-    if start < stage.end:
+    if start < stage.end:  # (a finished stage's points may have rows of later stages: kept)
+      st.truncate(group.name, start if start else -1, ids[slots].tolist())
       logging.info("Group %s, stage %d: %s%s.", group.name, stage.index, stage.note,
                    f" (resumed at step {start})" if start > begin else "")
       progress.points = len(slots)
