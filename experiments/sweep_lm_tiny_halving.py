@@ -1,8 +1,9 @@
 r"""Successive halving over 27 learning rates of AdamW on the tiny byte LM (2 seeds each).
 
 Every learning rate trains 22 steps; the best third (by the mean valid loss over the seeds)
-continues to 67, the best third of those to 200 and the best to 600: 11% of the grid's compute
-(3,596 of 32,400 points x steps). The report's "Adaptive design" section shows what each rung kept and spent.
+continues to 67, the best third of those to 200 and the best to 600: 11% of the grid's
+compute (3,596 of 32,400 points x steps). The report's "Adaptive design" section shows what
+each rung kept and spent.
 
   python scripts/sweep.py --config=experiments/sweep_lm_tiny_halving.py --workdir=runs/lm_sh
   python scripts/sweep.py --config=experiments/sweep_lm_tiny_halving.py --workdir=runs/lm_hb \

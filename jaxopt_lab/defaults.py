@@ -177,6 +177,7 @@ def sweep_config() -> ml_collections.ConfigDict:
           data_parallel=1,  # devices that split each point's batch (the mesh's `data` axis)
           diverge_factor=0.0,  # freeze a point when loss > factor * first loss (0 = only NaN/inf)
           report=True,  # write the analysis report at the end
+          continue_from="",  # the experiment this one follows from (set by --continue_from)
           adaptive=adaptive_config(),  # the adaptive designs' settings
       )
   )

@@ -11,6 +11,7 @@ The sweep's store (`sweep.store`) and the single run (`train.train`) write it; t
   run.json        RUN_FIELDS
   stages.csv      adaptive designs only: one row per (stage, point) (STAGES_COLUMNS, then hp_*)
   optuna.db       the Optuna design only: the study (SQLite; optuna-dashboard reads it)
+  followup.json   a follow-up (--continue_from) only: its source and changes (analysis.followup)
   checkpoints/    orbax checkpoints
   tb/<point>/     TensorBoard event files (config.train.tensorboard)
 
@@ -37,6 +38,7 @@ METRICS_FILE = "metrics.jsonl"
 SINGLE_SUMMARY_FILE = "summary.json"  # a single run's summary instead of summary.csv
 STAGES_FILE = "stages.csv"
 OPTUNA_FILE = "optuna.db"
+FOLLOWUP_FILE = "followup.json"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tb"
 REQUIRED_FILES = (CONFIG_FILE, DESIGN_FILE)

@@ -63,32 +63,47 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> files.WorkdirLoc
   return lock
 
 
+def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Whether `workdir` already records `config`; writes nothing.
+
+  Raises:
+    ValueError: naming --workdir, when it holds a trained run of another config (which
+      `prepare` would refuse).
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return False
+  resolved = json.loads(json.dumps(config.to_dict()))
+  try:
+    with open(path) as f:
+      previous = json.load(f)
+  except ValueError:
+    previous = None
+  if previous == resolved:
+    return True
+  if trained(workdir):
+    if previous is None:
+      raise ValueError(f"--workdir: {path} is not valid JSON; use a new workdir")
+    diff = sorted(_flat_diff(previous, resolved))
+    raise ValueError(
+        f"--workdir: {workdir!r} holds a run with another config (differs in "
+        f"{', '.join(diff[:8])}); use a new workdir or the same config to resume"
+    )
+  return False
+
+
 def _record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   path = os.path.join(workdir, "config.json")
-  resolved = json.loads(json.dumps(config.to_dict()))
+  if check_config(workdir, config):
+    return
   if os.path.exists(path):
-    try:
-      with open(path) as f:
-        previous = json.load(f)
-    except ValueError:
-      previous = None
-    if previous == resolved:
-      return
-    if trained(workdir):
-      if previous is None:
-        raise ValueError(f"--workdir: {path} is not valid JSON; use a new workdir")
-      diff = sorted(_flat_diff(previous, resolved))
-      raise ValueError(
-          f"--workdir: {workdir!r} holds a run with another config (differs in "
-          f"{', '.join(diff[:8])}); use a new workdir or the same config to resume"
-      )
     logging.warning("--workdir: %r holds only the start of a run that trained no step; taking it "
                     "over.", workdir)
     for name in _UNTRAINED_FILES:
       with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(workdir, name))
     shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-  files.atomic_write_json(path, resolved)
+  files.atomic_write_json(path, json.loads(json.dumps(config.to_dict())))
 
 
 def _flat_diff(a: Any, b: Any, prefix: str = "") -> set[str]:

@@ -7,6 +7,7 @@
   opening with the verdict (`verdict.verdict`),
 * `lr_sensitivity.png`, `learning_curves.png`, `tuning_curves.png`, `effects.png`,
   `two_factor.png` (each where it has something to show),
+* a follow-up's "Follows from" and every finished sweep's "Next experiment" (`analysis.followup`),
 * `comparison.csv`, `pairs.csv`, `sensitivity.csv`, `lr_curves.csv`, `tuning_curves.csv`,
   `effects.csv`, `compute.csv`.
 
@@ -22,24 +23,25 @@ import os
 import numpy as np
 
 from jaxopt_lab import files
+from jaxopt_lab.analysis import adaptive, followup, plots, results
 from jaxopt_lab.analysis import findings as fnd
-from jaxopt_lab.analysis import plots, results
 from jaxopt_lab.analysis import verdict as vd
 from jaxopt_lab.analysis.document import (
-    NO_INTERVAL,
-    Document,
-    cell,
-    fmt,
-    fmt_lr,
-    fmt_p,
-    interval_text,
-    to_html,
-    to_markdown,
+  NO_INTERVAL,
+  Document,
+  cell,
+  fmt,
+  fmt_lr,
+  fmt_p,
+  interval_text,
+  to_html,
+  to_markdown,
 )
 
 REPORT_DIR = "report"
 SECTIONS = ("Verdict", "Fair comparison", "Learning-rate sensitivity", "Tuning curves",
-            "Hyperparameter effects", "Learning curves", "Setup", "Compute", "Methods")
+            "Hyperparameter effects", "Learning curves", "Setup", "Compute", "Methods",
+            "Next experiment")  # a follow-up's report also has "Follows from", after the verdict
 
 
 def _settings_text(settings: dict[str, object]) -> str:
@@ -509,15 +511,20 @@ def build(f: fnd.Findings, v: vd.Verdict
     doc.banner("Incomplete sweep: " + exp.progress.describe()
                + ". This report shows the finished points only.")
   _verdict(doc, f, v, comp)
+  followup.follows_from(doc, exp)
   _comparison(doc, f, comp, prs)
   _sensitivity(doc, f, sens, "lr_sensitivity.png" if "lr_sensitivity.png" in figures else None)
   _tuning(doc, f, tune, "tuning_curves.png" if "tuning_curves.png" in figures else None)
   _effects(doc, f, eff, "effects.png" if "effects.png" in figures else None,
            "two_factor.png" if "two_factor.png" in figures else None)
   _learning(doc, f, "learning_curves.png" if "learning_curves.png" in figures else None)
+  more_figures, more_tables = adaptive.section(doc, exp.workdir)  # nothing for a fixed design
+  figures.update(more_figures)
+  tables.update(more_tables)
   _setup(doc, f)
   _compute(doc, f, comp_rows)
   _methods(doc)
+  followup.next_experiment(doc, f)
   return doc, figures, tables
 
 

@@ -145,7 +145,9 @@ class Experiment:
   test_split: str  # "test", or "valid" when summary.csv has no test metric
   structural_factors: tuple[str, ...]
   value_factors: tuple[str, ...]
-  lr_column: str | None  # "learning_rate" (a declared factor), "hp_learning_rate" or None
+  # "learning_rate" (a declared factor), "hp_learning_rate" (also for PBT, whose design holds a
+  # point's starting value, its summary the value it trained with last) or None
+  lr_column: str | None
   num_replicates: int
   progress: Progress
   groups: tuple[Group, ...]
@@ -323,7 +325,8 @@ def load_experiment(workdir: str | os.PathLike) -> Experiment:
   if test_split == "valid":
     test_col = valid_col
 
-  if "learning_rate" in value_factors:
+  explored = config.get("sweep", {}).get("design") == "pbt"
+  if "learning_rate" in value_factors and not explored:
     lr_column = "learning_rate"
   elif "hp_learning_rate" in summary:
     lr_column = "hp_learning_rate"

@@ -81,14 +81,23 @@ def pair_sentence(p: fnd.Pair, *, mode: str, what: str, num_pairs: int) -> str:
     return (f"{winner} beats {loser}: {what} {direction} by {_num(abs(c.mean_diff))} (95% CI of "
             f"the difference [{_num(c.ci_low)}, {_num(c.ci_high)}], Holm-corrected p = "
             f"{p.p_holm:.3g}, {_seeds(c.n)}).")
-  needed = stats.seeds_for_power(c.mean_diff, c.sd_diff, power=POWER,
-                                 alpha=ALPHA / max(num_pairs, 1), max_n=MAX_SEEDS)
+  needed = seeds_needed(c, num_pairs)
   base = f"{b} and {a} are not distinguishable with {_seeds(c.n)}; "
   if needed is None:
     return base + (f"more than {MAX_SEEDS} seeds would be needed to resolve a difference of "
                    f"this size (power {POWER}).")
-  return base + (f"about {max(needed, c.n + 1)} seeds would resolve a difference of this size "
-                 f"(power {POWER}).")
+  return base + f"about {needed} seeds would resolve a difference of this size (power {POWER})."
+
+
+def seeds_needed(c: stats.PairedComparison, num_pairs: int) -> int | None:
+  """The seeds a pair found not distinguishable would need: the power computation of the module
+  docstring, and at least one more than it has; None beyond `MAX_SEEDS`.
+
+  `c` must have n >= 2 and a finite sd_diff > 0.
+  """
+  needed = stats.seeds_for_power(c.mean_diff, c.sd_diff, power=POWER,
+                                 alpha=ALPHA / max(num_pairs, 1), max_n=MAX_SEEDS)
+  return None if needed is None else max(needed, c.n + 1)
 
 
 def verdict(f: fnd.Findings) -> Verdict:

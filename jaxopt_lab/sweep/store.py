@@ -154,7 +154,13 @@ class Store:
 
   def record_stage(self, group: str, index: int, begin: int, end: int, ids: Sequence[int],
                    sources: Sequence[int], note: str, hparams: Mapping[str, np.ndarray]) -> None:
-    """Records an adaptive design's stage (rows of stages.csv, written at the next flush)."""
+    """Records an adaptive design's stage (rows of stages.csv, written at the next flush).
+
+    The points' hp_* in summary.csv become the stage's values: the values a point trained with
+    last (PBT's explore changes them; design.csv keeps the values it started with).
+    """
+    for j, point in enumerate(ids):
+      self.hparams[point] = {k: float(str(np.float32(v[j]))) for k, v in hparams.items()}
     self.stage_rows[(group, index)] = [
         {"stage": index, "begin": begin, "end": end, "group": group, "point": point,
          "source": int(sources[j]), "note": note,
