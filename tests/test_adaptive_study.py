@@ -16,7 +16,7 @@ STEPS, N = 9, 9  # --quick: 9 steps, the base config's 9 learning rates
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("study"))
-  designs = ["grid", "random", "successive_halving", "hyperband"]
+  designs = ["grid", "random", "successive_halving", "hyperband", "pbt"]
   return out, study_mod.run_study(out, designs, seeds=1, quick=True)
 
 
@@ -50,6 +50,13 @@ def test_compute_is_the_hand_computed_sum(study):
   losses = [float(r["final_valid_loss"]) if r["status"] == "ok" else np.inf
             for r in _summary(os.path.join(out, "random-seed0"))]
   assert [v for _, v in rnd.curve] == list(np.minimum.accumulate(losses))
+  # PBT: 6 members, all to the full budget; an incumbent only after the last interval.
+  (pbt,) = s.of("pbt")
+  assert pbt.compute == 6 * STEPS == _run_compute(os.path.join(out, "pbt-seed0"))
+  assert all(not np.isfinite(v) for _, v in pbt.curve[:-1]) and pbt.curve[-1][0] == 6 * STEPS
+  ok = [r for r in _summary(os.path.join(out, "pbt-seed0")) if r["status"] == "ok"]
+  assert pbt.finished == len(ok) and pbt.best_loss == pbt.curve[-1][1]
+  assert pbt.best_loss == min(float(r["final_valid_loss"]) for r in ok)
 
 
 def test_best_losses_match_summary_csv(study):
