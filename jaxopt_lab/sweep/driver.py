@@ -163,10 +163,13 @@ def build_groups(config: ml_collections.ConfigDict,
           raise ValueError(
               f"sweep.factors.{factor}: optimizer {cfg.optimizer.name!r} has no hyperparameter "
               f"{factor!r}; its hyperparameters: {', '.join(names)}")
-        opt[factor] = float(value)
+        if not math.isnan(value):  # NaN: an Optuna round's value, not asked yet
+          opt[factor] = float(value)
       per_point.append(factory.hparams_from_config(opt))
-      if not any(math.isnan(v) for v in point.values.values()):  # NaN: an Optuna round's, unasked
-        train.validate_optimizer(cfg, per_point[-1])
+      train.validate_optimizer(cfg, per_point[-1])
+      # An unasked value stays NaN (its stage gives it); the rest was checked with the config's.
+      per_point[-1].update({k: np.float32(math.nan) for k, v in point.values.items()
+                            if math.isnan(v)})
     hparams = {k: np.stack([h[k] for h in per_point]).astype(np.float32) for k in names}
     factory.check_traceable(cfg.optimizer, cfg.train.steps)  # before any compilation
     seeds = np.array([p.seed for p in members], np.int32)
