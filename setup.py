@@ -28,8 +28,10 @@ setuptools.setup(
         "text": ["sacrebleu>=2.3,<3", "rouge-score>=0.1.2,<0.2"],
         # TensorBoard event files during training (config.train.tensorboard).
         "tb": ["tensorboardX>=2.6,<3"],
+        # The 'optuna' design (config.sweep.design); its 'gp' sampler also needs torch.
+        "optuna": ["optuna>=4.0,<6", "cmaes>=0.10,<1"],
         "test": ["pytest>=8,<10", "ruff>=0.6,<1", "sacrebleu>=2.3,<3", "rouge-score>=0.1.2,<0.2",
-                 "tensorboardX>=2.6,<3"],
+                 "tensorboardX>=2.6,<3", "optuna>=4.0,<6", "cmaes>=0.10,<1"],
         # Only for the optional PyTorch baselines in benchmarks/ (torch.nn.RMSNorm: 2.4).
         "bench": ["torch>=2.4"],
     },
