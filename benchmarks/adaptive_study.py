@@ -89,9 +89,14 @@ class Trace:
   train_seconds: float
 
 
-def available(design: str) -> bool:
-  """Whether this checkout has the module `design` needs."""
-  return design not in _MODULES or importlib.util.find_spec(_MODULES[design]) is not None
+def missing(design: str) -> str | None:
+  """Why `design` cannot run here (its module is not in this checkout, or Optuna is not
+  installed), or None."""
+  if design in _MODULES and importlib.util.find_spec(_MODULES[design]) is None:
+    return f"{_MODULES[design]} is not in this checkout yet"
+  if design == "optuna" and importlib.util.find_spec("optuna") is None:
+    return "Optuna is not installed (pip install 'jaxopt_lab[optuna]')"
+  return None
 
 
 def base_config(quick: bool, steps: int = 0) -> ml_collections.ConfigDict:
@@ -248,8 +253,8 @@ def run_study(out_dir: str, designs: Sequence[str], seeds: int, quick: bool = Fa
   base = base_config(quick, steps)
   traces, skipped = [], {}
   for design in designs:
-    if not available(design):
-      skipped[design] = f"{_MODULES[design]} is not in this checkout yet"
+    if (why := missing(design)) is not None:
+      skipped[design] = why
       print(f"note: skipping {design}: {skipped[design]}", flush=True)
       continue
     for seed in range(1 if design == "grid" else seeds):

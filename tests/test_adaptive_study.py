@@ -16,7 +16,7 @@ STEPS, N = 9, 9  # --quick: 9 steps, the base config's 9 learning rates
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("study"))
-  designs = ["grid", "random", "successive_halving", "hyperband", "pbt"]
+  designs = ["grid", "random", "successive_halving", "hyperband", "pbt", "optuna"]
   return out, study_mod.run_study(out, designs, seeds=1, quick=True)
 
 
@@ -57,6 +57,13 @@ def test_compute_is_the_hand_computed_sum(study):
   ok = [r for r in _summary(os.path.join(out, "pbt-seed0")) if r["status"] == "ok"]
   assert pbt.finished == len(ok) and pbt.best_loss == pbt.curve[-1][1]
   assert pbt.best_loss == min(float(r["final_valid_loss"]) for r in ok)
+  # Optuna: 3 rounds of 3 trials, each trained to the full budget; an incumbent every round.
+  if "optuna" in s.skipped:  # an optional extra: skipped with the reason
+    assert "Optuna is not installed" in s.skipped["optuna"]
+  else:
+    (opt,) = s.of("optuna")
+    assert opt.compute == 3 * 3 * STEPS == _run_compute(os.path.join(out, "optuna-seed0"))
+    assert [x for x, _ in opt.curve] == [27, 54, 81]
 
 
 def test_best_losses_match_summary_csv(study):
