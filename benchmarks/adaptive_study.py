@@ -365,7 +365,7 @@ def figure(study: Study):
       x = np.mean([t.compute for t in traces]) * (1 + 0.01 * (i - 2))
       ax.errorbar([x], [med], yerr=[[med - loss.min()], [loss.max() - med]],
                   fmt=markers[i], color=color, ms=7, mec="black", mew=0.6, capsize=3,
-                  label=f"{design} ({len(traces)} seeds)")
+                  label=f"{design} ({len(traces)} seed{'s' * (len(traces) != 1)})")
   grid = study.of("grid")
   if grid:
     best = float(np.mean([t.best_loss for t in grid]))
@@ -387,6 +387,17 @@ def figure(study: Study):
   ax.legend(fontsize=7, loc="upper right")
   fig.tight_layout()
   return fig
+
+
+def _jsonable(value):
+  """`value` with its non-finite floats as None (JSON has no inf or NaN)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  return value
 
 
 def main(argv: Sequence[str]) -> None:
@@ -416,7 +427,7 @@ def main(argv: Sequence[str]) -> None:
   files.atomic_write_json(os.path.join(out_dir, "study.json"), {
       "argv": sys.argv[1:], "wall_seconds": wall, "grid_points": study.grid_points,
       "steps": study.steps, "skipped": study.skipped, "columns": columns, "rows": rows,
-      "verdict": lines, "traces": [dataclasses.asdict(t) for t in study.traces]})
+      "verdict": lines, "traces": [_jsonable(dataclasses.asdict(t)) for t in study.traces]})
   print(f"Figure: {path}")
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import adaptive_study as study_mod
 from jaxopt_lab import expdir
+from jaxopt_lab.analysis import plots
 
 STEPS, N = 9, 9  # --quick: 9 steps, the base config's 9 learning rates
 
@@ -98,6 +99,15 @@ def test_table_states_the_ratio_and_the_verdict(study):
   (sh,), (grid,) = s.of("successive_halving"), s.of("grid")
   met = sh.best_lr == grid.best_lr and sh.best_loss <= 1.01 * grid.best_loss
   assert lines[-1].endswith(f"met on {int(met)} of 1 seeds.")
+
+
+def test_figure_has_a_marker_per_design(study):
+  _, s = study
+  fig = study_mod.figure(s)
+  labels = fig.axes[0].get_legend_handles_labels()[1]
+  ran = [d for d in study_mod.DESIGNS if s.of(d)]
+  assert [lab for lab in labels if lab.endswith("seed)")] == [f"{d} (1 seed)" for d in ran]
+  assert plots.png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_unknown_design_is_one_line():
