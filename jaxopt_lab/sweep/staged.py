@@ -28,7 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from jaxopt_lab import checkpoints, expdir, files, runloop
-from jaxopt_lab.sweep import driver, halving, stages, store
+from jaxopt_lab.sweep import driver, halving, optuna_search, pbt, stages, store
 
 
 def make_policy(group: driver.Group, workdir: str) -> stages.Policy:
@@ -37,12 +37,8 @@ def make_policy(group: driver.Group, workdir: str) -> stages.Policy:
   if name in ("successive_halving", "hyperband"):
     return halving.Policy(group.points, group.config)
   if name == "pbt":
-    from jaxopt_lab.sweep import pbt  # noqa: PLC0415
-
     return pbt.Policy(group, group.config)
   if name == "optuna":
-    from jaxopt_lab.sweep import optuna_search  # noqa: PLC0415
-
     return optuna_search.Policy(group, group.config, workdir)
   raise ValueError(f"sweep.design: {name!r} is not an adaptive design")
 
@@ -52,12 +48,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.sweep.design in ("successive_halving", "hyperband"):
     halving.validate(config)
   elif config.sweep.design == "pbt":
-    from jaxopt_lab.sweep import pbt  # noqa: PLC0415
-
     pbt.validate(config)
   elif config.sweep.design == "optuna":
-    from jaxopt_lab.sweep import optuna_search  # noqa: PLC0415
-
     optuna_search.validate(config)
 
 
