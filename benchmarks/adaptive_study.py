@@ -1,0 +1,437 @@
+r"""The best held-out loss each sweep design finds per unit of compute, on the tiny byte LM.
+
+One factor, AdamW's learning rate on a log range whose top diverges (the base config:
+experiments/study_lm_tiny_adaptive.py), searched by each design over several seeds:
+
+* `grid`: the N log-spaced learning rates of the base config, one run with the seeds as its
+  replicates (`sweep.seed + r`: a grid has only data / init seeds to vary);
+* `random`: N learning rates drawn log-uniformly (the grid's budget), seed s;
+* `successive_halving`: the grid's N points, eta = 3, rungs at steps / 9, steps / 3 and steps;
+* `hyperband`: eta = 3, first rung at steps / 9 (three brackets of random points);
+* `pbt`: a population of `--pbt_population` random points, exploit / explore every steps / 6;
+* `optuna`: TPE, `--optuna_batch` points a round for `--optuna_rounds` rounds.
+
+Each design runs through the public driver (`driver.run_sweep`) into its own experiment
+directory under --out_dir (a rerun with the same --out_dir resumes or reuses it); everything
+below is read back from those directories. Compute is points x steps as the driver tallies it
+(run.json `groups[].points_steps`; a frozen diverged point still counts, evaluations do not).
+The incumbent is the best valid loss among points trained to the full budget (`train.steps`):
+a point an adaptive design stopped early never counts, however good its last evaluation.
+A design whose module is not in this checkout (pbt, optuna) is skipped with a note.
+
+  python -m benchmarks.adaptive_study --out_dir=/tmp/adaptive_study \
+      --figure=benchmarks/adaptive_study.png        # the study of benchmarks/README.md
+  python -m benchmarks.adaptive_study --quick        # a smoke run on a tiny LM, seconds
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+from absl import flags
+
+from jaxopt_lab import configs, expdir, files
+
+DESIGNS = ("grid", "random", "successive_halving", "hyperband", "pbt", "optuna")
+# The module each design needs beyond the driver (the ones still being written are skipped).
+_MODULES = {"pbt": "jaxopt_lab.sweep.pbt", "optuna": "jaxopt_lab.sweep.optuna_search"}
+BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "experiments", "study_lm_tiny_adaptive.py")
+TOLERANCE = 0.01  # the target: within 1% of the grid's best loss ...
+COMPUTE_SHARE = 1 / 3  # ... with at most a third of its compute
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out_dir", "", "Experiment directories go here ('' = a new temp dir); a "
+                    "rerun with the same dir resumes or reuses the finished ones.")
+flags.DEFINE_list("designs", list(DESIGNS), f"Designs to compare, of {', '.join(DESIGNS)}.")
+flags.DEFINE_integer("seeds", 3, "Design seeds 0..n-1 (the grid: replicates with these seeds).")
+flags.DEFINE_integer("steps", 0, "train.steps (0: the base config's); a multiple of 9.")
+flags.DEFINE_bool("quick", False, "A smoke run: a tiny LM, 9 steps, seconds a design.")
+flags.DEFINE_integer("pbt_population", 6, "PBT's points.")
+flags.DEFINE_integer("optuna_batch", 3, "Optuna: points a round.")
+flags.DEFINE_integer("optuna_rounds", 3, "Optuna: rounds.")
+flags.DEFINE_string("figure", "", "Write the figure here ('' = OUT_DIR/adaptive_study.png).")
+
+
+@dataclasses.dataclass
+class Trace:
+  """One design at one seed: its compute and the incumbent as the compute grew.
+
+  Attributes:
+    design, seed: which run.
+    compute: points x steps the design spent (run.json's tally; the grid's split by replicate).
+    curve: (compute so far, best full-budget valid loss so far), one pair per moment the
+      incumbent could change: after each stage (adaptive designs), after each point in design
+      order (random: the first k of N draws are a random search of k), or once (the grid).
+    best_loss, best_lr: the final incumbent (inf / nan when no point finished the budget).
+    finished: points trained to the full budget.
+    train_seconds: the design's training time (run.json; compile time excluded).
+  """
+
+  design: str
+  seed: int
+  compute: int
+  curve: list[tuple[int, float]]
+  best_loss: float
+  best_lr: float
+  finished: int
+  train_seconds: float
+
+
+def missing(design: str) -> str | None:
+  """Why `design` cannot run here (its module is not in this checkout, or Optuna is not
+  installed), or None."""
+  if design in _MODULES and importlib.util.find_spec(_MODULES[design]) is None:
+    return f"{_MODULES[design]} is not in this checkout yet"
+  if design == "optuna" and importlib.util.find_spec("optuna") is None:
+    return "Optuna is not installed (pip install 'jaxopt_lab[optuna]')"
+  return None
+
+
+def base_config(quick: bool, steps: int = 0) -> ml_collections.ConfigDict:
+  """The study's base config (a tiny LM and 9 steps for --quick); `steps` > 0 overrides."""
+  config = configs.sibling(BASE_CONFIG, "study_lm_tiny_adaptive").get_config()
+  if quick:  # the shape of tests/small_configs.tiny_lm_config: compiles and runs in seconds
+    config.model.update(dict(width=32, depth=1, heads=2, context=16))
+    config.data.update(dict(batch_size=4, eval_windows=8, eval_batch_size=4,
+                            byte_budget=200_000))
+    config.eval.prompts = 8
+    steps = steps or 9
+  if steps:
+    if steps % 9:
+      raise ValueError(f"--steps: must be a multiple of 9 (rungs at steps/9, steps/3), got "
+                       f"{steps}")
+    # Chunks divide every rung (steps / 9, / 3) and PBT's interval (steps / 6).
+    unit = math.gcd(steps // 9, max(steps // 6, 1))
+    config.train.update(dict(steps=steps, steps_per_call=unit, log_every=unit,
+                             eval_every=steps // 2 if steps % 2 == 0 else steps,
+                             checkpoint_every=steps))
+  return config
+
+
+def design_config(base: ml_collections.ConfigDict, design: str, seed: int, seeds: int,
+                  pbt_population: int = 6, optuna_batch: int = 3, optuna_rounds: int = 3
+                  ) -> ml_collections.ConfigDict:
+  """`base` set up to run `design` at `seed` (the grid: all `seeds` as replicates)."""
+  if design not in DESIGNS:
+    raise ValueError(f"--designs: unknown design {design!r}; choices: {', '.join(DESIGNS)}")
+  config = ml_collections.ConfigDict(base.to_dict())  # a copy, unlocked like the original
+  lr = base.sweep.factors.learning_rate
+  n, steps = int(lr.num), int(base.train.steps)
+  drawn = ml_collections.ConfigDict({"learning_rate": {"scale": "log", "low": lr.low,
+                                                       "high": lr.high}})
+  s, a = config.sweep, config.sweep.adaptive
+  s.design, s.seed, s.replicates = design, seed, 1
+  if design == "grid":
+    s.seed, s.replicates = 0, seeds
+  elif design == "random":
+    s.factors, s.num_points = drawn, n
+  elif design == "successive_halving":
+    a.initial, a.eta, a.min_steps = "grid", 3, 0  # N = 9: rungs at steps / 9, / 3, / 1
+  elif design == "hyperband":
+    s.factors = drawn
+    a.initial, a.eta, a.min_steps = "random", 3, steps // 9
+  elif design == "pbt":
+    s.factors, s.num_points = drawn, pbt_population
+    a.initial, a.interval = "random", steps // 6
+  elif design == "optuna":
+    s.factors = drawn
+    a.sampler, a.batch, a.rounds = "tpe", optuna_batch, optuna_rounds
+  return config
+
+
+def _read_csv(path: str) -> list[dict[str, str]]:
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _loss(row: dict[str, str]) -> float:
+  """The point's valid loss at the full budget; inf where it did not finish it (stopped,
+  diverged or unfinished)."""
+  text = row.get(expdir.metric_column("final", "valid", "loss"), "")
+  if row["status"] != "ok" or not text:
+    return float("inf")
+  return float(text)
+
+
+def read_traces(workdir: str, design: str) -> list[Trace]:
+  """The traces of the experiment directory `workdir` (one per replicate for the grid)."""
+  with open(os.path.join(workdir, expdir.RUN_FILE)) as f:
+    run = json.load(f)
+  if run["status"] != "complete":
+    raise ValueError(f"{workdir}: the sweep did not finish (run.json status {run['status']!r})")
+  steps = int(run["total_steps"])
+  compute = sum(int(g["points_steps"]) for g in run["groups"])
+  seconds = sum(float(g["train_seconds"]) for g in run["groups"])
+  summary = _read_csv(os.path.join(workdir, expdir.SUMMARY_FILE))
+  full = {int(r["point"]): r for r in summary if int(r["steps"]) == steps}
+  lr = {int(r["point"]): float(r[expdir.HPARAM_PREFIX + "learning_rate"] or "nan")
+        for r in summary}
+  loss = {p: _loss(r) for p, r in full.items()}
+  stages = _read_csv(os.path.join(workdir, expdir.STAGES_FILE))
+  seed = int(summary[0]["seed"]) - int(summary[0]["replicate"])
+
+  def trace(seed: int, compute: int, curve: list[tuple[int, float]], points: list[int],
+            seconds: float) -> Trace:
+    done = [p for p in points if np.isfinite(loss.get(p, np.inf))]
+    best = min(done, key=lambda p: loss[p]) if done else None
+    return Trace(design, seed, compute, curve, loss[best] if best is not None else np.inf,
+                 lr[best] if best is not None else np.nan, len(done), seconds)
+
+  if stages:  # an adaptive design: the incumbent after each stage
+    curve, spent, best, finished = [], 0, np.inf, []
+    for index in sorted({int(r["stage"]) for r in stages}):
+      rows = [r for r in stages if int(r["stage"]) == index]
+      spent += sum(int(r["end"]) - int(r["begin"]) for r in rows)
+      for r in rows:
+        if int(r["end"]) == steps:
+          finished.append(int(r["point"]))
+          best = min(best, loss.get(int(r["point"]), np.inf))
+      curve.append((spent, best))
+    if spent != compute:  # stages.csv and run.json tell one story, or the study says so
+      raise ValueError(f"{workdir}: stages.csv sums to {spent} points x steps, run.json to "
+                       f"{compute}")
+    return [trace(seed, compute, curve, finished, seconds)]
+  replicates = sorted({int(r["replicate"]) for r in summary})
+  out = []
+  for rep in replicates:  # the grid's replicates; a random design has one
+    points = [int(r["point"]) for r in summary if int(r["replicate"]) == rep]
+    share = compute // len(replicates)
+    if design == "grid":
+      curve = [(share, min(loss.get(p, np.inf) for p in points))]
+    else:  # in design order: the first k draws are a random search of k points
+      curve = [(steps * (k + 1), min(loss.get(p, np.inf) for p in points[: k + 1]))
+               for k in range(len(points))]
+    out.append(trace(seed + rep, share, curve, points, seconds / len(replicates)))
+  return out
+
+
+def run_design(config: ml_collections.ConfigDict, workdir: str) -> float:
+  """Runs (or resumes, or reuses) the sweep of `config` in `workdir`; returns its wall seconds."""
+  from jaxopt_lab.sweep import driver  # noqa: PLC0415  (JAX starts after the flags)
+
+  started = time.perf_counter()
+  driver.run_sweep(config, workdir)
+  return time.perf_counter() - started
+
+
+@dataclasses.dataclass
+class Study:
+  """Every trace of a study, and the designs it skipped (with the reason)."""
+
+  traces: list[Trace]
+  skipped: dict[str, str]
+  grid_points: int
+  steps: int
+
+  def of(self, design: str) -> list[Trace]:
+    return [t for t in self.traces if t.design == design]
+
+
+def run_study(out_dir: str, designs: Sequence[str], seeds: int, quick: bool = False,
+              steps: int = 0, pbt_population: int = 6, optuna_batch: int = 3,
+              optuna_rounds: int = 3) -> Study:
+  """Runs every design of `designs` at seeds 0..seeds-1 under `out_dir` and reads them back."""
+  for d in designs:
+    if d not in DESIGNS:
+      raise ValueError(f"--designs: unknown design {d!r}; choices: {', '.join(DESIGNS)}")
+  if seeds < 1:
+    raise ValueError(f"--seeds: must be >= 1, got {seeds}")
+  base = base_config(quick, steps)
+  traces, skipped = [], {}
+  for design in designs:
+    if (why := missing(design)) is not None:
+      skipped[design] = why
+      print(f"note: skipping {design}: {skipped[design]}", flush=True)
+      continue
+    for seed in range(1 if design == "grid" else seeds):
+      config = design_config(base, design, seed, seeds, pbt_population, optuna_batch,
+                             optuna_rounds)
+      workdir = os.path.join(out_dir, design if design == "grid" else f"{design}-seed{seed}")
+      wall = run_design(config, workdir)
+      got = read_traces(workdir, design)
+      traces += got
+      print(f"{design} seed {seed}: {wall:.0f}s, "
+            + "; ".join(f"best {t.best_loss:.4f} at {t.compute} points x steps" for t in got),
+            flush=True)
+  return Study(traces, skipped, int(base.sweep.factors.learning_rate.num),
+               int(base.train.steps))
+
+
+def _fmt_lr(values: Sequence[float]) -> str:
+  return " ".join(f"{v:.3g}" for v in values)
+
+
+def table(study: Study) -> tuple[list[str], list[list[str]], list[str]]:
+  """The study's table (columns, rows) and the verdict lines under it.
+
+  Each design's seeds are paired with the grid's replicate of the same seed (the same data order
+  and initialisations); "within 1%" counts the seeds whose best loss is at most 1.01 x that
+  replicate's best.
+  """
+  grid = {t.seed: t for t in study.of("grid")}
+  grid_compute = np.mean([t.compute for t in grid.values()]) if grid else np.nan
+  columns = ["design", "seeds", "points x steps (a seed)", "x grid",
+             "best valid loss: median [min, max]", "within 1% of the grid's",
+             "best learning rate per seed", "train s"]
+  rows, lines = [], []
+  for design in DESIGNS:
+    traces = study.of(design)
+    if not traces:
+      continue
+    loss = np.array([t.best_loss for t in traces])
+    compute = np.mean([t.compute for t in traces])
+    close = [t for t in traces if t.seed in grid
+             and t.best_loss <= (1 + TOLERANCE) * grid[t.seed].best_loss]
+    rows.append([design, str(len(traces)), f"{compute:,.0f}",
+                 f"{compute / grid_compute:.3f}" if grid else "-",
+                 f"{np.median(loss):.4f} [{loss.min():.4f}, {loss.max():.4f}]",
+                 f"{len(close)}/{len(traces)}" if grid else "-",
+                 _fmt_lr([t.best_lr for t in traces]),
+                 f"{np.mean([t.train_seconds for t in traces]):.0f}"])
+  sh = study.of("successive_halving")
+  if grid and sh:
+    met = []
+    for t in sh:
+      g = grid.get(t.seed)
+      if g is None:
+        continue
+      same_lr = bool(np.isclose(t.best_lr, g.best_lr, rtol=1e-6))
+      within = t.best_loss <= (1 + TOLERANCE) * g.best_loss
+      cheap = t.compute <= COMPUTE_SHARE * g.compute
+      met.append(same_lr and within and cheap)
+      lines.append(f"seed {t.seed}: successive halving's best lr {t.best_lr:.3g} "
+                   f"(loss {t.best_loss:.4f}) vs the grid's {g.best_lr:.3g} (loss "
+                   f"{g.best_loss:.4f}): same lr {'yes' if same_lr else 'no'}, within 1% "
+                   f"{'yes' if within else 'no'} ({t.best_loss / g.best_loss - 1:+.2%}), "
+                   f"compute {t.compute} = {t.compute / g.compute:.3f} x the grid's "
+                   f"({'<=' if cheap else '>'} 1/3)")
+    lines.append(f"Target (successive halving reaches the grid's best learning rate within 1% of "
+                 f"its loss with at most 1/3 of its compute): met on {sum(met)} of {len(met)} "
+                 f"seeds.")
+  for design, why in study.skipped.items():
+    lines.append(f"{design}: skipped ({why}).")
+  return columns, rows, lines
+
+
+def markdown(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  """A Markdown table."""
+  out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  out += ["| " + " | ".join(r) + " |" for r in rows]
+  return "\n".join(out)
+
+
+def figure(study: Study):
+  """Best full-budget valid loss against points x steps: each seed's incumbent as a thin step
+  curve (from its first full-budget point), each design's final incumbents as a marker (median,
+  bar from min to max over seeds, nudged sideways by 1% of the compute per design);
+  the grid's best (mean over seeds) dashed, 1% above it shaded, a third of its compute dotted."""
+  from matplotlib import colormaps, ticker  # noqa: PLC0415
+  from matplotlib.figure import Figure  # noqa: PLC0415
+
+  fig = Figure(figsize=(7.5, 4.6))
+  ax = fig.add_subplot()
+  cmap = colormaps["tab10"]
+  finite = [v for t in study.traces for _, v in t.curve if np.isfinite(v)]
+  markers = "osD^vP"
+  for i, design in enumerate(DESIGNS):
+    traces, color = study.of(design), cmap(i)
+    if not traces:
+      continue
+    for t in traces:
+      pts = [(x, v) for x, v in t.curve if np.isfinite(v)]
+      if pts:
+        x, v = zip(*pts, strict=True)
+        ax.step(x, v, where="post", color=color, lw=1, alpha=0.45)
+        ax.plot(x[-1:], v[-1:], ".", color=color, alpha=0.6)
+    loss = np.array([t.best_loss for t in traces])
+    loss = loss[np.isfinite(loss)]
+    if loss.size:
+      med = np.median(loss)
+      # Designs of the same compute would hide each other: nudge each by 1% of the axis.
+      x = np.mean([t.compute for t in traces]) * (1 + 0.01 * (i - 2))
+      ax.errorbar([x], [med], yerr=[[med - loss.min()], [loss.max() - med]],
+                  fmt=markers[i], color=color, ms=7, mec="black", mew=0.6, capsize=3,
+                  label=f"{design} ({len(traces)} seed{'s' * (len(traces) != 1)})")
+  grid = study.of("grid")
+  if grid:
+    best = float(np.mean([t.best_loss for t in grid]))
+    ax.axhline(best, color="black", ls="--", lw=0.8)
+    ax.axhspan(best, best * (1 + TOLERANCE), color="gray", alpha=0.2, lw=0,
+               label="grid's best (mean) to +1%")
+    ax.axvline(COMPUTE_SHARE * np.mean([t.compute for t in grid]), color="gray", ls=":",
+               label="1/3 of the grid's compute")
+  if finite:
+    lo, hi = min(finite), max(finite)
+    span = max(hi - lo, 1e-3)
+    ax.set_ylim(lo - 0.06 * span, hi + 0.06 * span)
+  ax.set_xlim(left=0)
+  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+  ax.set_xlabel("compute: points x steps trained (cumulative)")
+  ax.set_ylabel("best valid loss among full-budget points")
+  ax.set_title(f"AdamW learning rate, tiny byte LM, {study.steps} steps", fontsize=10)
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=7, loc="upper right")
+  fig.tight_layout()
+  return fig
+
+
+def _jsonable(value):
+  """`value` with its non-finite floats as None (JSON has no inf or NaN)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  return value
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  import jax  # noqa: PLC0415
+
+  from jaxopt_lab import hardware, launch  # noqa: PLC0415
+  from jaxopt_lab.analysis import plots  # noqa: PLC0415
+
+  out_dir = FLAGS.out_dir or tempfile.mkdtemp(prefix="adaptive_study_")
+  # Each seed's run compiles the same programs again: a persistent cache keeps them once.
+  cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(out_dir, "xla_cache")
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_num_cpu_devices", max(1, hardware.usable_cpus() or 1))
+  launch.log_devices()
+  started = time.perf_counter()
+  study = run_study(out_dir, FLAGS.designs, FLAGS.seeds, FLAGS.quick, FLAGS.steps,
+                    FLAGS.pbt_population, FLAGS.optuna_batch, FLAGS.optuna_rounds)
+  wall = time.perf_counter() - started
+  columns, rows, lines = table(study)
+  print(markdown(columns, rows))
+  print("\n".join(lines))
+  print(f"Wall time: {wall:.0f}s; experiment directories in {out_dir}")
+  path = FLAGS.figure or os.path.join(out_dir, "adaptive_study.png")
+  files.atomic_write_bytes(path, plots.png(figure(study)))
+  files.atomic_write_json(os.path.join(out_dir, "study.json"), {
+      "argv": sys.argv[1:], "wall_seconds": wall, "grid_points": study.grid_points,
+      "steps": study.steps, "skipped": study.skipped, "columns": columns, "rows": rows,
+      "verdict": lines, "traces": [_jsonable(dataclasses.asdict(t)) for t in study.traces]})
+  print(f"Figure: {path}")
+
+
+if __name__ == "__main__":
+  from jaxopt_lab import launch  # noqa: PLC0415
+
+  launch.run(main)
