@@ -15,6 +15,7 @@ import sys
 
 import pytest
 from small_configs import classic_config, classic_sweep_config
+from workdir_faults import snapshot
 
 from jaxopt_lab import configs, files, train, workdirs
 from jaxopt_lab.sweep import driver, store
@@ -106,18 +107,6 @@ CASES = [
 ]
 
 
-def _snapshot(folder) -> dict[str, bytes] | None:
-  """Every file under `folder` with its bytes; None when `folder` does not exist."""
-  if not os.path.exists(folder):
-    return None
-  out = {}
-  for root, _, names in os.walk(folder):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, folder)] = f.read()
-  return out
-
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
@@ -133,7 +122,7 @@ def table(tmp_path_factory):
     workdir = str(tmp / case_id)
     if kind == "run":
       shutil.copytree(finished, workdir)
-    workdirs_before[case_id] = (workdir, _snapshot(workdir))
+    workdirs_before[case_id] = (workdir, snapshot(workdir))
     cases.append({"script": script,
                   "args": [a.format(tmp=tmp) for a in args] + [f"--workdir={workdir}"]})
   results = _run_in_forks(tmp, cases)
@@ -161,9 +150,9 @@ def test_bad_input_is_one_line_and_writes_nothing(table, case_id, script, args, 
   assert last.startswith("error: ") and expected in last, last
   # it begins with what it names: a flag (--config, --workdir, ...) or the config field
   assert last.startswith(("error: --", f"error: {expected.split(':')[0]}")), last
-  workdir, snapshot = before[case_id]
-  assert _snapshot(workdir) == snapshot  # byte for byte, or still absent
-  assert snapshot is not None or kind == "new"
+  workdir, files_before = before[case_id]
+  assert snapshot(workdir) == files_before  # byte for byte, or still absent
+  assert files_before is not None or kind == "new"
 
 
 def test_the_corrected_command_trains_on_the_refused_workdir(table):

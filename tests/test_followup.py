@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 from small_configs import classic_sweep_config
+from workdir_faults import snapshot
 
 from jaxopt_lab import expdir, files
 from jaxopt_lab.analysis import followup, report
@@ -178,16 +179,6 @@ def test_an_unfinished_or_foreign_directory_is_refused(tmp_path):
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
-def _snapshot(folder) -> dict[str, bytes] | None:
-  if not os.path.exists(folder):
-    return None
-  out = {}
-  for root, _, names in os.walk(folder):
-    for name in names:
-      with open(os.path.join(root, name), "rb") as f:
-        out[os.path.relpath(os.path.join(root, name), folder)] = f.read()
-  return out
-
 
 def test_the_script_refuses_in_one_line_and_leaves_both_workdirs_as_they_were(tmp_path):
   finished, running = str(tmp_path / "finished"), str(tmp_path / "running")
@@ -205,7 +196,7 @@ def test_the_script_refuses_in_one_line_and_leaves_both_workdirs_as_they_were(tm
       ([sweep, "--config.sweep.diverge_factor=-1", f"--continue_from={finished}"], "new4",
        "error: sweep.diverge_factor"),
   ]
-  before = {name: _snapshot(tmp_path / name) for name in ("finished", "running", "other")}
+  before = {name: snapshot(tmp_path / name) for name in ("finished", "running", "other")}
   with open(tmp_path / "cases.json", "w") as f:
     json.dump([{"script": "sweep.py", "args": [*args, f"--workdir={tmp_path / w}"]}
                for args, w, _ in cases], f)
@@ -220,7 +211,7 @@ def test_the_script_refuses_in_one_line_and_leaves_both_workdirs_as_they_were(tm
     assert output.strip().splitlines()[-1].startswith(start), (args, output[-1000:])
     if workdir.startswith("new"):
       assert not (tmp_path / workdir).exists(), workdir
-  assert {name: _snapshot(tmp_path / name) for name in before} == before
+  assert {name: snapshot(tmp_path / name) for name in before} == before
 
 
 def test_a_follow_up_runs_end_to_end_from_the_script(tmp_path):

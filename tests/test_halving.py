@@ -13,9 +13,10 @@ import ml_collections
 import numpy as np
 import pytest
 from small_configs import classic_sweep_config
+from workdir_faults import interrupt_after_flush
 
 from jaxopt_lab import files, train
-from jaxopt_lab.sweep import design, driver, halving, store
+from jaxopt_lab.sweep import design, driver, halving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LRS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
@@ -124,19 +125,9 @@ def test_a_sweep_killed_mid_rung_resumes_to_the_same_survivors(grid_and_halving,
                                                                monkeypatch):
   _, reference = grid_and_halving
   workdir = str(tmp_path / "killed")
-  real_flush = store.Store.flush
-  calls = []
-
-  def interrupted_flush(self, status="running"):
-    real_flush(self, status)
-    calls.append(1)
-    if len(calls) == 4:  # rung 2 (steps 10 -> 30), after its first write at step 20
-      raise KeyboardInterrupt
-
-  monkeypatch.setattr(store.Store, "flush", interrupted_flush)
-  with pytest.raises(train.Interrupted):
+  # the 4th write: rung 3 (steps 30 -> 90) at step 40, before its checkpoint there
+  with interrupt_after_flush(4), pytest.raises(train.Interrupted):
     driver.run_sweep(_config(), workdir)
-  monkeypatch.setattr(store.Store, "flush", real_flush)
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "optimizer=sgd", "stage-1"))
   driver.run_sweep(_config(), workdir)
   for name in ("metrics.jsonl", "summary.csv", "design.csv", "stages.csv"):

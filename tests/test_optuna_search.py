@@ -12,10 +12,11 @@ import types
 import ml_collections
 import numpy as np
 import pytest
+from workdir_faults import interrupt_after_flush
 
 from jaxopt_lab import train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, driver, optuna_search, space, store
+from jaxopt_lab.sweep import design, driver, optuna_search, space
 
 optuna = pytest.importorskip("optuna")
 
@@ -353,18 +354,10 @@ def sweep_config():
 def test_a_sweep_killed_in_a_round_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
   reference, workdir = str(tmp_path / "whole"), str(tmp_path / "killed")
   driver.run_sweep(sweep_config(), reference)
-  real_flush = store.Store.flush
-
-  def killed_in_round_1(self, status="running"):
-    real_flush(self, status)
-    # The first write of round 1 (round 0 told, round 1 asked, at step 10 of 20): the kill.
-    if any(r["step"] == 10 and r["point"] >= 6 for r in self.rows):
-      raise KeyboardInterrupt
-
-  monkeypatch.setattr(store.Store, "flush", killed_in_round_1)
-  with pytest.raises(train.Interrupted):
+  # The first write of round 1 (round 0 told, round 1 asked, at step 10 of 20): the kill.
+  in_round_1 = lambda st: any(r["step"] == 10 and r["point"] >= 6 for r in st.rows)  # noqa: E731
+  with interrupt_after_flush(in_round_1), pytest.raises(train.Interrupted):
     driver.run_sweep(sweep_config(), workdir)
-  monkeypatch.setattr(store.Store, "flush", real_flush)
   assert [t.state for t in load(workdir).get_trials()] == (
       [optuna.trial.TrialState.COMPLETE] * 3 + [optuna.trial.TrialState.RUNNING] * 3)
   driver.run_sweep(sweep_config(), workdir)

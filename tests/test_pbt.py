@@ -16,11 +16,12 @@ import ml_collections
 import numpy as np
 import pytest
 from small_configs import classic_config
+from workdir_faults import interrupt_after_flush
 
 from jaxopt_lab import checkpoints, expdir, files, train
 from jaxopt_lab.analysis import adaptive, document
 from jaxopt_lab.optim import factory, registry
-from jaxopt_lab.sweep import design, driver, pbt, space, staged, store
+from jaxopt_lab.sweep import design, driver, pbt, space, staged
 
 STEPS = 40
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -379,19 +380,9 @@ def test_a_sweep_killed_mid_stage_resumes_to_the_same_population(pbt_run, tmp_pa
                                                                 monkeypatch):
   reference, _ = pbt_run
   workdir = str(tmp_path / "killed")
-  real_flush = store.Store.flush
-  calls = []
-
-  def interrupted_flush(self, status="running"):
-    real_flush(self, status)
-    calls.append(1)
-    if len(calls) == 4:  # stage 1 (steps 10 -> 20) wrote step 20, before its checkpoint there
-      raise KeyboardInterrupt
-
-  monkeypatch.setattr(store.Store, "flush", interrupted_flush)
-  with pytest.raises(train.Interrupted):
+  # the 4th write: stage 1 (steps 10 -> 20) wrote step 20, before its checkpoint there
+  with interrupt_after_flush(4), pytest.raises(train.Interrupted):
     driver.run_sweep(e2e_config(**IN_PROCESS), workdir)
-  monkeypatch.setattr(store.Store, "flush", real_flush)
   rows = read_csv(os.path.join(workdir, expdir.STAGES_FILE))
   assert {r["stage"] for r in rows} == {"0", "1"}  # killed inside stage 1
   metrics = files.read_jsonl(os.path.join(workdir, expdir.METRICS_FILE))

@@ -19,9 +19,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from small_configs import classic_config, classic_sweep_config
+from workdir_faults import interrupt_after_flush
 
 from jaxopt_lab import checkpoints, configs, files, train
-from jaxopt_lab.sweep import design, driver, store
+from jaxopt_lab.sweep import design, driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,21 +107,11 @@ def test_sweep_resumes_a_group_mid_run_from_its_checkpoint(uninterrupted, tmp_pa
   """
   reference, rows = uninterrupted
   workdir = str(tmp_path / "w")
-  real_flush = store.Store.flush
-  calls = {"n": 0}
-
-  def interrupted_flush(self, status="running"):
-    real_flush(self, status)
-    calls["n"] += 1
-    if calls["n"] == 7:  # 4 writes of the first group (10..40), then the second's 10, 20, 30
-      raise KeyboardInterrupt
-
-  monkeypatch.setattr(store.Store, "flush", interrupted_flush)
   started = time.perf_counter()
-  with pytest.raises(train.Interrupted) as interrupt:
+  # the 7th write: 4 of the first group (10..40), then the second's 10, 20, 30
+  with interrupt_after_flush(7), pytest.raises(train.Interrupted) as interrupt:
     driver.run_sweep(_sweep_config(), workdir)
   first_run = time.perf_counter() - started
-  monkeypatch.setattr(store.Store, "flush", real_flush)
   groups = [g.name for g in driver.build_groups(_sweep_config(), _design())]
   second = groups[1]
   assert str(interrupt.value) == (f"interrupted at step 30 of group {second} (last checkpoint: "
