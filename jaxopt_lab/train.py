@@ -101,46 +101,82 @@ def init_state(
 
 def make_train_step(
     task: tasks.Task, config: ml_collections.ConfigDict, data_axis: str | None = None
-) -> Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]]:
-  """Returns the pure `train_step(state, batch, hparams) -> (state, metrics)` of one point.
+) -> Callable[..., tuple[TrainState, Metrics]]:
+  """Returns the pure `train_step(state, batch, hparams, log=False) -> (state, metrics)`.
 
-  The task and the static config enter by closure. Metrics: the training loss and the task's
-  extra training metrics, and the global norms of gradients, updates and parameters. With
-  `data_axis`, the batch is a shard of the point's batch along that mapped axis (data
-  parallelism): loss, metrics and gradients are averaged over it before the update.
+  One point's step; the task and the static config enter by closure. Every step computes the
+  training `loss` of the batch and the update, nothing else: what a plain training loop
+  computes. The other training metrics are for log rows, which hold the loss's mean over the log
+  interval and these at the interval's last step (`runloop.MetricMeans`); computed every step
+  they cost a fifth to a third of a small model's step (benchmarks/README.md, issue 11).
+
+  `log` says whether the step computes them too: the task's extra training metrics of the batch
+  (at the parameters the step started from, as the loss) and the global norms of the gradients,
+  updates and new parameters. False: metrics = {'loss'}. True: all of them. A traced boolean
+  scalar (`scan_steps` passes True at a chunk's last step): all of them, computed under
+  `lax.cond` where it is True and NaN where it is False; keep it unbatched under `vmap`, or both
+  branches run. With `data_axis`, the batch is a shard of the point's batch along that mapped
+  axis (data parallelism): loss, metrics and gradients are averaged over it before the update.
   """
-  grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(lambda params, batch: task.loss_fn(params, batch)[0])
 
-  def train_step(state: TrainState, batch: Batch, hparams: HParams):
-    (loss, aux), grads = grad_fn(state.params, batch)
+  def log_metrics(old_params, batch, grads, updates, params) -> tuple[Metrics, Metrics]:
+    # The task's extra metrics need a forward pass of their own (the gradient's skips them).
+    _, aux = task.loss_fn(old_params, batch)
+    return aux, {"grad_norm": optax.global_norm(grads),
+                 "update_norm": optax.global_norm(updates),
+                 "param_norm": optax.global_norm(params)}
+
+  def train_step(state: TrainState, batch: Batch, hparams: HParams,
+                 log: bool | jax.Array = False):
+    loss, grads = grad_fn(state.params, batch)
     if data_axis is not None:
-      loss, aux, grads = jax.lax.pmean((loss, aux, grads), data_axis)
+      loss, grads = jax.lax.pmean((loss, grads), data_axis)
     updates, opt_state = make_optimizer(config, hparams).update(
         grads, state.opt_state, state.params
     )
     params = optax.apply_updates(state.params, updates)
-    metrics = {
-        "loss": loss,
-        **aux,
-        "grad_norm": optax.global_norm(grads),
-        "update_norm": optax.global_norm(updates),
-        "param_norm": optax.global_norm(params),
-    }
+    metrics = {"loss": loss}
+    if log is not False:
+      operands = (state.params, batch, grads, updates, params)
+      if log is True:
+        aux, norms = log_metrics(*operands)
+      else:
+        shapes = jax.eval_shape(log_metrics, *operands)
+        aux, norms = jax.lax.cond(
+            log, log_metrics,
+            lambda *_: jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes),
+            *operands)
+      if data_axis is not None:  # the task's metrics of the shard (the norms are of the mean)
+        aux = jax.lax.pmean(aux, data_axis)
+      metrics.update(aux, **norms)
     return TrainState(state.step + 1, params, opt_state, state.key), metrics
 
   return train_step
 
 
+def log_flags(k: int) -> jax.Array:
+  """The `log` argument of `train_step` over a chunk of `k` steps: True at its last step only.
+
+  Chunks end at every log step (`runloop.chunk_ends`), so the metrics of each log row are
+  computed; a chunk that ends elsewhere (`steps_per_call`) computes them once more, unread.
+  """
+  return jnp.arange(k) == k - 1
+
+
 def scan_steps(
-    train_step: Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]],
+    train_step: Callable[..., tuple[TrainState, Metrics]],
 ) -> Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]]:
   """Runs `train_step` over batches stacked on a leading step axis with `lax.scan`.
 
-  Returns the final state and the per-step metrics stacked on that axis.
+  Returns the final state and the per-step metrics stacked on that axis; the log-step metrics
+  (all but `loss`) are those of the last step, NaN at the others (`log_flags`).
   """
 
   def run(state: TrainState, batches: Batch, hparams: HParams):
-    return jax.lax.scan(lambda s, b: train_step(s, b, hparams), state, batches)
+    k = jax.tree.leaves(batches)[0].shape[0]
+    return jax.lax.scan(lambda s, xs: train_step(s, xs[0], hparams, xs[1]), state,
+                        (batches, log_flags(k)))
 
   return run
 

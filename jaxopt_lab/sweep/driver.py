@@ -61,12 +61,16 @@ class Population(NamedTuple):
 
 def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict,
                     data_axis: str | None = None):
-  """`train.train_step` of one point, wrapped so that a diverged point freezes."""
+  """`train.train_step` of one point, wrapped so that a diverged point freezes.
+
+  `point_step(pop, batch, hparams, log=False)`: `log` as `train_step`'s (the log-step metrics);
+  divergence is checked on every step's loss.
+  """
   train_step = train.make_train_step(task, config, data_axis)
   factor = float(config.sweep.diverge_factor)
 
-  def point_step(pop: Population, batch, hparams):
-    state, metrics = train_step(pop.state, batch, hparams)
+  def point_step(pop: Population, batch, hparams, log=False):
+    state, metrics = train_step(pop.state, batch, hparams, log)
     loss = metrics["loss"]
     initial = jnp.where(pop.state.step == 0, loss, pop.initial_loss).astype(jnp.float32)
     bad = ~jnp.isfinite(loss)
@@ -109,12 +113,16 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
     # under vmap the pick copies one step's batch per point (it stays in cache), not the whole
     # chunk's (benchmarks/README.md: 1.6x at 128 classic points).
     by_step = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), batches)  # [steps, seeds, ...]
+    # The log-step metrics at the chunk's last step, as `train.scan_steps`; the flags are not
+    # mapped over points, so the step's `lax.cond` stays a branch under vmap.
+    flags = train.log_flags(jax.tree.leaves(batches)[0].shape[1])
 
     def one_point(p, hp, r):
-      def body(carry, batch):
-        return point_step(carry, jax.tree.map(lambda x: x[r], batch), hp)
+      def body(carry, xs):
+        batch, log = xs
+        return point_step(carry, jax.tree.map(lambda x: x[r], batch), hp, log)
 
-      return jax.lax.scan(body, p, by_step)
+      return jax.lax.scan(body, p, (by_step, flags))
 
     return _by_slices(one_point, width, pop, hparams, replicate)
 
