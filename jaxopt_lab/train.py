@@ -110,25 +110,15 @@ def make_train_step(
   interval and these at the interval's last step (`runloop.MetricMeans`); computed every step
   they cost a fifth to a third of a small model's step (benchmarks/README.md, issue 11).
 
-  `log` says whether the step computes them too: the task's extra training metrics of the batch
-  (at the parameters the step started from, as the loss) and the global norms of the gradients,
-  updates and new parameters. False: metrics = {'loss'}. True: all of them. A traced boolean
-  scalar (`scan_steps` passes True at a chunk's last step): all of them, computed under
-  `lax.cond` where it is True and NaN where it is False; keep it unbatched under `vmap`, or both
-  branches run. With `data_axis`, the batch is a shard of the point's batch along that mapped
-  axis (data parallelism): loss, metrics and gradients are averaged over it before the update.
+  With `log=True` (a Python bool: the structure of the step) the step computes them too: the
+  task's extra training metrics of the batch (at the parameters the step started from, as the
+  loss) and the global norms of the gradients, updates and new parameters. With `data_axis`, the
+  batch is a shard of the point's batch along that mapped axis (data parallelism): loss,
+  metrics and gradients are averaged over it before the update.
   """
   grad_fn = jax.value_and_grad(lambda params, batch: task.loss_fn(params, batch)[0])
 
-  def log_metrics(old_params, batch, grads, updates, params) -> tuple[Metrics, Metrics]:
-    # The task's extra metrics need a forward pass of their own (the gradient's skips them).
-    _, aux = task.loss_fn(old_params, batch)
-    return aux, {"grad_norm": optax.global_norm(grads),
-                 "update_norm": optax.global_norm(updates),
-                 "param_norm": optax.global_norm(params)}
-
-  def train_step(state: TrainState, batch: Batch, hparams: HParams,
-                 log: bool | jax.Array = False):
+  def train_step(state: TrainState, batch: Batch, hparams: HParams, log: bool = False):
     loss, grads = grad_fn(state.params, batch)
     if data_axis is not None:
       loss, grads = jax.lax.pmean((loss, grads), data_axis)
@@ -137,46 +127,51 @@ def make_train_step(
     )
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss}
-    if log is not False:
-      operands = (state.params, batch, grads, updates, params)
-      if log is True:
-        aux, norms = log_metrics(*operands)
-      else:
-        shapes = jax.eval_shape(log_metrics, *operands)
-        aux, norms = jax.lax.cond(
-            log, log_metrics,
-            lambda *_: jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes),
-            *operands)
-      if data_axis is not None:  # the task's metrics of the shard (the norms are of the mean)
+    if log:
+      # The task's metrics need a forward pass of their own (the gradient's leaves them out).
+      _, aux = task.loss_fn(state.params, batch)
+      if data_axis is not None:  # of the shard; the norms are of the averaged gradients
         aux = jax.lax.pmean(aux, data_axis)
-      metrics.update(aux, **norms)
+      metrics.update(aux, grad_norm=optax.global_norm(grads),
+                     update_norm=optax.global_norm(updates), param_norm=optax.global_norm(params))
     return TrainState(state.step + 1, params, opt_state, state.key), metrics
 
   return train_step
 
 
-def log_flags(k: int) -> jax.Array:
-  """The `log` argument of `train_step` over a chunk of `k` steps: True at its last step only.
+def scan_chunk(step_at: Callable[[Any, jax.Array, bool], tuple[Any, Metrics]], carry: Any,
+               k: int) -> tuple[Any, Metrics]:
+  """Runs the `k` steps of a chunk: `step_at(carry, i, log) -> (carry, metrics)` for i < k.
 
-  Chunks end at every log step (`runloop.chunk_ends`), so the metrics of each log row are
-  computed; a chunk that ends elsewhere (`steps_per_call`) computes them once more, unread.
+  A `lax.scan` runs the first k - 1 with `log=False`, then the last runs with `log=True`, so the
+  log-step metrics are computed once per chunk (chunks end at every log step,
+  `runloop.chunk_ends`), outside the loop: a `lax.cond` in the loop's body cost more than the
+  metrics it skipped (benchmarks/README.md). Returns the final carry and the metrics stacked on
+  a leading step axis, those of the last step only NaN at the others.
   """
-  return jnp.arange(k) == k - 1
+  carry, head = jax.lax.scan(lambda c, i: step_at(c, i, False), carry, jnp.arange(k - 1))
+  carry, last = step_at(carry, jnp.asarray(k - 1), True)
+  metrics = {}
+  for name, value in last.items():
+    before = head.get(name, jnp.full((k - 1,) + value.shape, jnp.nan, value.dtype))
+    metrics[name] = jnp.concatenate([before, value[None]])
+  return carry, metrics
 
 
 def scan_steps(
     train_step: Callable[..., tuple[TrainState, Metrics]],
 ) -> Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]]:
-  """Runs `train_step` over batches stacked on a leading step axis with `lax.scan`.
+  """Runs `train_step` over batches stacked on a leading step axis (`scan_chunk`).
 
   Returns the final state and the per-step metrics stacked on that axis; the log-step metrics
-  (all but `loss`) are those of the last step, NaN at the others (`log_flags`).
+  (all but `loss`) are those of the last step, NaN at the others.
   """
 
   def run(state: TrainState, batches: Batch, hparams: HParams):
-    k = jax.tree.leaves(batches)[0].shape[0]
-    return jax.lax.scan(lambda s, xs: train_step(s, xs[0], hparams, xs[1]), state,
-                        (batches, log_flags(k)))
+    def step_at(s, i, log):
+      return train_step(s, jax.tree.map(lambda x: x[i], batches), hparams, log)
+
+    return scan_chunk(step_at, state, jax.tree.leaves(batches)[0].shape[0])
 
   return run
 

@@ -64,7 +64,7 @@ def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict,
   """`train.train_step` of one point, wrapped so that a diverged point freezes.
 
   `point_step(pop, batch, hparams, log=False)`: `log` as `train_step`'s (the log-step metrics);
-  divergence is checked on every step's loss.
+  divergence is checked on every step's loss, and a frozen point's metrics are NaN.
   """
   train_step = train.make_train_step(task, config, data_axis)
   factor = float(config.sweep.diverge_factor)
@@ -109,20 +109,14 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   batch_spec = P(None, None, "data")
 
   def chunk_local(pop, hparams, replicate, batches):
-    # Scan over the steps of the shared batches and pick the point's seed inside the step:
-    # under vmap the pick copies one step's batch per point (it stays in cache), not the whole
-    # chunk's (benchmarks/README.md: 1.6x at 128 classic points).
-    by_step = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), batches)  # [steps, seeds, ...]
-    # The log-step metrics at the chunk's last step, as `train.scan_steps`; the flags are not
-    # mapped over points, so the step's `lax.cond` stays a branch under vmap.
-    flags = train.log_flags(jax.tree.leaves(batches)[0].shape[1])
-
+    # Pick the point's seed and step of the shared batches inside the step: under vmap the pick
+    # copies one step's batch per point (it stays in cache), not the whole chunk's
+    # (benchmarks/README.md: 1.6x at 128 classic points).
     def one_point(p, hp, r):
-      def body(carry, xs):
-        batch, log = xs
-        return point_step(carry, jax.tree.map(lambda x: x[r], batch), hp, log)
+      def step_at(carry, i, log):
+        return point_step(carry, jax.tree.map(lambda x: x[r, i], batches), hp, log)
 
-      return jax.lax.scan(body, p, (by_step, flags))
+      return train.scan_chunk(step_at, p, jax.tree.leaves(batches)[0].shape[1])
 
     return _by_slices(one_point, width, pop, hparams, replicate)
 
