@@ -7,7 +7,8 @@ For each group (one combination of structural factors) the driver builds the tas
                             `sweep.data_parallel` > 1)
       lax.map over slices of the device's points      (bounds activation memory)
         vmap over the points of a slice
-          lax.scan over a chunk of steps
+          train.scan_chunk: lax.scan over a chunk's steps but the last, then the last (the
+                            one that computes the log-step metrics)
             train.train_step, guarded for divergence
 
 so all points of the group share one compilation (per chunk length), whatever their number.
