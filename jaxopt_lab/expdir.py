@@ -46,6 +46,8 @@ SINGLE_RUN_FILES = (CONFIG_FILE, SINGLE_SUMMARY_FILE)
 DESIGN_ID_COLUMNS = ("point", "group", "replicate", "seed")
 # design.csv's column naming the part of an adaptive design a point belongs to (not a factor).
 DESIGN_TAG_COLUMNS = {"hyperband": "bracket", "optuna": "round"}
+# A train row: the loss's mean over the log interval, the other training metrics (the task's, and
+# grad_norm, update_norm, param_norm) at its step (`runloop.MetricMeans`).
 METRIC_ROW_KEYS = ("point", "step", "split")  # then the row's metrics; split: train | valid | test
 # summary "status"; "stopped": an adaptive design stopped the point early (at its `steps`)
 STATUSES = ("ok", "diverged", "running", "stopped")

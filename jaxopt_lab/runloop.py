@@ -1,8 +1,9 @@
 """ONE training loop for a single run and for a group of points of a sweep.
 
-The loop owns what both share: the chunk boundaries (`chunk_ends`), the late fetch, the means of
-the per-step metrics over each log interval, the cadence of log rows, evaluations, file writes and
-checkpoints, the progress line and the position an interrupt reports. What differs between a
+The loop owns what both share: the chunk boundaries (`chunk_ends`), the late fetch, the log rows
+of the per-step metrics (`MetricMeans`: the loss's mean over the interval, the others at its last
+step), the cadence of log rows, evaluations, file writes and checkpoints, the progress line and
+the position an interrupt reports. What differs between a
 single run (one point, rows in `metrics.jsonl`, a non-finite loss stops it) and a sweep group (a
 population, rows in the store, a diverged point freezes) is a `Job` it is given.
 
@@ -64,23 +65,40 @@ def chunk_ends(start: int, total: int, every: tuple[int, ...]) -> Iterator[int]:
     yield step
 
 
+# Training metrics whose log row holds the mean over the log interval's steps; a row holds every
+# other training metric (the task's extra training metrics, e.g. `accuracy`, and `grad_norm`,
+# `update_norm`, `param_norm`) at the interval's last step, the only step that computes them
+# (`train.make_train_step`).
+AVERAGED = ("loss",)
+
+
 @dataclasses.dataclass
 class MetricMeans:
-  """Float64 sums of per-step metrics since the last log row (per point when metrics are [K, P])."""
+  """A log row's training metrics from the per-step metrics of its interval's chunks.
+
+  The `AVERAGED` ones: float64 sums since the last row, divided at `pop`. The others: the last
+  step's values (each chunk ends at its last step; the interval's last chunk ends at the row).
+  Per point when metrics are [K, P].
+  """
 
   sums: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  last: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   count: int = 0
 
   def add(self, metrics: Mapping[str, np.ndarray]) -> None:
     """Adds metrics stacked on a leading step axis."""
     for name, values in metrics.items():
-      self.sums[name] = self.sums.get(name, 0.0) + np.sum(values, axis=0, dtype=np.float64)
+      if name in AVERAGED:
+        self.sums[name] = self.sums.get(name, 0.0) + np.sum(values, axis=0, dtype=np.float64)
+      else:
+        self.last[name] = np.asarray(values[-1], np.float64)
     self.count += len(next(iter(metrics.values())))
 
   def pop(self) -> dict[str, np.ndarray]:
-    means = {name: total / self.count for name, total in self.sums.items()}
-    self.sums, self.count = {}, 0
-    return means
+    row = {name: total / self.count for name, total in self.sums.items()}
+    row.update(self.last)
+    self.sums, self.last, self.count = {}, {}, 0
+    return row
 
 
 def _hms(seconds: float) -> str:
@@ -206,9 +224,10 @@ def run(job: Job, state: Any, start: int, config: ml_collections.ConfigDict,
   """Trains `state` from step `start` to `config.train.steps`; returns the final state.
 
   Evaluates at step 0 (the reference of every curve) when starting from scratch; then, at the
-  multiples of `train.log_every` a row of metric means, of `train.eval_every` an evaluation, at
-  either of them the files, at the multiples of `train.checkpoint_every` a checkpoint, and all of
-  them at the last step. `where.step` follows the dispatched chunks.
+  multiples of `train.log_every` a row of training metrics (`MetricMeans`), of
+  `train.eval_every` an evaluation, at either of them the files, at the multiples of
+  `train.checkpoint_every` a checkpoint, and all of them at the last step. `where.step` follows
+  the dispatched chunks.
   """
   tc = config.train
   total = tc.steps

@@ -101,46 +101,77 @@ def init_state(
 
 def make_train_step(
     task: tasks.Task, config: ml_collections.ConfigDict, data_axis: str | None = None
-) -> Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]]:
-  """Returns the pure `train_step(state, batch, hparams) -> (state, metrics)` of one point.
+) -> Callable[..., tuple[TrainState, Metrics]]:
+  """Returns the pure `train_step(state, batch, hparams, log=False) -> (state, metrics)`.
 
-  The task and the static config enter by closure. Metrics: the training loss and the task's
-  extra training metrics, and the global norms of gradients, updates and parameters. With
-  `data_axis`, the batch is a shard of the point's batch along that mapped axis (data
-  parallelism): loss, metrics and gradients are averaged over it before the update.
+  One point's step; the task and the static config enter by closure. Every step computes the
+  training `loss` of the batch and the update, nothing else: what a plain training loop
+  computes. The other training metrics are for log rows, which hold the loss's mean over the log
+  interval and these at the interval's last step (`runloop.MetricMeans`); computed every step
+  they cost a fifth to a third of a small model's step (benchmarks/README.md, issue 11).
+
+  With `log=True` (a Python bool: the structure of the step) the step computes them too: the
+  task's extra training metrics of the batch (at the parameters the step started from, as the
+  loss) and the global norms of the gradients, updates and new parameters. With `data_axis`, the
+  batch is a shard of the point's batch along that mapped axis (data parallelism): loss,
+  metrics and gradients are averaged over it before the update.
   """
-  grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(lambda params, batch: task.loss_fn(params, batch)[0])
 
-  def train_step(state: TrainState, batch: Batch, hparams: HParams):
-    (loss, aux), grads = grad_fn(state.params, batch)
+  def train_step(state: TrainState, batch: Batch, hparams: HParams, log: bool = False):
+    loss, grads = grad_fn(state.params, batch)
     if data_axis is not None:
-      loss, aux, grads = jax.lax.pmean((loss, aux, grads), data_axis)
+      loss, grads = jax.lax.pmean((loss, grads), data_axis)
     updates, opt_state = make_optimizer(config, hparams).update(
         grads, state.opt_state, state.params
     )
     params = optax.apply_updates(state.params, updates)
-    metrics = {
-        "loss": loss,
-        **aux,
-        "grad_norm": optax.global_norm(grads),
-        "update_norm": optax.global_norm(updates),
-        "param_norm": optax.global_norm(params),
-    }
+    metrics = {"loss": loss}
+    if log:
+      # The task's metrics need a forward pass of their own (the gradient's leaves them out).
+      _, aux = task.loss_fn(state.params, batch)
+      if data_axis is not None:  # of the shard; the norms are of the averaged gradients
+        aux = jax.lax.pmean(aux, data_axis)
+      metrics.update(aux, grad_norm=optax.global_norm(grads),
+                     update_norm=optax.global_norm(updates), param_norm=optax.global_norm(params))
     return TrainState(state.step + 1, params, opt_state, state.key), metrics
 
   return train_step
 
 
-def scan_steps(
-    train_step: Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]],
-) -> Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]]:
-  """Runs `train_step` over batches stacked on a leading step axis with `lax.scan`.
+def scan_chunk(step_at: Callable[[Any, jax.Array, bool], tuple[Any, Metrics]], carry: Any,
+               k: int) -> tuple[Any, Metrics]:
+  """Runs the `k` steps of a chunk: `step_at(carry, i, log) -> (carry, metrics)` for i < k.
 
-  Returns the final state and the per-step metrics stacked on that axis.
+  A `lax.scan` runs the first k - 1 with `log=False`, then the last runs with `log=True`, so the
+  log-step metrics are computed once per chunk (chunks end at every log step,
+  `runloop.chunk_ends`), outside the loop: a `lax.cond` in the loop's body cost more than the
+  metrics it skipped (benchmarks/README.md). Returns the final carry and the metrics stacked on
+  a leading step axis, those of the last step only NaN at the others.
+  """
+  carry, head = jax.lax.scan(lambda c, i: step_at(c, i, False), carry, jnp.arange(k - 1))
+  carry, last = step_at(carry, jnp.asarray(k - 1), True)
+  metrics = {}
+  for name, value in last.items():
+    before = head.get(name, jnp.full((k - 1,) + value.shape, jnp.nan, value.dtype))
+    metrics[name] = jnp.concatenate([before, value[None]])
+  return carry, metrics
+
+
+def scan_steps(
+    train_step: Callable[..., tuple[TrainState, Metrics]],
+) -> Callable[[TrainState, Batch, HParams], tuple[TrainState, Metrics]]:
+  """Runs `train_step` over batches stacked on a leading step axis (`scan_chunk`).
+
+  Returns the final state and the per-step metrics stacked on that axis; the log-step metrics
+  (all but `loss`) are those of the last step, NaN at the others.
   """
 
   def run(state: TrainState, batches: Batch, hparams: HParams):
-    return jax.lax.scan(lambda s, b: train_step(s, b, hparams), state, batches)
+    def step_at(s, i, log):
+      return train_step(s, jax.tree.map(lambda x: x[i], batches), hparams, log)
+
+    return scan_chunk(step_at, state, jax.tree.leaves(batches)[0].shape[0])
 
   return run
 

@@ -56,6 +56,17 @@ def test_no_clipping_returns_the_updates_bit_for_bit(max_norm):
     assert c.dtype == g.dtype
 
 
+def test_switched_off_a_traced_threshold_computes_no_norm():
+  """The off branch of the compiled update has no reduction: a step without clipping does not
+  pay for the gradients' norm (under vmap the branches become a select, tested above)."""
+  tree = _tree()
+  jaxpr = jax.make_jaxpr(_clip)(tree, jnp.float32(1.0))
+  (cond,) = [e for e in jaxpr.eqns if e.primitive.name == 'cond']
+  reductions = [{e.primitive.name for e in branch.jaxpr.eqns} & {'reduce_max', 'reduce_sum'}
+                for branch in cond.params['branches']]
+  assert sorted(map(bool, reductions)) == [False, True]
+
+
 def test_matches_optax_when_clipping():
   tree = _tree()
   norm = _np_norm(tree)

@@ -132,3 +132,18 @@ def test_chunk_program_compiles_once_per_length():
   assert sorted(program.compiled) == [2, 3] and program.compile_seconds > 0
   with pytest.raises(TypeError):  # a length's program takes only its own shapes
     program(3, jnp.ones(4))
+
+
+def test_a_log_row_holds_the_mean_loss_and_the_other_metrics_of_its_last_step():
+  """Chunks of [steps] and of [steps, points]: the loss averaged over the interval's steps (in
+  float64), every other metric (norms, the task's) the value of the interval's last step."""
+  acc = runloop.MetricMeans()
+  first = {"loss": np.float32([[1, 10], [2, 20]]), "grad_norm": np.float32([[np.nan] * 2, [5, 6]])}
+  second = {"loss": np.float32([[3, 30]]), "grad_norm": np.float32([[7, 8]])}
+  acc.add(first)
+  acc.add(second)
+  row = acc.pop()
+  np.testing.assert_array_equal(row["loss"], [2.0, 20.0])
+  np.testing.assert_array_equal(row["grad_norm"], [7.0, 8.0])
+  acc.add({"loss": np.float32([4, 6]), "accuracy": np.float32([np.nan, 0.5])})
+  assert acc.pop() == {"loss": 5.0, "accuracy": 0.5}  # popped rows start afresh

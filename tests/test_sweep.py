@@ -76,6 +76,15 @@ def test_each_point_reproduces_the_single_run(swept, tmp_path, point_id):
   row = rows[point_id]
   for key in ("final_valid_loss", "final_test_accuracy", "best_valid_loss", "final_train_loss"):
     np.testing.assert_allclose(row[key], single[key], rtol=2e-5, err_msg=key)
+  # The training rows too: the loss's means and the log step's accuracy and norms.
+  want = [r for r in files.read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))
+          if r["split"] == "train"]
+  got = [r for r in files.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+         if r["split"] == "train" and r["point"] == point_id]
+  assert [r["step"] for r in got] == [r["step"] for r in want] and len(want) == 4
+  for key in ("loss", "accuracy", "grad_norm", "update_norm", "param_norm"):
+    np.testing.assert_allclose([r[key] for r in got], [r[key] for r in want], rtol=2e-5,
+                               err_msg=key)
 
 
 def _assert_rows_close(got, want, rtol):

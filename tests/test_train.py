@@ -8,6 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from small_configs import classic_config, tiny_lm_config
 
@@ -38,6 +39,45 @@ def test_scan_of_steps_equals_a_loop_of_steps():
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(scan_metrics["loss"], np.array(losses), rtol=1e-6)
   assert int(scanned.step) == 5
+
+
+def test_log_step_metrics_come_from_the_last_step_and_match_optax():
+  """A chunk computes the task's metrics and the norms at its last step only (NaN before): the
+  accuracy of that step's batch and Optax's global norms of its gradients, updates and new
+  parameters, all recomputed here with Optax's own Adam and NumPy's linear model."""
+  config = classic_config()
+  config.optimizer.clip_norm = 0.5  # clipping on: the updates are not a plain Adam step's
+  task, hparams, state = _setup(config)
+  k = 5
+  batches = task.train_batches(0, 0, k)
+  out, metrics = jax.jit(train.scan_steps(train.make_train_step(task, config)))(
+      state, batches, hparams)
+  assert set(metrics) == {"loss", "accuracy", "grad_norm", "update_norm", "param_norm"}
+  for name in ("accuracy", "grad_norm", "update_norm", "param_norm"):
+    assert np.all(np.isnan(metrics[name][:-1])) and np.isfinite(metrics[name][-1]), name
+
+  tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(config.optimizer.learning_rate))
+  params, opt_state = state.params, tx.init(state.params)
+  for i in range(k):
+    batch = jax.tree.map(lambda x, i=i: x[i], batches)
+    grads = jax.grad(lambda p, b=batch: task.loss_fn(p, b)[0])(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    last, params = params, optax.apply_updates(params, updates)
+  want = {"grad_norm": optax.global_norm(grads), "update_norm": optax.global_norm(updates),
+          "param_norm": optax.global_norm(params)}
+  for name, value in want.items():
+    np.testing.assert_allclose(metrics[name][-1], value, rtol=2e-5, err_msg=name)
+  (layer,) = jax.device_get(last).values()
+  logits = np.asarray(batch["inputs"]) @ layer["kernel"] + layer["bias"]
+  np.testing.assert_allclose(metrics["accuracy"][-1],
+                             np.mean((logits[:, 0] > 0) == np.asarray(batch["labels"])))
+  # One step called alone: the loss only, or everything with log=True.
+  step = jax.jit(train.make_train_step(task, config), static_argnums=3)
+  lean = step(state, jax.tree.map(lambda x: x[0], batches), hparams, False)[1]
+  full = step(state, jax.tree.map(lambda x: x[0], batches), hparams, True)[1]
+  assert set(lean) == {"loss"} and set(full) == set(metrics)
+  np.testing.assert_array_equal(lean["loss"], full["loss"])
+  np.testing.assert_allclose(full["loss"], metrics["loss"][0], rtol=1e-6)
 
 
 def test_new_hyperparameter_values_do_not_recompile():

@@ -51,9 +51,10 @@ def clip_by_global_norm(max_norm: jax.typing.ArrayLike) -> optax.GradientTransfo
                                           1 & \text{otherwise} \end{cases}
 
   A threshold :math:`c \le 0` or :math:`c = \infty` switches clipping off. The choice is made
-  with `jnp.where`, not in Python, so `max_norm` may be a tracer (one compiled program serves
-  clipped and unclipped points of a sweep); when not clipping, the updates are multiplied by
-  exactly 1.0 and so returned bit for bit. NaN or infinite gradients are left as they are.
+  with `lax.cond`, not in Python, so `max_norm` may be a tracer (one compiled program serves
+  clipped and unclipped points of a sweep; switched off, the norm is not computed unless the
+  threshold is vmapped); when not clipping, the updates are returned bit for bit. NaN or
+  infinite gradients are left as they are.
 
   Args:
     max_norm: the threshold :math:`c`: a number, an array or a tracer; not NaN.
@@ -76,9 +77,16 @@ def clip_by_global_norm(max_norm: jax.typing.ArrayLike) -> optax.GradientTransfo
   def update_fn(updates, state, params=None):
     del params
     threshold = jnp.asarray(max_norm)
-    norm = global_norm(updates)
-    clip = (threshold > 0) & (threshold < jnp.inf) & (norm > threshold)
-    factor = jnp.where(clip, threshold / jnp.where(clip, norm, 1.0), 1.0)
-    return jax.tree.map(lambda g: g * factor.astype(g.dtype), updates), state
+
+    def clipped(updates):
+      norm = global_norm(updates)
+      clip = norm > threshold
+      factor = jnp.where(clip, threshold / jnp.where(clip, norm, 1.0), 1.0)
+      return jax.tree.map(lambda g: g * factor.astype(g.dtype), updates)
+
+    # Off, a step computes no norm (a pass over the gradients that cost a small model's step a
+    # tenth, benchmarks/README.md); a threshold vmapped over points makes the cond a select.
+    on = (threshold > 0) & (threshold < jnp.inf)
+    return jax.lax.cond(on, clipped, lambda updates: updates, updates), state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)

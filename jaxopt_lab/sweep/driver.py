@@ -7,7 +7,8 @@ For each group (one combination of structural factors) the driver builds the tas
                             `sweep.data_parallel` > 1)
       lax.map over slices of the device's points      (bounds activation memory)
         vmap over the points of a slice
-          lax.scan over a chunk of steps
+          train.scan_chunk: lax.scan over a chunk's steps but the last, then the last (the
+                            one that computes the log-step metrics)
             train.train_step, guarded for divergence
 
 so all points of the group share one compilation (per chunk length), whatever their number.
@@ -61,12 +62,16 @@ class Population(NamedTuple):
 
 def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict,
                     data_axis: str | None = None):
-  """`train.train_step` of one point, wrapped so that a diverged point freezes."""
+  """`train.train_step` of one point, wrapped so that a diverged point freezes.
+
+  `point_step(pop, batch, hparams, log=False)`: `log` as `train_step`'s (the log-step metrics);
+  divergence is checked on every step's loss, and a frozen point's metrics are NaN.
+  """
   train_step = train.make_train_step(task, config, data_axis)
   factor = float(config.sweep.diverge_factor)
 
-  def point_step(pop: Population, batch, hparams):
-    state, metrics = train_step(pop.state, batch, hparams)
+  def point_step(pop: Population, batch, hparams, log=False):
+    state, metrics = train_step(pop.state, batch, hparams, log)
     loss = metrics["loss"]
     initial = jnp.where(pop.state.step == 0, loss, pop.initial_loss).astype(jnp.float32)
     bad = ~jnp.isfinite(loss)
@@ -105,16 +110,14 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   batch_spec = P(None, None, "data")
 
   def chunk_local(pop, hparams, replicate, batches):
-    # Scan over the steps of the shared batches and pick the point's seed inside the step:
-    # under vmap the pick copies one step's batch per point (it stays in cache), not the whole
-    # chunk's (benchmarks/README.md: 1.6x at 128 classic points).
-    by_step = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), batches)  # [steps, seeds, ...]
-
+    # Pick the point's seed and step of the shared batches inside the step: under vmap the pick
+    # copies one step's batch per point (it stays in cache), not the whole chunk's
+    # (benchmarks/README.md: 1.6x at 128 classic points).
     def one_point(p, hp, r):
-      def body(carry, batch):
-        return point_step(carry, jax.tree.map(lambda x: x[r], batch), hp)
+      def step_at(carry, i, log):
+        return point_step(carry, jax.tree.map(lambda x: x[r, i], batches), hp, log)
 
-      return jax.lax.scan(body, p, by_step)
+      return train.scan_chunk(step_at, p, jax.tree.leaves(batches)[0].shape[1])
 
     return _by_slices(one_point, width, pop, hparams, replicate)
 
