@@ -98,6 +98,14 @@ CASES = [
     ("hyperband_grid", "sweep.py", [SWEEP, "--config.sweep.design=hyperband", "--cpu_devices=1"],
      "sweep.adaptive.initial: 'grid' cannot start the 'hyperband' design (hyperband draws each "
      "bracket's points); choices: random, sobol, lhs.", "run"),
+    ("pbt_range", "sweep.py", [SWEEP, "--config.sweep.design=pbt",
+                               "--config.sweep.adaptive.interval=10",
+                               # doubled braces: the arguments pass through str.format
+                               "--config.sweep.factors={{'learning_rate': {{'values': [0.01, "
+                               "0.1]}}, 'b1': {{'scale': 'linear', 'low': 0.5, 'high': 1.2, "
+                               "'num': 2}}}}",
+                               "--cpu_devices=1"],
+     "sweep.factors.b1.high: b1 of optimizer 'adam' must be in [0, 1), got 1.2", "run"),
     ("sweep_not_python", "sweep.py", ["--config=README.md"],
      "--config: README.md line 3: not a valid Python config file", "new"),
     # A single run's directory is a one-point experiment (tests/test_expdir.py); none is refused.

@@ -53,7 +53,6 @@ import ml_collections
 import numpy as np
 
 from jaxopt_lab import expdir
-from jaxopt_lab.optim import factory
 from jaxopt_lab.sweep import space as space_lib
 from jaxopt_lab.sweep import stages
 
@@ -76,30 +75,6 @@ def _import_optuna() -> Any:
   except ImportError as e:
     raise ValueError(f"sweep.design: 'optuna' needs the optional extra: {INSTALL}") from e
   return optuna
-
-
-def _optimizer_names(sweep_space: space_lib.Space, config: ml_collections.ConfigDict) -> list:
-  """The optimizers the sweep trains: the `optimizer` factor's values, or `optimizer.name`."""
-  for factor in sweep_space.grouping:
-    if factor.name == "optimizer":
-      return list(factor.values)
-  return [config.optimizer.name]
-
-
-def _check_ranges(factors: Sequence[space_lib.Factor], config: ml_collections.ConfigDict,
-                  sweep_space: space_lib.Space) -> None:
-  """Every value the search may propose is valid: both ends of each range (or every listed
-  value) lie in the valid range the optimizers declare (a range is an interval)."""
-  for name in _optimizer_names(sweep_space, config):
-    declared = {v.name: v for v in (*factory.resolve(name).values, *factory.COMMON_VALUES)}
-    for factor in factors:
-      if factor.name not in declared:
-        continue  # the driver names the optimizer that lacks it
-      ends = factor.values if factor.values is not None else (factor.low, factor.high)
-      fields = ("values",) * len(ends) if factor.values is not None else ("low", "high")
-      for field, x in zip(fields, ends, strict=True):
-        declared[factor.name].check(
-            x, f"sweep.factors.{factor.name}.{field}: {factor.name} of optimizer {name!r}")
 
 
 def _check_packages(sampler: str) -> None:
@@ -132,7 +107,7 @@ def search_factors(config: ml_collections.ConfigDict) -> tuple[space_lib.Factor,
     raise ValueError(f"sweep.adaptive.batch: 'cmaes' runs one CMA-ES generation of `batch` "
                      f"points per round and needs batch >= {CMAES_MIN_BATCH}, got {batch}.")
   _check_packages(sampler)
-  _check_ranges(sweep_space.vmapped, config, sweep_space)
+  space_lib.check_ranges(sweep_space, config.optimizer.name)
   return sweep_space.vmapped
 
 

@@ -114,6 +114,7 @@ def validate(config: Any) -> Settings:
                      f"got {members}; sweep a vmapped value factor over 2 or more values (or "
                      "sweep.num_points >= 2 with a random initial design).")
   parsed = space.parse_space(config.sweep)
+  space.check_ranges(parsed, config.optimizer.name)  # explore may go anywhere in a range
   return Settings(int(interval), float(fraction), tuple(float(p) for p in perturb),
                   float(resample), steps, parsed.seed, parsed.vmapped)
 

@@ -520,6 +520,25 @@ def parse_space(sweep_cfg: Any) -> Space:
                value_names, _adaptive_ints(sweep_cfg, design))
 
 
+def check_ranges(sweep_space: Space, optimizer: str) -> None:
+  """Raises ValueError when a value an adaptive design may propose is invalid: both ends of each
+  vmapped factor's range (or each listed value) must lie in the valid range that every optimizer
+  of the sweep (the `optimizer` factor's values, else `optimizer`) declares (a range is an
+  interval, so its ends decide)."""
+  names = next((list(f.values) for f in sweep_space.grouping if f.name == "optimizer"),
+               [optimizer])
+  for name in names:
+    declared = {v.name: v for v in (*factory.resolve(name).values, *factory.COMMON_VALUES)}
+    for factor in sweep_space.vmapped:
+      if factor.name not in declared:
+        continue  # the driver names the optimizer that lacks it
+      ends = factor.values if factor.values is not None else (factor.low, factor.high)
+      fields = ("values",) * len(ends) if factor.values is not None else ("low", "high")
+      for field, x in zip(fields, ends, strict=True):
+        declared[factor.name].check(
+            x, f"sweep.factors.{factor.name}.{field}: {factor.name} of optimizer {name!r}")
+
+
 # The `sweep.adaptive` integers each design's points depend on, with their least valid value.
 _ADAPTIVE_INTS = {"hyperband": {"eta": 2, "min_steps": 0, "brackets": 0},
                   "optuna": {"rounds": 1, "batch": 1}}
