@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from jaxopt_lab import expdir, files
-from jaxopt_lab.analysis import adaptive
+from jaxopt_lab.analysis import adaptive, lineage
 from jaxopt_lab.analysis.document import Document, to_markdown
 
 COLUMNS = [*expdir.STAGES_COLUMNS, "hp_learning_rate", "hp_b1"]
@@ -69,18 +69,18 @@ def test_pbt_compute_lineage_and_schedules(tmp_path):
   assert [(s.stage, s.begin, s.end, s.points, s.point_steps, s.exploits) for s in c.stages] == [
       (0, 0, 10, 4, 40, 0), (1, 10, 20, 4, 40, 1), (2, 20, 30, 4, 40, 1)]
   assert (c.spent, c.points, c.steps, c.grid, c.share) == (120, 4, 30, 120, 1.0)
-  roots = adaptive.roots(stages, "all")
+  roots = lineage.roots(stages, "all")
   assert roots[(1, 3)] == 0 and roots[(2, 3)] == 0 and roots[(2, 2)] == 1
   assert roots[(2, 0)] == 0 and roots[(0, 2)] == 2
-  assert adaptive.explored(stages) == ["learning_rate"]  # b1 never changed
+  assert lineage.explored(stages) == ["learning_rate"]  # b1 never changed
 
-  fig = adaptive.lineage(stages)
+  fig = lineage.lineage(stages)
   ax = fig.axes[0]
   dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
   # One dot per exploit: at step 10 on point 3 (y 3), at step 20 on point 2 (y 2).
   assert sorted((line.get_xdata()[0], line.get_ydata()[0]) for line in dots) == [(10, 3),
                                                                                   (20, 2)]
-  fig = adaptive.schedules(stages, {"sweep": {"factors": {"learning_rate": {"scale": "log"}}}})
+  fig = lineage.schedules(stages, {"sweep": {"factors": {"learning_rate": {"scale": "log"}}}})
   ax = fig.axes[0]
   assert ax.get_yscale() == "log"
   # Point 3's schedule: 1.0 on 0-10 (its own), then 0.125 from point 0's lineage; the riser
@@ -93,7 +93,7 @@ def test_pbt_compute_lineage_and_schedules(tmp_path):
 
   doc = Document()
   figures, tables = adaptive.section(doc, tmp_path)
-  assert set(figures) == {adaptive.LINEAGE_FIGURE, adaptive.SCHEDULES_FIGURE}
+  assert set(figures) == {lineage.LINEAGE_FIGURE, lineage.SCHEDULES_FIGURE}
   assert all(png.startswith(b"\x89PNG") for png in figures.values())
   columns, rows = tables["adaptive_compute.csv"]
   assert columns == adaptive.COMPUTE_COLUMNS
@@ -108,7 +108,7 @@ def test_pbt_compute_lineage_and_schedules(tmp_path):
           for r in rows] == [("1", "1", "0.01", "0.3"), ("2", "1", "0.008", "0.4"),
                              ("0", "0", "0.1", "0.5"), ("3", "0", "0.125", "")]
   assert "| all | 2 | 1 | 0.008 | 0.4 |" in text
-  assert f"]({adaptive.LINEAGE_FIGURE})" in text and f"]({adaptive.SCHEDULES_FIGURE})" in text
+  assert f"]({lineage.LINEAGE_FIGURE})" in text and f"]({lineage.SCHEDULES_FIGURE})" in text
 
 
 def test_successive_halving_compute_and_last_rungs(tmp_path):
@@ -128,7 +128,7 @@ def test_successive_halving_compute_and_last_rungs(tmp_path):
   ends = [(p.point, p.last_stage, p.last_end, p.status, p.steps) for p in last[:9]]
   assert ends == [(0, 2, 27, "ok", 27.0), (1, 1, 9, "stopped", 9.0), (2, 1, 9, "stopped", 9.0)] + [
       (p, 0, 3, "stopped", 3.0) for p in range(3, 9)]
-  assert adaptive.explored(stages) == []
+  assert lineage.explored(stages) == []
 
   doc = Document()
   figures, tables = adaptive.section(doc, tmp_path)

@@ -19,7 +19,7 @@ from small_configs import classic_config
 from workdir_faults import interrupt_after_flush
 
 from jaxopt_lab import checkpoints, expdir, files, train
-from jaxopt_lab.analysis import adaptive, document
+from jaxopt_lab.analysis import adaptive, document, lineage
 from jaxopt_lab.optim import factory, registry
 from jaxopt_lab.sweep import design, driver, pbt, space, staged
 
@@ -305,7 +305,7 @@ def test_pbt_runs_end_to_end_from_the_sweep_script(tmp_path):
   # The report's section reads the run: PBT trains every point to the end (8 x 30 steps).
   doc = document.Document()
   figures, tables = adaptive.section(doc, workdir)
-  assert set(figures) == {adaptive.LINEAGE_FIGURE, adaptive.SCHEDULES_FIGURE}
+  assert set(figures) == {lineage.LINEAGE_FIGURE, lineage.SCHEDULES_FIGURE}
   total = tables["adaptive_compute.csv"][1][-1]
   assert (total["points"], total["point_steps"], total["exploits"]) == ("8", "240", "4")
   assert len(tables["adaptive_population.csv"][1]) == 8

@@ -11,8 +11,8 @@ gives:
   of the same points would have spent (points x train.steps);
 * `last_stages`: each point's last stage, with the status and steps of summary.csv (successive
   halving and Hyperband stop points early: status 'stopped');
-* `lineage` and `schedules`: PBT's figures, whose state each point continued from and each
-  explored hyperparameter's value over the steps;
+* PBT's figures (`analysis.lineage`): whose state each point continued from and each explored
+  hyperparameter's value over the steps;
 * `section`: all of it added to a report `Document`, with its figures and tables.
 
 No JAX: it reads files only.
@@ -27,10 +27,9 @@ import os
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from jaxopt_lab import expdir
-from jaxopt_lab.analysis import plots
+from jaxopt_lab.analysis import lineage, plots
 from jaxopt_lab.analysis.document import Document, cell, fmt
 
 # Designs whose stages stop points early (rungs) and the one whose stages copy states (lineage).
@@ -38,8 +37,6 @@ RUNG_DESIGNS = ("successive_halving", "hyperband")
 LINEAGE_DESIGNS = ("pbt",)
 COMPUTE_COLUMNS = ["group", "stage", "begin", "end", "points", "point_steps", "exploits", "note"]
 POINT_COLUMNS = ["group", "point", "last_stage", "last_end", "status", "steps"]
-LINEAGE_FIGURE = "lineage.png"
-SCHEDULES_FIGURE = "schedules.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,128 +191,6 @@ def last_stages(stages: Stages, summary: list[dict[str, str]]) -> list[LastStage
   return out
 
 
-def roots(stages: Stages, group: str) -> dict[tuple[int, int], int]:
-  """(stage, point) -> the point whose fresh start the state descends from (following sources
-  back through the stages of `group`)."""
-  root: dict[tuple[int, int], int] = {}
-  previous: dict[int, int] = {}  # point -> root at the end of the last stage
-  for k in sorted(set(stages.stage[stages.rows(group)].tolist())):
-    now = {}
-    for i in stages.rows(group, k):
-      p, s = int(stages.point[i]), int(stages.source[i])
-      now[p] = p if s < 0 else previous.get(s, s)
-      root[(k, p)] = now[p]
-    previous = previous | now
-  return root
-
-
-def explored(stages: Stages) -> list[str]:
-  """The value factors whose value changes over a point's stages (PBT's explore moved them)."""
-  out = []
-  for name, values in stages.hparams.items():
-    for group in stages.groups:
-      rows = stages.rows(group)
-      points = stages.point[rows]
-      if any(np.unique(values[rows][points == p]).size > 1 for p in np.unique(points)):
-        out.append(name)
-        break
-  return out
-
-
-def _colors(points: list[int]) -> dict[int, Any]:
-  """A colour per point (by its position among the group's points)."""
-  from matplotlib import colormaps  # noqa: PLC0415
-
-  cmap = colormaps["tab10" if len(points) <= 10 else "tab20"]
-  return {p: cmap(i % cmap.N) for i, p in enumerate(points)}
-
-
-def lineage(stages: Stages) -> Figure | None:
-  """Whose state each point continued from: one line per point over the steps (coloured by the
-  point its state descends from), a connector and a dot where it took another point's state."""
-  groups = [g for g in stages.groups if stages.rows(g).size]
-  if not groups:
-    return None
-  fig = Figure(figsize=(8.0, 1.0 + 0.28 * max(len(set(stages.point[stages.rows(g)].tolist()))
-                                                  for g in groups) * len(groups)),
-               layout="constrained")
-  for j, group in enumerate(groups):
-    ax = fig.add_subplot(len(groups), 1, j + 1)
-    rows = stages.rows(group)
-    points = sorted(set(stages.point[rows].tolist()))
-    y = {p: i for i, p in enumerate(points)}
-    colors = _colors(points)
-    root = roots(stages, group)
-    marked = False
-    for i in rows:
-      k, p, s = int(stages.stage[i]), int(stages.point[i]), int(stages.source[i])
-      b, e = int(stages.begin[i]), int(stages.end[i])
-      ax.plot([b, e], [y[p], y[p]], "-", color=colors[root[(k, p)]], lw=2.5,
-              solid_capstyle="butt")
-      if s >= 0 and s != p and s in y:
-        ax.plot([b, b], [y[s], y[p]], "-", color="0.4", lw=0.8)
-        ax.plot([b], [y[p]], "o", color=colors[root[(k, p)]], mec="black", mew=0.6, ms=5)
-        marked = True
-    ax.set_yticks(range(len(points)), [str(p) for p in points], fontsize=7)
-    ax.set_ylim(-0.7, len(points) - 0.3)
-    ax.set_ylabel("point")
-    ax.set_title(group, fontsize=9)
-    ax.grid(True, axis="x", alpha=0.3)
-  ax.set_xlabel("step")
-  fig.suptitle("Lineage: each point's state over the steps, coloured by the point it descends "
-               "from" + ("\n(a dot: its state was copied from the point at the connector's "
-                         "other end)" if marked else ""), fontsize=9)
-  return fig
-
-
-def _log_scale(name: str, values: np.ndarray, config: dict[str, Any]) -> bool:
-  """Log where the sweep declared 'log' for the factor; else where positive values span a
-  decade (a factor given by values)."""
-  spec = config.get("sweep", {}).get("factors", {}).get(name, {})
-  scale = spec.get("scale") if isinstance(spec, dict) else None
-  if scale is not None:
-    return scale == "log"
-  v = values[np.isfinite(values)]
-  return bool(v.size > 1 and np.all(v > 0) and v.max() / v.min() >= 10)
-
-
-def schedules(stages: Stages, config: dict[str, Any]) -> Figure | None:
-  """Each explored hyperparameter's value over the steps, one step line per point (coloured as
-  in `lineage`, by the point its state descends from)."""
-  names = explored(stages)
-  if not names:
-    return None
-  groups = stages.groups
-  fig = Figure(figsize=(max(6.0, 4.5 * len(names)), 3.2 * len(groups)), layout="constrained")
-  for j, group in enumerate(groups):
-    rows = stages.rows(group)
-    points = sorted(set(stages.point[rows].tolist()))
-    colors = _colors(points)
-    root = roots(stages, group)
-    for n, name in enumerate(names):
-      ax = fig.add_subplot(len(groups), len(names), j * len(names) + n + 1)
-      values = stages.hparams[name]
-      for p in points:
-        mine = rows[stages.point[rows] == p]
-        previous = None
-        for i in mine[np.argsort(stages.begin[mine], kind="stable")]:
-          color = colors[root[(int(stages.stage[i]), p)]]
-          b, e, v = int(stages.begin[i]), int(stages.end[i]), values[i]
-          ax.plot([b, e], [v, v], "-", lw=1.4, color=color, solid_capstyle="butt")
-          if previous is not None and previous != v:  # explore moved it: a dotted riser
-            ax.plot([b, b], [previous, v], ":", lw=0.9, color=color)
-          previous = v
-      if _log_scale(name, values[rows], config):
-        ax.set_yscale("log")
-      ax.set_xlabel("step")
-      ax.set_ylabel(name)
-      ax.set_title(group if len(groups) > 1 else name, fontsize=9)
-      ax.grid(True, which="both", alpha=0.3)
-  fig.suptitle("Explored values over the steps, per point (colour: the point its state "
-               "descends from)", fontsize=10)
-  return fig
-
-
 def _read_json(path: str) -> dict[str, Any]:
   if not os.path.isfile(path):
     return {}
@@ -347,38 +222,6 @@ def point_rows(points: list[LastStage]) -> list[dict[str, str]]:
   return [{"group": p.group, "point": fmt(p.point), "last_stage": fmt(p.last_stage),
            "last_end": fmt(p.last_end), "status": p.status, "steps": fmt(p.steps)}
           for p in points]
-
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-  """A point of PBT's final population: where its state came from and what it ended with."""
-
-  group: str
-  point: int
-  root: int  # the point whose fresh start its final state descends from
-  values: dict[str, float]  # value factor -> its value in the last stage
-  valid: float  # summary.csv final_valid_<metric> (NaN without it)
-
-
-def population(stages: Stages, summary: list[dict[str, str]], metric: str,
-               mode: str = "min") -> list[Member]:
-  """The points of each group's last stage, best final valid `metric` first (by `mode`, 'min'
-  or 'max'; NaN last)."""
-  column = f"final_valid_{metric}"
-  valid = {int(r["point"]): float(r[column]) if r.get(column, "").strip() else np.nan
-           for r in summary if r.get("point", "").strip()}
-  out = []
-  for group in stages.groups:
-    rows = stages.rows(group)
-    last = int(stages.stage[rows].max())
-    root = roots(stages, group)
-    members = [Member(group, int(stages.point[i]), root[(last, int(stages.point[i]))],
-                      {n: float(v[i]) for n, v in stages.hparams.items()},
-                      valid.get(int(stages.point[i]), np.nan))
-               for i in stages.rows(group, last)]
-    sign = -1.0 if mode == "max" else 1.0
-    out += sorted(members, key=lambda m: (np.isnan(m.valid), sign * m.valid))
-  return out
 
 
 def section(doc: Document, workdir: str | os.PathLike
@@ -430,8 +273,8 @@ def section(doc: Document, workdir: str | os.PathLike
                for (g, end), ps in sorted(ends.items())])
 
   if design in LINEAGE_DESIGNS:
-    for name, fig in ((LINEAGE_FIGURE, lineage(stages)),
-                      (SCHEDULES_FIGURE, schedules(stages, config))):
+    for name, fig in ((lineage.LINEAGE_FIGURE, lineage.lineage(stages)),
+                      (lineage.SCHEDULES_FIGURE, lineage.schedules(stages, config))):
       if fig is not None:
         figures[name] = plots.png(fig)
     exploits = sum(s.exploits for s in c.stages)
@@ -440,18 +283,20 @@ def section(doc: Document, workdir: str | os.PathLike
              "with its hyperparameters, then explore changed the swept values inside their "
              "declared ranges. A point's row in summary.csv holds the values it started with; "
              "those it ended with are below (and in `adaptive_population.csv`).")
-    if LINEAGE_FIGURE in figures:
-      doc.figure(LINEAGE_FIGURE, "Lineage: a dot where a point continued from another point's "
-                 "state (the connector leads to it); colour: the point the state descends from.")
-    if SCHEDULES_FIGURE in figures:
-      doc.figure(SCHEDULES_FIGURE, "Hyperparameter schedules that explore produced, per point.")
+    if lineage.LINEAGE_FIGURE in figures:
+      doc.figure(lineage.LINEAGE_FIGURE,
+                 "Lineage: a dot where a point continued from another point's state (the "
+                 "connector leads to it); colour: the point the state descends from.")
+    if lineage.SCHEDULES_FIGURE in figures:
+      doc.figure(lineage.SCHEDULES_FIGURE,
+                 "Hyperparameter schedules that explore produced, per point.")
     else:
       doc.para("No hyperparameter changed over the stages.")
     metric = config.get("sweep", {}).get("metric", "loss")
     mode = (run.get("metric_modes") or {}).get(metric) or expdir.DEFAULT_METRIC_MODES.get(
         metric, "min")
-    pop = population(stages, summary, metric, mode)
-    names = explored(stages)
+    pop = lineage.population(stages, summary, metric, mode)
+    names = lineage.explored(stages)
     columns = ["group", "point", "descends_from", *names, f"final_valid_{metric}"]
     table = [{"group": p.group, "point": fmt(p.point), "descends_from": fmt(p.root),
               **{n: fmt(p.values[n]) for n in names}, f"final_valid_{metric}": fmt(p.valid)}
