@@ -83,12 +83,14 @@ def test_log_step_metrics_come_from_the_last_step_and_match_optax():
 def test_new_hyperparameter_values_do_not_recompile():
   config = classic_config()
   task, hparams, state = _setup(config)
-  run = jax.jit(train.scan_steps(train.make_train_step(task, config)))
   batches = task.train_batches(0, 0, 3)
+  # One executable, compiled ahead of time (it cannot recompile): new values run through it, and
+  # change the result, so they are arguments of the program, not constants baked into it.
+  run = jax.jit(train.scan_steps(train.make_train_step(task, config))).lower(
+      state, batches, hparams).compile()
   out_a, _ = run(state, batches, hparams)
   other = dict(hparams, learning_rate=np.float32(0.5), b1=np.float32(0.5))
   out_b, _ = run(state, batches, other)
-  assert run._cache_size() == 1
   changed = [not np.allclose(a, b) for a, b in
              zip(jax.tree.leaves(out_a.params), jax.tree.leaves(out_b.params), strict=True)]
   assert all(changed)
