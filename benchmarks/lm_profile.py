@@ -43,7 +43,8 @@ _TOP = flags.DEFINE_integer("top", 8, "also print the slowest ops of each framew
 CLASSES = (
     "matmul qkv", "matmul attention scores (QK^T)", "matmul attention x values", "matmul out proj",
     "matmul MLP up", "matmul MLP down", "matmul MLP (up + down)", "matmul logits (tied head)",
-    "attention fused (SDPA)", "attention softmax / mask / scale", "GELU", "norms (RMSNorm)",
+    "attention fused (SDPA)", "attention softmax / mask / scale",
+    "attention head split / merge (copies)", "GELU", "norms (RMSNorm)",
     "embedding gather / scatter", "cross-entropy", "residual adds", "optimizer (clip + AdamW)",
     "other (copies, transposes, ...)",
 )
@@ -57,6 +58,8 @@ _SOURCE = (
     ("softmax", "attention softmax / mask / scale"),
     ("jnp.where(causal", "attention softmax / mask / scale"),
     ("math.sqrt(size)", "attention softmax / mask / scale"),
+    ("qkv[:, :, ", "attention head split / merge (copies)"),
+    (".reshape(batch, time", "attention head split / merge (copies)"),
     ("gelu", "GELU"), ("_norm(", "norms (RMSNorm)"), ("jnp.take(", "embedding gather / scatter"),
     ("pos_embed", "embedding gather / scatter"), ("logsumexp", "cross-entropy"),
     ("take_along_axis", "cross-entropy"), (".mean()", "cross-entropy"),
