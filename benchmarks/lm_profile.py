@@ -50,9 +50,9 @@ CLASSES = (
 )
 # The source expression (transformer.py, tasks.py) an HLO instruction comes from -> class.
 _SOURCE = (
-    ("self.qkv(", "matmul qkv"), ("'btnh,bsnh->bnts'", "matmul attention scores (QK^T)"),
-    ("'bnts,bsnh->btnh'", "matmul attention x values"), ("self.out(", "matmul out proj"),
-    ("self.down(", "matmul MLP down"), ("self.up(", "matmul MLP up"),
+    ("self.qkv", "matmul qkv"), ("'btnh,bsnh->bnts'", "matmul attention scores (QK^T)"),
+    ("'bnts,bsnh->btnh'", "matmul attention x values"), ("self.out", "matmul out proj"),
+    ("self.down", "matmul MLP down"), ("self.up", "matmul MLP up"),
     ("attend(", "matmul logits (tied head)"),
     ("dot_product_attention", "attention fused (SDPA)"),
     ("softmax", "attention softmax / mask / scale"),
@@ -67,11 +67,13 @@ _SOURCE = (
 )
 
 
-def _classify_source(text: str, is_dot: bool) -> str | None:
-  """The class of a source expression; a matmul class only for a dot."""
-  for key, cls in _SOURCE:
-    if key in text and (is_dot or not cls.startswith("matmul")):
-      return cls
+def _classify_source(exprs: tuple[str, ...], is_dot: bool) -> str | None:
+  """The class of the innermost of `exprs` (source expressions, innermost first) that names a
+  class; a matmul class only for a dot."""
+  for text in exprs:
+    found = [cls for key, cls in _SOURCE if key in text]
+    if found:  # the innermost expression we know decides (a helper's own lines do not)
+      return next((cls for cls in found if is_dot or not cls.startswith("matmul")), None)
   return None
 
 
@@ -106,8 +108,17 @@ def _parse_hlo(text: str):
     except (OSError, IndexError):
       expr = ""
     locations[k] = (os.path.basename(path), expr)
-  frames = {k: locations.get(int(re.search(r"file_location_id=(\d+)", v).group(1)), ("", ""))
-            for k, v in tables.get("StackFrames", {}).items()}
+  parents, own = {}, {}
+  for k, v in tables.get("StackFrames", {}).items():
+    own[k] = locations.get(int(re.search(r"file_location_id=(\d+)", v).group(1)), ("", ""))
+    parents[k] = int(re.search(r"parent_frame_id=(\d+)", v).group(1))
+  frames = {}  # frame -> its expressions, innermost first (a helper's line, then its caller's)
+  for k in own:
+    chain, f = [], k
+    while f in own and own[f] not in chain:
+      chain.append(own[f])
+      f = parents[f] if parents[f] != f else None
+    frames[k] = tuple(expr for _, expr in chain)
   instructions = {}
   comp = None
   for line in lines:
@@ -115,13 +126,16 @@ def _parse_hlo(text: str):
     if m:
       comp = m.group(1)
       continue
-    m = re.match(r"^\s+(?:ROOT )?%(\S+) = \S+(?:\{[^}]*\})? ([\w-]+)\(", line)
+    m = re.match(r"^\s+(?:ROOT )?%(\S+) = (\S+?)(?:\{[^}]*\})? ([\w-]+)\(([^)]*)\)", line)
     if m and comp:
       op_name = re.search(r'op_name="([^"]*)"', line)
       frame = re.search(r"stack_frame_id=(\d+)", line)
       calls = re.findall(r"(?:calls|to_apply|body|condition)=%([\w.-]+)", line)
-      instructions[m.group(1)] = (comp, m.group(2), op_name.group(1) if op_name else "",
-                                  frames.get(int(frame.group(1))) if frame else None, calls)
+      dims = {int(d) for d in re.findall(r"\d+", m.group(2).split("[", 1)[-1])}
+      operands = re.findall(r"%([\w.-]+)", m.group(4))
+      instructions[m.group(1)] = (comp, m.group(3), op_name.group(1) if op_name else "",
+                                  frames.get(int(frame.group(1))) if frame else None, calls,
+                                  dims, operands)
   return instructions
 
 
@@ -147,15 +161,18 @@ def _classify_hlo(name: str, instructions) -> str:
   for m in members:
     if m[3] is None:
       continue
-    cls = _classify_source(m[3][1], is_dot and m[1] == "dot")
+    cls = _classify_source(m[3], is_dot and m[1] == "dot")
     if cls:
       votes[cls] += 1
   if is_dot:
     dots = [m for m in members if m[1] == "dot" and m[3]]
     for m in dots:
-      cls = _classify_source(m[3][1], True)
+      cls = _classify_source(m[3], True)
       if cls:
         return cls
+    for m in dots:  # a dot in a helper of ours (`transformer.linear`): its layer by its shapes
+      return _matmul_by_dims(m[5].union(*(instructions[o][5] for o in m[6]
+                                          if o in instructions)))
   if votes:
     return votes.most_common(1)[0][0]
   return "other (copies, transposes, ...)"
@@ -239,8 +256,8 @@ _TORCH_BACKWARD = (
 )
 
 
-def _torch_matmul(shapes) -> str:
-  dims = {d for s in shapes for d in (s or ())}
+def _matmul_by_dims(dims: set[int]) -> str:
+  """The projection of lm_tiny a matmul's operand and result dimensions belong to."""
   if 384 in dims:
     return "matmul qkv"
   if 512 in dims:
@@ -309,7 +326,7 @@ def profile_torch(steps: int, threads: int) -> tuple[float, dict, list]:
     if phase == "opt" or e.name.startswith("Optimizer"):
       cls, phase = "optimizer (clip + AdamW)", ""
     elif e.name in ("aten::mm", "aten::addmm", "aten::bmm") and "SDPA" not in node:
-      cls = _torch_matmul(e.input_shapes)
+      cls = _matmul_by_dims({d for shape in e.input_shapes for d in (shape or ())})
     elif "scaled_dot_product" in e.name or "ScaledDotProduct" in node:
       cls = "attention fused (SDPA)"
     elif phase == "bwd":
