@@ -14,7 +14,7 @@ Times are per step, summed over the op events: XLA's thunk executor may run two 
 two threads, so its sum can exceed the wall time (both are printed).
 
   python -m benchmarks.lm_profile --threads=2
-  taskset -c 0 python -m benchmarks.lm_profile --threads=1
+  python -m benchmarks.lm_profile --threads=1   # pins itself to one core
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def _classify_source(exprs: tuple[str, ...], is_dot: bool) -> str | None:
 
 
 def _parse_hlo(text: str):
-  """The instructions of an HLO module's text: `{name: (computation, op, op_name, frame, calls)}`
-  and the innermost source expression of every stack frame."""
+  """The instructions of an HLO module's text: `{name: (computation, op, op_name, source
+  expressions innermost first, called computations, result dims, operand names)}`."""
   lines = text.splitlines()
   tables: dict[str, dict[int, str]] = {}
   section = None
@@ -141,9 +141,6 @@ def _parse_hlo(text: str):
 
 def _classify_hlo(name: str, instructions) -> str:
   """The class of the entry-level instruction `name` from the instructions it runs."""
-  by_comp = collections.defaultdict(list)
-  for inst in instructions.values():
-    by_comp[inst[0]].append(inst)
   todo, seen, members = [name], set(), []
   while todo:
     n = todo.pop()
@@ -170,7 +167,7 @@ def _classify_hlo(name: str, instructions) -> str:
       cls = _classify_source(m[3], True)
       if cls:
         return cls
-    for m in dots:  # a dot in a helper of ours (`transformer.linear`): its layer by its shapes
+    for m in dots:  # a dot in our helper `transformer.dense_matmul`: its layer by its shapes
       return _matmul_by_dims(m[5].union(*(instructions[o][5] for o in m[6]
                                           if o in instructions)))
   if votes:

@@ -152,7 +152,7 @@ def _dense(n_in: int, n_out: int, cfg: TransformerConfig, std: float, rngs: nnx.
 
 
 @jax.custom_vjp
-def linear(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def dense_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """``x @ kernel`` [..., in] x [in, out] whose kernel gradient is computed as ``(g^T x)^T``.
 
   The same values as ``x @ kernel`` and its gradients (up to the order of a sum). For the kernel
@@ -176,14 +176,14 @@ def _linear_bwd(residuals, g):
   return g @ kernel.T, kernel_grad_t.T.astype(kernel.dtype)
 
 
-linear.defvjp(_linear_fwd, _linear_bwd)
+dense_matmul.defvjp(_linear_fwd, _linear_bwd)
 
 
 def _project(layer: nnx.Linear, x: jax.Array) -> jax.Array:
-  """``layer(x)`` (no bias), through ``linear`` on a CPU (measured there only)."""
+  """``layer(x)`` (no bias), through ``dense_matmul`` on a CPU (measured there only)."""
   if jax.default_backend() != 'cpu':
     return layer(x)
-  return linear(x.astype(layer.dtype), layer.kernel[...].astype(layer.dtype))
+  return dense_matmul(x.astype(layer.dtype), layer.kernel[...].astype(layer.dtype))
 
 
 def apply_rope(x: jax.Array, base: float = 10000.0, start: jax.typing.ArrayLike = 0) -> jax.Array:
