@@ -296,3 +296,22 @@ def test_bad_transformer_inputs(lm):
     model.apply(params, _tokens((1, 17)))
   with pytest.raises(ValueError, match=r'model: unknown field\(s\) hiden'):
     models.transformer_from_config({**SMALL, 'hiden': 3})
+
+
+def test_dense_matmul_gradients_are_the_matmul_s():
+  # Its custom kernel gradient (g^T x)^T against NumPy's closed form x^T g, and under vmap over
+  # kernels (a sweep's points) against a loop.
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 5, 4)).astype(np.float32)
+  kernels = rng.normal(size=(2, 4, 6)).astype(np.float32)
+  g = rng.normal(size=(3, 5, 6)).astype(np.float32)
+  y, vjp = jax.vjp(models.dense_matmul, jnp.asarray(x), jnp.asarray(kernels[0]))
+  dx, dk = vjp(jnp.asarray(g))
+  np.testing.assert_allclose(y, x @ kernels[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(dx, g @ kernels[0].T, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dk, x.reshape(-1, 4).T @ g.reshape(-1, 6), rtol=1e-5, atol=1e-5)
+  loss = lambda k: (models.dense_matmul(jnp.asarray(x), k) * g).sum()  # noqa: E731
+  batched = jax.vmap(jax.grad(loss))(jnp.asarray(kernels))
+  for i in range(2):
+    np.testing.assert_allclose(batched[i], x.reshape(-1, 4).T @ g.reshape(-1, 6), rtol=1e-5,
+                               atol=1e-5)

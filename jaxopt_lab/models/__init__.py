@@ -9,6 +9,7 @@ from jaxopt_lab.models.transformer import (
     GreedyGenerator,
     Transformer,
     TransformerConfig,
+    dense_matmul,
     flops_per_token,
     nonembedding_param_count,
     param_count,
@@ -17,6 +18,7 @@ from jaxopt_lab.models.transformer import (
 
 __all__ = [
     'ACTIVATIONS', 'DTYPES', 'GreedyGenerator', 'MLP', 'NORMS', 'POSITIONS', 'LogisticRegression',
-    'Params', 'PureModel', 'Transformer', 'TransformerConfig', 'compute_dtype', 'flops_per_token',
+    'Params', 'PureModel', 'Transformer', 'TransformerConfig', 'compute_dtype', 'dense_matmul',
+    'flops_per_token',
     'nonembedding_param_count', 'param_count', 'pure', 'transformer_from_config',
 ]

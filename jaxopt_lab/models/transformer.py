@@ -151,6 +151,41 @@ def _dense(n_in: int, n_out: int, cfg: TransformerConfig, std: float, rngs: nnx.
   )
 
 
+@jax.custom_vjp
+def dense_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``x @ kernel`` [..., in] x [in, out] whose kernel gradient is computed as ``(g^T x)^T``.
+
+  The same values as ``x @ kernel`` and its gradients (up to the order of a sum). For the kernel
+  gradient ``x^T g`` (contracting the tokens) XLA's CPU layout assignment writes the incoming
+  gradient ``g`` [tokens, out] transposed, in a loop fusion with whatever produced ``g``: for
+  the MLP's up projection the GELU's backward, 11 ms of lm_tiny's 100 ms step per block at 2
+  threads (benchmarks/README.md, "Where the LM step's time goes on a CPU"). Contracting ``g``
+  as the left operand keeps its layout; the transpose moves to the small [out, in] result.
+  """
+  return x @ kernel
+
+
+def _linear_fwd(x, kernel):
+  return x @ kernel, (x, kernel)
+
+
+def _linear_bwd(residuals, g):
+  x, kernel = residuals
+  tokens_g, tokens_x = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+  kernel_grad_t = jax.lax.dot_general(tokens_g, tokens_x, (((0,), (0,)), ((), ())))
+  return g @ kernel.T, kernel_grad_t.T.astype(kernel.dtype)
+
+
+dense_matmul.defvjp(_linear_fwd, _linear_bwd)
+
+
+def _project(layer: nnx.Linear, x: jax.Array) -> jax.Array:
+  """``layer(x)`` (no bias), through ``dense_matmul`` on a CPU (measured there only)."""
+  if jax.default_backend() != 'cpu':
+    return layer(x)
+  return dense_matmul(x.astype(layer.dtype), layer.kernel[...].astype(layer.dtype))
+
+
 def apply_rope(x: jax.Array, base: float = 10000.0, start: jax.typing.ArrayLike = 0) -> jax.Array:
   """Rotary position embedding of ``x`` [..., time, heads, head_size] (Su et al., 2021).
 
@@ -181,7 +216,7 @@ class CausalSelfAttention(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     batch, time, width = x.shape
     size = width // self.heads
-    qkv = self.qkv(x).reshape(batch, time, 3, self.heads, size)
+    qkv = _project(self.qkv, x).reshape(batch, time, 3, self.heads, size)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if self.rope:
       q, k = apply_rope(q), apply_rope(k)
@@ -190,7 +225,7 @@ class CausalSelfAttention(nnx.Module):
       cudnn = jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16)
       y = jax.nn.dot_product_attention(
           q, k, v, is_causal=True, implementation='cudnn' if cudnn else 'xla')
-      return self.out(y.reshape(batch, time, width))
+      return _project(self.out, y.reshape(batch, time, width))
     # Logits in the compute dtype, softmax in float32. (A float32-output einsum of bfloat16 inputs
     # would make the backward pass multiply float32 by bfloat16, which XLA's GPU matmuls don't
     # take natively; measured a few percent slower on an H200.)
@@ -199,7 +234,7 @@ class CausalSelfAttention(nnx.Module):
     logits = jnp.where(causal, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     y = jnp.einsum('bnts,bsnh->btnh', probs, v).reshape(batch, time, width)
-    return self.out(y)
+    return _project(self.out, y)
 
   def extend(self, x: jax.Array, cache: KVCache, start: jax.Array) -> tuple[jax.Array, KVCache]:
     """Attention of ``x`` [batch, time, width] at positions ``start, ...`` to themselves and to
@@ -208,7 +243,7 @@ class CausalSelfAttention(nnx.Module):
     key axis; ``__call__`` of the whole prefix gives the same outputs up to rounding."""
     batch, time, width = x.shape
     size = width // self.heads
-    qkv = self.qkv(x).reshape(batch, time, 3, self.heads, size)
+    qkv = _project(self.qkv, x).reshape(batch, time, 3, self.heads, size)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if self.rope:
       q, k = apply_rope(q, start=start), apply_rope(k, start=start)
@@ -219,7 +254,7 @@ class CausalSelfAttention(nnx.Module):
     logits = jnp.where(seen, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
     y = jnp.einsum('bnts,bsnh->btnh', probs, values).reshape(batch, time, width)
-    return self.out(y), (keys, values)
+    return _project(self.out, y), (keys, values)
 
 
 class FeedForward(nnx.Module):
@@ -230,7 +265,7 @@ class FeedForward(nnx.Module):
     self.down = _dense(4 * cfg.width, cfg.width, cfg, _INIT_STD / math.sqrt(2 * cfg.depth), rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.down(jax.nn.gelu(self.up(x)))
+    return _project(self.down, jax.nn.gelu(_project(self.up, x)))
 
 
 class Block(nnx.Module):
