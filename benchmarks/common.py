@@ -171,11 +171,12 @@ class GroupProgram:
 
 
 def group_program(group, mesh) -> GroupProgram:
-  """The driver's program of `group` (a `driver.Group`) on `mesh`, without a store."""
+  """The driver's program of `group` (a `programs.Group`) on `mesh`, without a store."""
 
-  from jaxopt_lab.sweep import driver
 
-  run = driver.GroupPrograms(group, mesh)
+  from jaxopt_lab.sweep import programs
+
+  run = programs.GroupPrograms(group, mesh)
   return GroupProgram(
       width=run.width, padded=run.padded, mesh=run.mesh, chunk=run.chunk.fn,
       hparams=run.hparams, replicate=run.replicate, init_population=run.init_population,
@@ -185,10 +186,10 @@ def group_program(group, mesh) -> GroupProgram:
 
 
 def one_group(config):
-  """The single group of a one-group sweep config: `driver.build_groups` of its design."""
-  from jaxopt_lab.sweep import design, driver
+  """The single group of a one-group sweep config: `programs.build_groups` of its design."""
+  from jaxopt_lab.sweep import design, programs
 
-  (group,) = driver.build_groups(config, design.make_design(config.sweep))
+  (group,) = programs.build_groups(config, design.make_design(config.sweep))
   return group
 
 
@@ -218,10 +219,11 @@ def time_group_program(base, n: int, k: int, width: int, peak: float,
   """
   import jax
 
-  from jaxopt_lab.sweep import driver
 
   group = one_group(sweep_config(base, n, k, width))
-  program = group_program(group, driver.make_mesh())
+  from jaxopt_lab.sweep import programs
+
+  program = group_program(group, programs.make_mesh())
   pop = program.init_population()
   batches = program.device_batches(k)
   t0 = time.perf_counter()

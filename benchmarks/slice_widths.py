@@ -35,7 +35,7 @@ def main(argv: Sequence[str]) -> None:
   import jax
 
   from jaxopt_lab import hardware
-  from jaxopt_lab.sweep import driver
+  from jaxopt_lab.sweep import driver, programs
 
   task, n = _TASK.value, _NUM_POINTS.value
   k = _STEPS.value or common.STEPS[task]
@@ -47,7 +47,7 @@ def main(argv: Sequence[str]) -> None:
   calls, used = {}, {}
   for width in widths:
     group = common.one_group(common.sweep_config(base, n, k, width))
-    program = common.group_program(group, driver.make_mesh())
+    program = common.group_program(group, programs.make_mesh())
     label = "auto" if width == -1 else str(width)
     used[label] = program.width
     pop = program.init_population()

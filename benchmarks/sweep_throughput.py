@@ -144,12 +144,13 @@ def measure_sweep(spec: dict[str, Any]) -> dict[str, Any]:
   """
   import jax
 
-  from jaxopt_lab.sweep import driver
 
   task_name, n, k, width = spec["task"], spec["n"], spec["steps"], spec["width"]
   base = _base(spec)
   group = common.one_group(common.sweep_config(base, n, k, width))
-  mesh = driver.make_mesh()
+  from jaxopt_lab.sweep import programs
+
+  mesh = programs.make_mesh()
   program = common.group_program(group, mesh)
   pop = program.init_population()
   jax.block_until_ready(pop)

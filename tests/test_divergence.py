@@ -21,7 +21,7 @@ from small_configs import classic_config, classic_sweep_config
 
 from jaxopt_lab import files, tasks, train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import driver
+from jaxopt_lab.sweep import driver, programs
 
 STEPS = 24
 
@@ -70,10 +70,10 @@ def _loss(task, params, batch):
 
 
 def _run_point(config, task, hparams, batches):
-  """`driver.make_point_step` over the batches: (final population, per-step losses)."""
-  point_step = driver.make_point_step(task, config)
+  """`programs.make_point_step` over the batches: (final population, per-step losses)."""
+  point_step = programs.make_point_step(task, config)
   state = train.init_state(task, config, hparams, config.seed)
-  pop = driver.Population(state, jnp.asarray(True), jnp.asarray(-1, jnp.int32),
+  pop = programs.Population(state, jnp.asarray(True), jnp.asarray(-1, jnp.int32),
                           jnp.asarray(jnp.nan, jnp.float32))
   run = jax.jit(lambda p, b: jax.lax.scan(lambda c, x: point_step(c, x, hparams), p, b))
   pop, metrics = run(pop, batches)

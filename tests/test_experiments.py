@@ -15,7 +15,7 @@ import pytest
 from jaxopt_lab import configs, defaults, train
 from jaxopt_lab.data import text
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, driver
+from jaxopt_lab.sweep import design, driver, programs
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "experiments")
@@ -43,13 +43,13 @@ def test_config_is_valid(name):
   config = module.get_config()
   assert f"experiments/{name}.py" in (module.__doc__ or ""), "the docstring names its command"
   train.validate_train_config(config)
-  driver.slice_width(config, 1)
+  programs.slice_width(config, 1)
   _check_optimizer(config)
   if not config.sweep.factors:
     return
   points = design.make_design(config.sweep)
   for point in points:  # every point's values are in range for its group's optimizer
-    _check_optimizer(driver.point_config(config, point))
+    _check_optimizer(programs.point_config(config, point))
   largest = max(len(m) for m in design.groups(points).values())
   assert driver.default_cpu_devices(config, 4) == min(4, largest)
 

@@ -21,7 +21,7 @@ from workdir_faults import interrupt_after_flush
 from jaxopt_lab import checkpoints, expdir, files, train
 from jaxopt_lab.analysis import adaptive, document, lineage
 from jaxopt_lab.optim import factory, registry
-from jaxopt_lab.sweep import design, driver, pbt, space, staged
+from jaxopt_lab.sweep import design, driver, pbt, programs, space, staged
 
 STEPS = 40
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -337,7 +337,7 @@ def pbt_run(tmp_path_factory):
     out = real_gather(pop, index, sharding)
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                         pop)
-    gathered.append((like, np.asarray(index), driver.to_host(pop), driver.to_host(out)))
+    gathered.append((like, np.asarray(index), programs.to_host(pop), programs.to_host(out)))
     return out
 
   staged.gather = spy
@@ -357,7 +357,7 @@ def test_an_exploit_copies_the_donors_checkpointed_state_exactly(pbt_run):
   for k, (like, index, before, after) in enumerate(gathered, start=1):
     # The state that stage k-1 ended with, as its checkpoint holds it.
     ckpt = checkpoints.Checkpointer(workdir / expdir.CHECKPOINTS_DIR / group / f"stage-{k - 1}")
-    saved = driver.to_host(ckpt.restore(10 * k, like))
+    saved = programs.to_host(ckpt.restore(10 * k, like))
     ckpt.close()
     copied = [(slot[int(r["point"])], slot[int(r["source"])]) for r in rows
               if r["stage"] == str(k) and r["source"] != r["point"]]

@@ -22,7 +22,7 @@ from small_configs import classic_config, classic_sweep_config
 from workdir_faults import interrupt_after_flush
 
 from jaxopt_lab import checkpoints, configs, files, train
-from jaxopt_lab.sweep import design, driver
+from jaxopt_lab.sweep import design, driver, programs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,7 +112,7 @@ def test_sweep_resumes_a_group_mid_run_from_its_checkpoint(uninterrupted, tmp_pa
   with interrupt_after_flush(7), pytest.raises(train.Interrupted) as interrupt:
     driver.run_sweep(_sweep_config(), workdir)
   first_run = time.perf_counter() - started
-  groups = [g.name for g in driver.build_groups(_sweep_config(), _design())]
+  groups = [g.name for g in programs.build_groups(_sweep_config(), _design())]
   second = groups[1]
   assert str(interrupt.value) == (f"interrupted at step 30 of group {second} (last checkpoint: "
                                   "step 20); run the same command to resume")

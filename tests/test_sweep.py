@@ -16,7 +16,7 @@ import pytest
 from small_configs import classic_sweep_config
 
 from jaxopt_lab import files, hardware, train
-from jaxopt_lab.sweep import design, driver, store
+from jaxopt_lab.sweep import design, driver, programs, store
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -72,7 +72,7 @@ def test_common_random_numbers_pair_the_points(swept):
 def test_each_point_reproduces_the_single_run(swept, tmp_path, point_id):
   config, workdir, rows = swept
   point = design.make_design(config.sweep)[point_id]
-  single = train.train(driver.point_config(config, point), str(tmp_path))
+  single = train.train(programs.point_config(config, point), str(tmp_path))
   row = rows[point_id]
   for key in ("final_valid_loss", "final_test_accuracy", "best_valid_loss", "final_train_loss"):
     np.testing.assert_allclose(row[key], single[key], rtol=2e-5, err_msg=key)
@@ -321,20 +321,20 @@ def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
   half an accelerator's memory; on a CPU, four L2 caches within half the RAM."""
   config = classic_sweep_config(optimizers=("adam",))
   config.sweep.slice_size = -1
-  group = driver.build_groups(config, design.make_design(config.sweep))[0]
+  group = programs.build_groups(config, design.make_design(config.sweep))[0]
   st = store.Store(str(tmp_path), config, design.make_design(config.sweep))
-  mesh = driver.make_mesh()
-  fixed, per_point = driver.GroupPrograms(group, mesh).slice_memory()
+  mesh = programs.make_mesh()
+  fixed, per_point = programs.GroupPrograms(group, mesh).slice_memory()
   # The chunk's 10 batches of 100 x 10 inputs are shared; a point's own state is a few KB.
   assert 4e4 < fixed < 4e6 and 0 < per_point < 1e5
   monkeypatch.setattr(hardware, "l2_cache_bytes", lambda: (fixed + 2.5 * per_point) / 4)
-  assert driver.GroupPrograms(group, mesh).width == 2  # 6 points, room for 2.5 -> slices of 2
+  assert programs.GroupPrograms(group, mesh).width == 2  # 6 points, room for 2.5 -> slices of 2
   monkeypatch.setattr(hardware, "l2_cache_bytes", lambda: 1e15)
   monkeypatch.setattr(hardware, "device_memory_bytes",
                       lambda device: 2 * (fixed + 3.5 * per_point))
-  assert driver.GroupPrograms(group, mesh).width == 3  # half the RAM is the tighter bound
+  assert programs.GroupPrograms(group, mesh).width == 3  # half the RAM is the tighter bound
   monkeypatch.setattr(hardware, "device_memory_bytes", lambda device: 1e15)
-  assert driver.GroupPrograms(group, mesh).width == 6
+  assert programs.GroupPrograms(group, mesh).width == 6
   st.release()
 
 
@@ -389,12 +389,12 @@ def test_points_equal_single_runs_to_1e9_in_float64(tmp_path):
       import numpy as np
       from small_configs import classic_sweep_config
       from jaxopt_lab import train
-      from jaxopt_lab.sweep import design, driver
+      from jaxopt_lab.sweep import design, driver, programs
       config = classic_sweep_config(learning_rates=(0.03, 0.3, 3.0), replicates=2, steps=60)
       config.model.dtype = "float64"
       rows = driver.run_sweep(config, "sweep")
       for point in design.make_design(config.sweep)[::2]:
-        single = train.train(driver.point_config(config, point), f"single{point.point}")
+        single = train.train(programs.point_config(config, point), f"single{point.point}")
         assert single["final_valid_loss"] != float(np.float32(single["final_valid_loss"]))
         for key in ("final_valid_loss", "final_test_loss", "final_train_loss"):
           np.testing.assert_allclose(rows[point.point][key], single[key], rtol=1e-9)

@@ -1,211 +1,32 @@
-"""The experiment driver: every point of a structural group trains in one compiled program.
+"""The experiment driver: runs (or resumes) a sweep, group after group, into its directory.
 
-For each group (one combination of structural factors) the driver builds the task and
-`train.make_train_step` once, and runs
-
-    shard_map over devices (the `points` mesh axis; a `data` axis splits each batch when
-                            `sweep.data_parallel` > 1)
-      lax.map over slices of the device's points      (bounds activation memory)
-        vmap over the points of a slice
-          train.scan_chunk: lax.scan over a chunk's steps but the last, then the last (the
-                            one that computes the log-step metrics)
-            train.train_step, guarded for divergence
-
-so all points of the group share one compilation (per chunk length), whatever their number.
-Hyperparameters are leaves of the `hparams` pytree with a leading point axis; the initial
-states come from `vmap(train.init_state)` over those hparams and the points' seeds. Points of the
-same replicate share a seed, hence their initial parameters and data order (common random
-numbers). A point whose loss becomes non-finite, or exceeds `sweep.diverge_factor` times its first
-loss, is frozen: its state stops changing and it never touches another point's numbers.
+`run_sweep` checks everything it can before the directory is written, builds the design and its
+structural groups (`programs.build_groups`), and trains each group's points in one compiled
+program (`programs.GroupPrograms`) through the run loop (`runloop.run`): a fixed design from
+step 0 to `train.steps` (`GroupJob`, here), an adaptive one in stages (`staged.train_group`).
+Rows, statuses and timings go to the experiment store (`store.Store`); each group's population
+is checkpointed, so a killed sweep resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
-from jaxopt_lab import checkpoints, files, hardware, runloop, tasks, textmetrics, train
+from jaxopt_lab import checkpoints, files, hardware, runloop, textmetrics, train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, space, store
-
-
-class Population(NamedTuple):
-  """The training state of all points of a group, each leaf with a leading point axis.
-
-  Attributes:
-    state: the points' `train.TrainState`s.
-    alive: bool, False once a point diverged (its state is then frozen).
-    diverged_step: int32, the step whose loss diverged, -1 while alive.
-    initial_loss: float32, the loss of the first step (the reference of `diverge_factor`).
-  """
-
-  state: train.TrainState
-  alive: jax.Array
-  diverged_step: jax.Array
-  initial_loss: jax.Array
-
-
-def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict,
-                    data_axis: str | None = None):
-  """`train.train_step` of one point, wrapped so that a diverged point freezes.
-
-  `point_step(pop, batch, hparams, log=False)`: `log` as `train_step`'s (the log-step metrics);
-  divergence is checked on every step's loss, and a frozen point's metrics are NaN.
-  """
-  train_step = train.make_train_step(task, config, data_axis)
-  factor = float(config.sweep.diverge_factor)
-
-  def point_step(pop: Population, batch, hparams, log=False):
-    state, metrics = train_step(pop.state, batch, hparams, log)
-    loss = metrics["loss"]
-    initial = jnp.where(pop.state.step == 0, loss, pop.initial_loss).astype(jnp.float32)
-    bad = ~jnp.isfinite(loss)
-    if factor > 0:  # structure of the config, not a traced value
-      bad = bad | (loss > factor * initial)
-    ok = pop.alive & ~bad
-    new_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), state, pop.state)
-    diverged_step = jnp.where(pop.alive & bad, pop.state.step + 1, pop.diverged_step)
-    metrics = jax.tree.map(lambda v: jnp.where(ok, v, jnp.nan), metrics)
-    return Population(new_state, ok, diverged_step, initial), metrics
-
-  return point_step
-
-
-def _by_slices(fn, width: int, *trees):
-  """Applies `fn` (vmapped over points) to `trees` in slices of `width` points with lax.map."""
-  n = jax.tree.leaves(trees)[0].shape[0]
-  reshaped = jax.tree.map(lambda x: x.reshape((n // width, width) + x.shape[1:]), trees)
-  out = jax.lax.map(lambda args: jax.vmap(fn)(*args), reshaped)
-  return jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), out)
-
-
-def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mesh: Mesh,
-                        width: int):
-  """The jitted chunk-of-steps and evaluation programs of a group (sharded over `mesh`).
-
-  Points are split over the mesh's `points` axis. Each training batch is split over its `data`
-  axis (gradients averaged there); evaluation data is replicated, so every data shard evaluates
-  the whole split and the metrics need no reduction.
-  """
-  data_axis = "data" if mesh.shape["data"] > 1 else None
-  point_step = make_point_step(task, config, data_axis)
-  eval_step = train.make_eval_step(task)
-  pts = P("points")
-  # batches: [seeds, steps, batch, ...]; the batch axis is split over `data`.
-  batch_spec = P(None, None, "data")
-
-  def chunk_local(pop, hparams, replicate, batches):
-    # Pick the point's seed and step of the shared batches inside the step: under vmap the pick
-    # copies one step's batch per point (it stays in cache), not the whole chunk's
-    # (benchmarks/README.md: 1.6x at 128 classic points).
-    def one_point(p, hp, r):
-      def step_at(carry, i, log):
-        return point_step(carry, jax.tree.map(lambda x: x[r, i], batches), hp, log)
-
-      return train.scan_chunk(step_at, p, jax.tree.leaves(batches)[0].shape[1])
-
-    return _by_slices(one_point, width, pop, hparams, replicate)
-
-  def eval_local(params, eval_data):
-    return _by_slices(lambda p: eval_step(p, eval_data), width, params)
-
-  # Points never communicate: no collectives, so the replication checker has nothing to check
-  # (and would ask the task's scans to mark their carries as varying).
-  chunk = jax.jit(
-      jax.shard_map(chunk_local, mesh=mesh, in_specs=(pts, pts, pts, batch_spec),
-                    out_specs=(pts, pts), check_vma=False),
-      donate_argnums=0,
-  )
-  evaluate = jax.jit(jax.shard_map(eval_local, mesh=mesh, in_specs=(pts, P()), out_specs=pts,
-                                   check_vma=False))
-  return chunk, evaluate
-
-
-@dataclasses.dataclass
-class Group:
-  """One structural group: its config, task, points and the arrays of their values."""
-
-  name: str
-  config: ml_collections.ConfigDict
-  task: tasks.Task
-  points: list[design.Point]
-  hparams: dict[str, np.ndarray]  # [P] float32 each
-  seeds: np.ndarray  # [P] int32
-  replicate: np.ndarray  # [P] int32 index into the group's distinct seeds
-  distinct_seeds: list[int]
-
-
-def build_groups(config: ml_collections.ConfigDict,
-                 points: Sequence[design.Point]) -> list[Group]:
-  """Resolves each group's config and task and every point's full hyperparameters."""
-  groups = []
-  for name, members in design.groups(points).items():
-    cfg = group_config(config, members[0])
-    task = tasks.build(cfg)
-    names = factory.hparam_names(cfg.optimizer.name)
-    per_point = []
-    for point in members:
-      opt = copy.deepcopy(cfg.optimizer)
-      for factor, value in point.values.items():
-        if factor not in names:
-          raise ValueError(
-              f"sweep.factors.{factor}: optimizer {cfg.optimizer.name!r} has no hyperparameter "
-              f"{factor!r}; its hyperparameters: {', '.join(names)}")
-        if not math.isnan(value):  # NaN: an Optuna round's value, not asked yet
-          opt[factor] = float(value)
-      per_point.append(factory.hparams_from_config(opt))
-      train.validate_optimizer(cfg, per_point[-1])
-      # An unasked value stays NaN (its stage gives it); the rest was checked with the config's.
-      per_point[-1].update({k: np.float32(math.nan) for k, v in point.values.items()
-                            if math.isnan(v)})
-    hparams = {k: np.stack([h[k] for h in per_point]).astype(np.float32) for k in names}
-    factory.check_traceable(cfg.optimizer, cfg.train.steps)  # before any compilation
-    seeds = np.array([p.seed for p in members], np.int32)
-    distinct = sorted(set(seeds.tolist()))
-    replicate = np.array([distinct.index(s) for s in seeds], np.int32)
-    groups.append(Group(name, cfg, task, list(members), hparams, seeds, replicate, distinct))
-  return groups
-
-
-def _pad(x: np.ndarray, n: int) -> np.ndarray:
-  """Pads the point axis to `n` by repeating the last point (padding is computed, then dropped)."""
-  return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)]) if n > len(x) else x
-
-
-def to_global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
-  """A host array placed on the devices of `sharding` (each process gives its own shards)."""
-  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-
-def to_host(tree):
-  """The arrays of `tree` on the host (gathered from every process on multi-host runs)."""
-  if jax.process_count() == 1:
-    return jax.device_get(tree)
-  return multihost_utils.process_allgather(tree, tiled=True)
-
-
-def make_mesh(data_parallel: int = 1) -> Mesh:
-  """A (`points`, `data`) mesh over every device of every process."""
-  devices = jax.devices()
-  if data_parallel < 1 or len(devices) % data_parallel:
-    raise ValueError(
-        f"sweep.data_parallel: must divide the {len(devices)} device(s), got {data_parallel}")
-  return Mesh(np.array(devices).reshape(-1, data_parallel), ("points", "data"))
+from jaxopt_lab.sweep import design, programs, space, store
 
 
 def default_cpu_devices(config: ml_collections.ConfigDict, cores: int | None) -> int:
@@ -224,141 +45,6 @@ def default_cpu_devices(config: ml_collections.ConfigDict, cores: int | None) ->
   return dp * max(1, min((cores or 1) // dp, largest))
 
 
-def slice_width(config: ml_collections.ConfigDict, n_local: int) -> int:
-  """Points per vmapped slice on one device: `sweep.slice_size`, capped by the local points."""
-  size = int(config.sweep.slice_size)
-  if size < -1:
-    raise ValueError(f"sweep.slice_size: must be >= -1 (-1 auto, 0 all), got {size}")
-  return n_local if size <= 0 else min(size, n_local)
-
-
-class GroupPrograms:
-  """The compiled programs of one group and their placed arguments: what a sweep runs per group.
-
-  Lays the group's points out on `mesh` (padded to whole slices of `width` points per device),
-  places their hyperparameters, replicate indices and seeds, and holds the group's chunk-of-steps
-  program (compiled once per chunk length, `chunk.compiled[k]`) and evaluation program. The sweep
-  and the benchmarks run a group through it; it writes nothing.
-
-  Attributes:
-    group, mesh: the group and the (`points`, `data`) mesh.
-    n, width, padded: the group's points, points per vmapped slice on a device, points after
-      padding to the mesh (the padding is computed, then dropped).
-    chunk: `(pop, hparams, replicate, batches) -> (pop, metrics)`, a `runloop.ChunkProgram`.
-    evaluate: jitted `(params, eval_data) -> {'<split>_<metric>': [padded]}`.
-    hparams, replicate, seeds, eval_data: the programs' arguments, placed on the mesh.
-  """
-
-  def __init__(self, group: Group, mesh: Mesh, width: int | None = None,
-               padded: int | None = None):
-    """`width`: points per slice, instead of the one `sweep.slice_size` gives (a resume);
-    `padded`: the points to pad to (a multiple of the `points` devices), instead of the fewest
-    whole slices (an adaptive design's stages reuse a few sizes)."""
-    self.group, self.mesh = group, mesh
-    cfg = group.config
-    n_dev = mesh.shape["points"]
-    local = -(-len(group.points) // n_dev) if padded is None else padded // n_dev
-    if width is None:
-      width = slice_width(cfg, local)
-      if int(cfg.sweep.slice_size) == -1:
-        width = self._auto_width(local)
-    width = min(width, local)
-    slices = -(-local // width)
-    width = -(-local // slices)  # the same number of slices, the least padding
-    local = slices * width
-    self.width, self.padded = width, local * n_dev
-    self.sharding = NamedSharding(mesh, P("points"))
-    chunk, self.evaluate = make_group_programs(group.task, cfg, mesh, width)
-    self.chunk = runloop.ChunkProgram(chunk)
-    self.eval_data = jax.tree.map(lambda x: to_global(x, NamedSharding(mesh, P())),
-                                  group.task.eval_data)
-    self.place(group)
-
-  def place(self, group: Group) -> None:
-    """Makes the programs run `group`'s points: a group of the same structure (an adaptive
-    design's stage) with at most `padded` points. Compiled programs are kept."""
-    if len(group.points) > self.padded:
-      raise ValueError(f"{len(group.points)} points do not fit a program of {self.padded}")
-    self.group, self.n = group, len(group.points)
-    self.hparams = {k: to_global(_pad(v, self.padded), self.sharding)
-                    for k, v in group.hparams.items()}
-    self.replicate = to_global(_pad(group.replicate, self.padded), self.sharding)
-    self.seeds = to_global(_pad(group.seeds, self.padded), self.sharding)
-
-  @property
-  def compile_seconds(self) -> float:
-    """Seconds spent compiling the chunk program so far."""
-    return self.chunk.compile_seconds
-
-  def _auto_width(self, local: int) -> int:
-    """The widest slice whose compiled program (memory analysis) fits `slice_budget_bytes`."""
-    if local == 1:
-      return 1
-    budget = hardware.slice_budget_bytes(self.mesh.devices.flat[0])
-    fixed, per_point = self.slice_memory()
-    width = max(1, min(local, int((budget - fixed) // per_point)))
-    logging.info("Group %s: slices of %d of the %d points per device (%.1f MB shared + %.2f MB "
-                 "per point within %.0f MB).", self.group.name, width, local, fixed / 2**20,
-                 per_point / 2**20, budget / 2**20)
-    return width
-
-  def slice_memory(self) -> tuple[float, float]:
-    """(bytes shared by a device's points, bytes per point) of the chunk program.
-
-    From XLA's memory analysis of the program at slices of one and of two points on one device:
-    the chunk's batches (and XLA's copies of them) are shared; parameters, optimizer state,
-    activations and metrics grow with the points.
-    """
-    cfg = self.group.config
-    k = min(cfg.train.steps_per_call, cfg.train.steps)
-    mesh1 = Mesh(self.mesh.devices[:1], ("points", "data"))
-    batches = jax.eval_shape(lambda: self.host_batches(0, k))
-
-    def program_bytes(width: int) -> float:
-      chunk, _ = make_group_programs(self.group.task, cfg, mesh1, width)
-      hp = {name: jax.ShapeDtypeStruct((width,), jnp.float32) for name in self.group.hparams}
-      rep = jax.ShapeDtypeStruct((width,), jnp.int32)
-      pop = jax.eval_shape(self._init_fn(), hp, rep)
-      mem = chunk.lower(pop, hp, rep, batches).compile().memory_analysis()
-      return float(mem.temp_size_in_bytes + mem.argument_size_in_bytes
-                   + mem.output_size_in_bytes - mem.alias_size_in_bytes)
-
-    one, two = program_bytes(1), program_bytes(2)
-    if two <= one:  # no growth seen: count the whole program per point (never too wide)
-      return 0.0, one
-    return max(2 * one - two, 0.0), two - one
-
-  def _init_fn(self):
-    task, cfg = self.group.task, self.group.config
-
-    def init(hparams, seeds):
-      state = jax.vmap(lambda h, s: train.init_state(task, cfg, h, s))(hparams, seeds)
-      n = seeds.shape[0]
-      return Population(state, jnp.ones(n, bool), jnp.full(n, -1, jnp.int32),
-                        jnp.full(n, jnp.nan, jnp.float32))
-
-    return init
-
-  def init_population(self) -> Population:
-    """The points' initial population, sharded over the mesh."""
-    return jax.jit(self._init_fn(), out_shardings=self.sharding)(self.hparams, self.seeds)
-
-  def host_batches(self, begin: int, k: int) -> dict[str, np.ndarray]:
-    """The training batches of steps [begin, begin + k) of each distinct seed: [seeds, k, ...]."""
-    per_seed = [self.group.task.train_batches(s, begin, k) for s in self.group.distinct_seeds]
-    return {key: np.stack([b[key] for b in per_seed]) for key in per_seed[0]}
-
-  def device_batches(self, begin: int, k: int) -> dict[str, jax.Array]:
-    """`host_batches` placed on the mesh, each batch split over the `data` axis."""
-    sharding = NamedSharding(self.mesh, P(None, None, "data"))
-    return jax.tree.map(lambda x: to_global(x, sharding), self.host_batches(begin, k))
-
-  def run_chunk(self, pop: Population, batches: dict[str, jax.Array]):
-    """Dispatches one chunk on `device_batches` (compiling at the first call of its length)."""
-    k = next(iter(batches.values())).shape[1]
-    return self.chunk(k, pop, self.hparams, self.replicate, batches)
-
-
 def validate_sweep_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the `sweep.*` execution field that is out of range."""
   factor = config.sweep.diverge_factor
@@ -367,11 +53,11 @@ def validate_sweep_config(config: ml_collections.ConfigDict) -> None:
                      f"its loss is NaN or inf), got {factor!r}")
 
 
-def check_groups(groups: Sequence[Group], mesh: Mesh) -> None:
+def check_groups(groups: Sequence[programs.Group], mesh: Mesh) -> None:
   """Raises ValueError for a group the mesh or the slice settings cannot run."""
   for group in groups:
     cfg = group.config
-    slice_width(cfg, 1)
+    programs.slice_width(cfg, 1)
     if cfg.data.batch_size % mesh.shape["data"]:
       raise ValueError(f"sweep.data_parallel: {mesh.shape['data']} must divide the batch size "
                        f"of group {group.name} (data.batch_size={cfg.data.batch_size})")
@@ -410,8 +96,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
 
     staged.validate(config)
   points = design.make_design(config.sweep, config.train.steps)
-  groups = build_groups(config, points)
-  mesh = make_mesh(int(config.sweep.data_parallel))
+  groups = programs.build_groups(config, points)
+  mesh = programs.make_mesh(int(config.sweep.data_parallel))
   check_groups(groups, mesh)
   st = _open_store(workdir, config, points)
   try:
@@ -451,12 +137,12 @@ def _mesh_peak(mesh: Mesh, dtype: str) -> float | None:
   return peak * mesh.devices.size if peak else None
 
 
-def _layout(run: GroupPrograms) -> dict[str, int]:
+def _layout(run: programs.GroupPrograms) -> dict[str, int]:
   return {"point_devices": run.mesh.shape["points"], "data_devices": run.mesh.shape["data"],
           "width": run.width, "padded": run.padded}
 
 
-def _check_layout(group: Group, recorded: dict[str, int], now: dict[str, int]) -> None:
+def _check_layout(group: programs.Group, recorded: dict[str, int], now: dict[str, int]) -> None:
   """A checkpoint holds the padded population of one device layout: resume only on that one."""
   if recorded != now:
     raise ValueError(
@@ -472,8 +158,8 @@ class GroupJob:
   """The sweep's part of the run loop: a group's population, rows in the store, a diverged point
   frozen (the others go on). `seconds` and `points_steps` tally the training of this run."""
 
-  def __init__(self, programs: GroupPrograms, st: store.Store):
-    self.programs, self.store, self.group = programs, st, programs.group
+  def __init__(self, group_programs: programs.GroupPrograms, st: store.Store):
+    self.programs, self.store, self.group = group_programs, st, group_programs.group
     self.ids = [p.point for p in self.group.points]
     self.group_points = len(self.ids)  # the whole group's (an adaptive design's stage: more)
     self.start = 0  # the step the loop starts from (a checkpoint's), for the tally of steps
@@ -491,27 +177,28 @@ class GroupJob:
 
   def fetch(self, end: int, metrics) -> dict[str, np.ndarray]:
     # metrics are [points, steps]; the loop's means sum over a leading step axis.
-    return {k: np.asarray(v)[: self.programs.n].T for k, v in to_host(metrics).items()}
+    return {k: np.asarray(v)[: self.programs.n].T for k, v in programs.to_host(metrics).items()}
 
-  def log(self, step: int, means: dict[str, np.ndarray], pop: Population) -> str:
+  def log(self, step: int, means: dict[str, np.ndarray], pop: programs.Population) -> str:
     self.store.add_train_rows(self.ids, step, means)
-    alive = int(np.asarray(to_host(pop.alive))[: self.programs.n].sum())
+    alive = int(np.asarray(programs.to_host(pop.alive))[: self.programs.n].sum())
     median = (float(np.nanmedian(means["loss"])) if np.isfinite(means["loss"]).any()
               else math.nan)
     return f"median loss {median:.4f} | {alive}/{self.programs.n} alive"
 
-  def evaluate(self, step: int, pop: Population) -> None:
-    values = to_host(self.programs.evaluate(pop.state.params, self.programs.eval_data))
+  def evaluate(self, step: int, pop: programs.Population) -> None:
+    values = programs.to_host(self.programs.evaluate(pop.state.params, self.programs.eval_data))
     self.store.add_eval_rows(self.ids, step, textmetrics.score_generated(
         self.group.task, {k: np.asarray(v)[: self.programs.n] for k, v in values.items()}))
 
-  def write(self, step: int, pop: Population, seconds: float) -> None:
+  def write(self, step: int, pop: programs.Population, seconds: float) -> None:
     self.record(step, pop, seconds - self.compile_seconds, self.programs.n * (step - self.start))
 
-  def record(self, step: int, pop: Population, train_seconds: float, points_steps: int) -> None:
+  def record(self, step: int, pop: programs.Population, train_seconds: float,
+             points_steps: int) -> None:
     """Writes the points' status and the group's tally (`train_seconds`, `points_steps` of this
     run) with the new rows."""
-    status = to_host((pop.alive, pop.diverged_step))
+    status = programs.to_host((pop.alive, pop.diverged_step))
     self.store.update_points(self.ids, step, *(np.asarray(s)[: self.programs.n] for s in status))
     # Recorded at every write, before the checkpoint: a kill loses no step of the tally.
     self.seconds, self.points_steps = train_seconds, points_steps
@@ -521,7 +208,7 @@ class GroupJob:
     self.store.flush()
 
 
-def _train_group(group: Group, mesh: Mesh, st: store.Store, where: runloop.Position,
+def _train_group(group: programs.Group, mesh: Mesh, st: store.Store, where: runloop.Position,
                  progress: runloop.Progress) -> None:
   cfg = group.config
   ckpt_dir = os.path.join(st.workdir, "checkpoints", group.name)
@@ -533,50 +220,25 @@ def _train_group(group: Group, mesh: Mesh, st: store.Store, where: runloop.Posit
     with open(layout_path) as f:
       recorded = json.load(f)
   # A resumed group keeps the slice width it started with: the same programs, the same numbers.
-  programs = GroupPrograms(group, mesh, width=recorded["width"] if recorded else None)
+  run = programs.GroupPrograms(group, mesh, width=recorded["width"] if recorded else None)
   if recorded:
-    _check_layout(group, recorded, _layout(programs))
+    _check_layout(group, recorded, _layout(run))
   elif st.write:
-    files.atomic_write_json(layout_path, _layout(programs))
-  job = GroupJob(programs, st)
+    files.atomic_write_json(layout_path, _layout(run))
+  job = GroupJob(run, st)
   st.register(group.name, group.task, job.ids, group.hparams)
-  pop = programs.init_population()
+  pop = run.init_population()
   start = 0
   if (restored := ckpt.restore_latest(pop)) is not None:
     start, pop = restored
     logging.info("Group %s: resumed from the checkpoint at step %d.", group.name, start)
-    status = to_host((pop.alive, pop.diverged_step))
-    st.update_points(job.ids, start, *(np.asarray(s)[: programs.n] for s in status))
+    status = programs.to_host((pop.alive, pop.diverged_step))
+    st.update_points(job.ids, start, *(np.asarray(s)[: run.n] for s in status))
   st.truncate(group.name, start if start else -1)  # rows past the checkpoint are trained again
   job.start = start
   runloop.run(job, pop, start, cfg, ckpt, where, progress)
   ckpt.close()
   if start < cfg.train.steps:
     logging.info("Group %s: compiled in %.1fs, trained %d points x %d steps in %.1fs.",
-                 group.name, programs.compile_seconds, programs.n, cfg.train.steps - start,
+                 group.name, run.compile_seconds, run.n, cfg.train.steps - start,
                  job.seconds)
-
-
-def group_config(config: ml_collections.ConfigDict, point: design.Point
-                 ) -> ml_collections.ConfigDict:
-  """The config of `point`'s structural group: `config` with the group's fields set."""
-  cfg = copy.deepcopy(config)
-  for path, value in design.config_overrides(point).items():
-    section, _, field = path.partition(".")
-    if field not in cfg[section]:
-      raise ValueError(
-          f"sweep.factors: {path!r} is not a field of task {cfg.task!r}'s config; "
-          f"{section} fields: {', '.join(sorted(cfg[section].keys()))}")
-    cfg[section][field] = value
-  return cfg
-
-
-def point_config(config: ml_collections.ConfigDict, point: design.Point
-                 ) -> ml_collections.ConfigDict:
-  """The single-run config of one point: its group's structure, its values and its seed."""
-  cfg = group_config(config, point)
-  for factor, value in point.values.items():
-    cfg.optimizer[factor] = float(value)
-  cfg.seed = point.seed
-  return cfg
-

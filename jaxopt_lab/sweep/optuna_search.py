@@ -53,11 +53,11 @@ import ml_collections
 import numpy as np
 
 from jaxopt_lab import expdir
+from jaxopt_lab.sweep import programs, stages
 from jaxopt_lab.sweep import space as space_lib
-from jaxopt_lab.sweep import stages
 
 if TYPE_CHECKING:
-  from jaxopt_lab.sweep import driver
+  pass
 
 SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random")
 INSTALL = "pip install 'jaxopt_lab[optuna]'"
@@ -179,13 +179,13 @@ class Policy:
   """The 'optuna' design's decisions for one group (a `stages.Policy`): one stage per round.
 
   Args:
-    group: the group (`driver.Group`: name, config, points, hparams), its points the design's
+    group: the group (`programs.Group`: name, config, points, hparams), its points the design's
       `rounds x batch x replicates`, round-major, then value point, then replicate.
     config: the experiment's config (reads `sweep`).
     workdir: the experiment directory (the study is in its `optuna.db`).
   """
 
-  def __init__(self, group: driver.Group, config: ml_collections.ConfigDict,
+  def __init__(self, group: programs.Group, config: ml_collections.ConfigDict,
                workdir: str | os.PathLike):
     self.factors = search_factors(config)
     optuna = _import_optuna()

@@ -189,7 +189,7 @@ class Policy:
   """
 
   def __init__(self, group: Any, config: Any):
-    """`group`: a `driver.Group` (name, config, points, hparams); `config`: the experiment's."""
+    """`group`: a `programs.Group` (name, config, points, hparams); `config`: the experiment's."""
     self.group = group
     self.settings = validate(config)
     self.optimizer = group.config.optimizer.name

@@ -28,10 +28,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from jaxopt_lab import checkpoints, expdir, files, runloop
-from jaxopt_lab.sweep import driver, halving, optuna_search, pbt, stages, store
+from jaxopt_lab.sweep import driver, halving, optuna_search, pbt, programs, stages, store
 
 
-def make_policy(group: driver.Group, workdir: str) -> stages.Policy:
+def make_policy(group: programs.Group, workdir: str) -> stages.Policy:
   """The policy of the group's adaptive design (`sweep.design`)."""
   name = group.config.sweep.design
   if name in ("successive_halving", "hyperband"):
@@ -64,8 +64,8 @@ def sizes(full: int, devices: int) -> list[int]:
     local = -(-local // 2)
 
 
-def subgroup(group: driver.Group, slots: np.ndarray, hparams: dict[str, np.ndarray]
-             ) -> driver.Group:
+def subgroup(group: programs.Group, slots: np.ndarray, hparams: dict[str, np.ndarray]
+             ) -> programs.Group:
   """The points of `group` at positions `slots` with `hparams` ([S] each), as a group to run.
 
   The replicate indices keep pointing into the whole group's seeds, so every stage builds the
@@ -76,47 +76,46 @@ def subgroup(group: driver.Group, slots: np.ndarray, hparams: dict[str, np.ndarr
                              seeds=group.seeds[slots], replicate=group.replicate[slots])
 
 
-def gather(pop: driver.Population, index: np.ndarray, sharding: NamedSharding
-           ) -> driver.Population:
+def gather(pop: programs.Population, index: np.ndarray, sharding: NamedSharding
+           ) -> programs.Population:
   """`pop` at the positions `index` along the point axis (on the devices, bit for bit)."""
-  idx = driver.to_global(np.asarray(index, np.int32), sharding)
+  idx = programs.to_global(np.asarray(index, np.int32), sharding)
   return jax.jit(lambda p, i: jax.tree.map(lambda x: x[i], p), out_shardings=sharding)(pop, idx)
 
 
 class _Programs:
   """The group's programs at each padded size, built when a stage first needs the size."""
 
-  def __init__(self, group: driver.Group, mesh: Mesh, width: int | None):
+  def __init__(self, group: programs.Group, mesh: Mesh, width: int | None):
     self.group, self.mesh, self.width = group, mesh, width
-    self.by_size: dict[int, driver.GroupPrograms] = {}
+    self.by_size: dict[int, programs.GroupPrograms] = {}
     self.sizes = sizes(len(group.points), mesh.shape["points"])
 
   @property
   def compile_seconds(self) -> float:
     return sum(p.compile_seconds for p in self.by_size.values())
 
-  def get(self, group: driver.Group) -> driver.GroupPrograms:
+  def get(self, group: programs.Group) -> programs.GroupPrograms:
     size = min(s for s in self.sizes if s >= len(group.points))
-    programs = self.by_size.get(size)
-    if programs is None:
-      programs = driver.GroupPrograms(group, self.mesh, self.width, padded=size)
+    run = self.by_size.get(size)
+    if run is None:
+      run = programs.GroupPrograms(group, self.mesh, self.width, padded=size)
       if self.width is None:
-        self.width = programs.width  # the auto width of the first (largest) stage
-      self.by_size[size] = programs
+        self.width = run.width  # the auto width of the first (largest) stage
+      self.by_size[size] = run
       logging.info("Group %s: a program of %d points (slices of %d); stages pad to %s.",
-                   group.name, programs.padded, programs.width,
-                   ", ".join(map(str, self.sizes)))
+                   group.name, run.padded, run.width, ", ".join(map(str, self.sizes)))
     else:
-      programs.place(group)
-    return programs
+      run.place(group)
+    return run
 
 
 class _StageJob(driver.GroupJob):
   """A stage's part of the run loop: the group job, with the group's tally over its stages."""
 
-  def __init__(self, programs: driver.GroupPrograms, st: store.Store, all_programs: _Programs,
+  def __init__(self, run: programs.GroupPrograms, st: store.Store, all_programs: _Programs,
                before: tuple[float, int]):
-    super().__init__(programs, st)
+    super().__init__(run, st)
     self.group_points = len(all_programs.group.points)
     self.all_programs = all_programs
     self.seconds_before, self.points_steps_before = before
@@ -144,7 +143,7 @@ def _scores(st: store.Store, ids: list[int], step: int, alive: np.ndarray) -> np
   return np.where(np.isfinite(out) & alive, out, np.inf)
 
 
-def train_group(group: driver.Group, mesh: Mesh, st: store.Store, where: runloop.Position,
+def train_group(group: programs.Group, mesh: Mesh, st: store.Store, where: runloop.Position,
                 progress: runloop.Progress) -> None:
   """Trains (or resumes) `group` stage by stage as its design's policy decides."""
   cfg = group.config
@@ -154,7 +153,7 @@ def train_group(group: driver.Group, mesh: Mesh, st: store.Store, where: runloop
   if os.path.exists(layout_path):
     with open(layout_path) as f:
       recorded = json.load(f)
-  programs = _Programs(group, mesh, recorded["width"] if recorded else None)
+  ladder = _Programs(group, mesh, recorded["width"] if recorded else None)
   policy = make_policy(group, st.workdir)
   ids = np.array([p.point for p in group.points])
   st.register(group.name, group.task, ids.tolist(), group.hparams)
@@ -169,9 +168,9 @@ def train_group(group: driver.Group, mesh: Mesh, st: store.Store, where: runloop
       if stage.source is None:  # fresh points with proposed values: they enter design.csv
         st.set_values(ids[slots].tolist(), {k: current[k][slots] for k in group.points[0].values})
     sub = subgroup(group, slots, {k: v[slots] for k, v in current.items()})
-    run = programs.get(sub)
+    run = ladder.get(sub)
     if st.write and recorded is None:
-      recorded = {"width": programs.width}
+      recorded = {"width": ladder.width}
       files.atomic_write_json(layout_path, recorded)
     if stage.source is None:
       begin, pop = 0, run.init_population()
@@ -189,7 +188,7 @@ def train_group(group: driver.Group, mesh: Mesh, st: store.Store, where: runloop
     start = begin
     if (restored := ckpt.restore_latest(pop)) is not None:
       start, pop = restored
-    job = _StageJob(run, st, programs, (seconds, points_steps))
+    job = _StageJob(run, st, ladder, (seconds, points_steps))
     job.start = start
     if start < stage.end:  # (a finished stage's points may have rows of later stages: kept)
       st.truncate(group.name, start if start else -1, ids[slots].tolist())
@@ -201,8 +200,8 @@ def train_group(group: driver.Group, mesh: Mesh, st: store.Store, where: runloop
       pop = runloop.run(job, pop, start, loop_cfg, ckpt, where, progress)
       seconds, points_steps = job.seconds, job.points_steps
     ckpt.close()
-    alive = np.asarray(driver.to_host(pop.alive))[: len(slots)]
-    diverged = np.asarray(driver.to_host(pop.diverged_step))[: len(slots)]
+    alive = np.asarray(programs.to_host(pop.alive))[: len(slots)]
+    diverged = np.asarray(programs.to_host(pop.diverged_step))[: len(slots)]
     st.update_points(ids[slots].tolist(), stage.end, alive, diverged)
     scores = _scores(st, ids[slots].tolist(), stage.end, alive)
     previous, stage = stage, policy.next(stage, scores)
