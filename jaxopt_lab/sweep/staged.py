@@ -137,8 +137,9 @@ def _scores(st: store.Store, ids: list[int], step: int, alive: np.ndarray) -> np
   it diverged or has no finite value."""
   metric = st.config.sweep.metric
   sign = -1.0 if st.metric_modes.get(metric) == "max" else 1.0
+  wanted = set(ids)
   found = {r["point"]: r.get(metric, math.nan) for r in st.rows
-           if r["step"] == step and r["split"] == "valid" and r["point"] in set(ids)}
+           if r["step"] == step and r["split"] == "valid" and r["point"] in wanted}
   out = np.array([sign * float(found.get(i, math.nan)) for i in ids])
   return np.where(np.isfinite(out) & alive, out, np.inf)
 

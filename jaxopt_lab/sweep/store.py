@@ -109,8 +109,8 @@ class Store:
     self.metric_modes.update(task.metric_modes)
     self.eval_splits = tuple(task.eval_data)
     for i, point in enumerate(point_ids):
-      # str() of a float32 is its shortest round-trip text: 1e-4, not 9.99999974e-05.
-      self.hparams[point] = {k: float(str(v[i])) for k, v in hparams.items()}
+      # the float32 as its shortest round-trip text (expdir.metric_float): 1e-4, not 9.99999974e-05
+      self.hparams[point] = {k: expdir.metric_float(v[i]) for k, v in hparams.items()}
     del group_name
 
   def add_train_rows(self, ids: Sequence[int], step: int, means: Mapping[str, np.ndarray]) -> None:
@@ -146,7 +146,7 @@ class Store:
     at = {p.point: i for i, p in enumerate(self.points)}
     for j, point in enumerate(ids):
       p = self.points[at[point]]
-      new = {k: float(str(np.float32(values[k][j]))) for k in p.values}
+      new = {k: expdir.metric_float(values[k][j]) for k in p.values}
       self.points[at[point]] = dataclasses.replace(p, values=new)
     if self.write:
       design.write_design_csv(os.path.join(self.workdir, expdir.DESIGN_FILE), self.points,
@@ -159,13 +159,13 @@ class Store:
     The points' hp_* in summary.csv become the stage's values: the values a point trained with
     last (PBT's explore changes them; design.csv keeps the values it started with).
     """
+    rows = []
     for j, point in enumerate(ids):
-      self.hparams[point] = {k: float(str(np.float32(v[j]))) for k, v in hparams.items()}
-    self.stage_rows[(group, index)] = [
-        {"stage": index, "begin": begin, "end": end, "group": group, "point": point,
-         "source": int(sources[j]), "note": note,
-         **{expdir.HPARAM_PREFIX + k: float(str(np.float32(v[j]))) for k, v in hparams.items()}}
-        for j, point in enumerate(ids)]
+      self.hparams[point] = {k: expdir.metric_float(v[j]) for k, v in hparams.items()}
+      rows.append({"stage": index, "begin": begin, "end": end, "group": group, "point": point,
+                   "source": int(sources[j]), "note": note,
+                   **{expdir.HPARAM_PREFIX + k: v for k, v in self.hparams[point].items()}})
+    self.stage_rows[(group, index)] = rows
 
   def record_group(self, group: str, compile_seconds: float, train_seconds: float,
                    steps_run: int, steps_trained: int, n_points: int, slice_width: int,
