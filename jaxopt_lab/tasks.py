@@ -330,7 +330,7 @@ def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Con
 
   def train_batches(data_seed: int, start_step: int, num_steps: int) -> Batch:
     idx = batching.batch_indices(len(windows), batch_size, data_seed, start_step, num_steps)
-    return {'tokens': windows[idx]}
+    return batching.gather({'tokens': windows}, idx)
 
   tokens_per_step = batch_size * cfg.context
   return Task(

@@ -36,6 +36,18 @@ def test_each_epoch_sees_examples_at_most_once(n, batch):
     assert not np.array_equal(idx[:per_epoch], idx[per_epoch:2 * per_epoch])
 
 
+def test_gather_is_numpy_fancy_indexing():
+  rng = np.random.default_rng(0)
+  arrays = {'inputs': rng.normal(size=(50, 3, 2)).astype(np.float32),
+            'labels': rng.integers(0, 9, 50).astype(np.int32),
+            'tokens': rng.integers(0, 256, (50, 17)).astype(np.uint8)}
+  idx = batching.batch_indices(50, 4, data_seed=1, start_step=3, num_steps=20)
+  out = batching.gather(arrays, idx)
+  for key, array in arrays.items():
+    assert out[key].dtype == array.dtype
+    np.testing.assert_array_equal(out[key], array[idx])
+
+
 @pytest.mark.parametrize('start, k', [(0, 7), (3, 9), (12, 1), (25, 0)])
 def test_resume_at_any_step(start, k):
   whole = batching.batch_indices(50, 4, data_seed=9, start_step=0, num_steps=start + k)

@@ -99,8 +99,12 @@ def batch_indices(
 
 
 def gather(arrays: Mapping[str, np.ndarray], indices: np.ndarray) -> dict[str, np.ndarray]:
-  """``{k: a[indices]}``: a batch (or a stack of batches) of each array's leading axis."""
-  return {k: np.asarray(a)[indices] for k, a in arrays.items()}
+  """``{k: a[indices]}``: a batch (or a stack of batches) of each array's leading axis.
+
+  `np.take` along the leading axis gives the same array as fancy indexing, about 6x faster for
+  a stack of small batches (benchmarks/README.md, "The sweep's host work").
+  """
+  return {k: np.take(np.asarray(a), indices, axis=0) for k, a in arrays.items()}
 
 
 def read_only(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
