@@ -211,8 +211,13 @@ def test_hyperparameter_not_of_the_optimizer_is_a_clear_error(tmp_path):
     driver.run_sweep(config, str(tmp_path))
 
 
+def _child_path() -> str:
+  """The tests' folder, then the caller's PYTHONPATH (a worktree's package before the installed)."""
+  return os.pathsep.join(p for p in (TESTS, os.environ.get("PYTHONPATH", "")) if p)
+
+
 def _run_child(code: str, env_extra: dict[str, str], cwd) -> None:
-  env = dict(os.environ, PYTHONPATH=TESTS, **env_extra)
+  env = dict(os.environ, PYTHONPATH=_child_path(), **env_extra)
   result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -269,7 +274,8 @@ def test_two_processes_give_the_summary_of_one(tmp_path):
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
   code = _PROCESS_CHILD.format(port=port)
-  env = dict(os.environ, PYTHONPATH=TESTS, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, PYTHONPATH=_child_path(),
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
   procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
