@@ -99,6 +99,31 @@ def init_state(
   return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key)
 
 
+def pack_hparams(hparams: Mapping[str, Any], names: Sequence[str]) -> np.ndarray:
+  """The values of `names` in `hparams` as one float32 array, stacked on a last axis.
+
+  The compiled programs (the single run's, a sweep group's) take a point's hyperparameters as
+  this one array rather than one argument per value: each argument of a compiled call costs its
+  dispatch, a tenth of a small model's step (benchmarks/README.md, "The sweep's host work").
+  """
+  return np.stack([np.asarray(hparams[n], np.float32) for n in names], axis=-1)
+
+
+def unpack_hparams(packed: jax.Array, names: Sequence[str]) -> dict[str, jax.Array]:
+  """The mapping `pack_hparams(hparams, names)` packed: `{name: packed[..., i]}`."""
+  return {name: packed[..., i] for i, name in enumerate(names)}
+
+
+def with_packed_hparams(fn: Callable[..., Any], names: Sequence[str]) -> Callable[..., Any]:
+  """`fn(state, batch, hparams, ...)` (`train_step`, `scan_steps`'s run) taking the
+  hyperparameters packed (`pack_hparams(hparams, names)`) instead: what the single run compiles."""
+
+  def packed_fn(state, batch, packed, *rest):
+    return fn(state, batch, unpack_hparams(packed, names), *rest)
+
+  return packed_fn
+
+
 def make_train_step(
     task: tasks.Task, config: ml_collections.ConfigDict, data_axis: str | None = None
 ) -> Callable[..., tuple[TrainState, Metrics]]:
@@ -264,10 +289,12 @@ class _PointJob:
     self.config, self.workdir, self.task, self.rows, self.started = (
         config, workdir, task, rows, started)
     self.metrics_log = metrics_log
-    self.hparams = jax.device_put(hparams)
+    self.hparams = hparams
+    names = factory.hparam_names(config.optimizer.name)
+    self.packed = jax.device_put(pack_hparams(hparams, names))
     self.seed = int(config.seed)
-    self.program = runloop.ChunkProgram(
-        jax.jit(scan_steps(make_train_step(task, config)), donate_argnums=0))
+    self.program = runloop.ChunkProgram(jax.jit(
+        with_packed_hparams(scan_steps(make_train_step(task, config)), names), donate_argnums=0))
     self.eval_step = jax.jit(make_eval_step(task))
     self.eval_data = jax.device_put(task.eval_data)
 
@@ -279,7 +306,7 @@ class _PointJob:
     return jax.device_put(self.task.train_batches(self.seed, begin, end - begin))
 
   def run(self, state, batches, begin, end):
-    return self.program(end - begin, state, batches, self.hparams)
+    return self.program(end - begin, state, batches, self.packed)
 
   def fetch(self, end: int, metrics: Metrics) -> dict[str, np.ndarray]:
     metrics = jax.device_get(metrics)

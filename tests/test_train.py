@@ -41,6 +41,30 @@ def test_scan_of_steps_equals_a_loop_of_steps():
   assert int(scanned.step) == 5
 
 
+def test_packed_hyperparameters_give_the_same_step():
+  """The compiled programs take the values packed in one array (`pack_hparams`, one argument):
+  the same values in the given order, and the same step as the mapping gives, bit for bit."""
+  config = classic_config()
+  config.optimizer.clip_norm = 0.5
+  task, hparams, state = _setup(config)
+  names = factory.hparam_names(config.optimizer.name)
+  packed = train.pack_hparams(hparams, names)
+  assert packed.shape == (len(names),) and packed.dtype == np.float32
+  np.testing.assert_array_equal(packed, [np.float32(hparams[n]) for n in names])
+  points = {k: np.stack([v, 2 * v, 3 * v]) for k, v in hparams.items()}  # [3] each
+  stacked = train.pack_hparams(points, names)
+  assert stacked.shape == (3, len(names))
+  for name, values in train.unpack_hparams(stacked, names).items():
+    np.testing.assert_array_equal(values, points[name])
+  step = train.make_train_step(task, config)
+  batches = task.train_batches(0, 0, 4)
+  by_mapping = jax.jit(train.scan_steps(step))(state, batches, hparams)
+  by_packed = jax.jit(train.with_packed_hparams(train.scan_steps(step), names))(
+      state, batches, packed)
+  for a, b in zip(jax.tree.leaves(by_mapping), jax.tree.leaves(by_packed), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_log_step_metrics_come_from_the_last_step_and_match_optax():
   """A chunk computes the task's metrics and the norms at its last step only (NaN before): the
   accuracy of that step's batch and Optax's global norms of its gradients, updates and new

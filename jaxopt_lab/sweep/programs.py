@@ -102,6 +102,7 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   """
   data_axis = "data" if mesh.shape["data"] > 1 else None
   point_step = make_point_step(task, config, data_axis)
+  names = factory.hparam_names(config.optimizer.name)
   eval_step = train.make_eval_step(task)
   pts = P("points")
   # batches: [seeds, steps, batch, ...]; the batch axis is split over `data`.
@@ -111,7 +112,9 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
     # Pick the point's seed and step of the shared batches inside the step: under vmap the pick
     # copies one step's batch per point (it stays in cache), not the whole chunk's
     # (benchmarks/README.md: 1.6x at 128 classic points).
-    def one_point(p, hp, r):
+    def one_point(p, packed, r):
+      hp = train.unpack_hparams(packed, names)
+
       def step_at(carry, i, log):
         return point_step(carry, jax.tree.map(lambda x: x[r, i], batches), hp, log)
 
@@ -228,7 +231,9 @@ class GroupPrograms:
       padding to the mesh (the padding is computed, then dropped).
     chunk: `(pop, hparams, replicate, batches) -> (pop, metrics)`, a `runloop.ChunkProgram`.
     evaluate: jitted `(params, eval_data) -> {'<split>_<metric>': [padded]}`.
-    hparams, replicate, seeds, eval_data: the programs' arguments, placed on the mesh.
+    hparams, replicate, seeds, eval_data: the programs' arguments, placed on the mesh; `hparams`
+      is the points' values packed in one array, [padded, values] (`train.pack_hparams` in the
+      order of `factory.hparam_names`).
   """
 
   def __init__(self, group: Group, mesh: Mesh, width: int | None = None,
@@ -262,8 +267,9 @@ class GroupPrograms:
     if len(group.points) > self.padded:
       raise ValueError(f"{len(group.points)} points do not fit a program of {self.padded}")
     self.group, self.n = group, len(group.points)
-    self.hparams = {k: to_global(_pad(v, self.padded), self.sharding)
-                    for k, v in group.hparams.items()}
+    names = factory.hparam_names(group.config.optimizer.name)
+    self.hparams = to_global(_pad(train.pack_hparams(group.hparams, names), self.padded),
+                             self.sharding)
     self.replicate = to_global(_pad(group.replicate, self.padded), self.sharding)
     self.seeds = to_global(_pad(group.seeds, self.padded), self.sharding)
 
@@ -298,7 +304,7 @@ class GroupPrograms:
 
     def program_bytes(width: int) -> float:
       chunk, _ = make_group_programs(self.group.task, cfg, mesh1, width)
-      hp = {name: jax.ShapeDtypeStruct((width,), jnp.float32) for name in self.group.hparams}
+      hp = jax.ShapeDtypeStruct((width, len(self.group.hparams)), jnp.float32)
       rep = jax.ShapeDtypeStruct((width,), jnp.int32)
       pop = jax.eval_shape(self._init_fn(), hp, rep)
       mem = chunk.lower(pop, hp, rep, batches).compile().memory_analysis()
@@ -312,8 +318,10 @@ class GroupPrograms:
 
   def _init_fn(self):
     task, cfg = self.group.task, self.group.config
+    names = factory.hparam_names(cfg.optimizer.name)
 
-    def init(hparams, seeds):
+    def init(packed, seeds):
+      hparams = train.unpack_hparams(packed, names)
       state = jax.vmap(lambda h, s: train.init_state(task, cfg, h, s))(hparams, seeds)
       n = seeds.shape[0]
       return Population(state, jnp.ones(n, bool), jnp.full(n, -1, jnp.int32),
