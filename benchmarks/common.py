@@ -152,6 +152,12 @@ class GroupProgram:
     init_population: `() -> pop` on the mesh.
     run_chunk: `(pop, begin, end) -> (pop, metrics)`, the driver's own call: the host builds the
       chunk's batches, places them, compiles at the first call of a length, runs.
+    run_loop: `(pop, begin, chunks) -> pop`, a sweep's training as `scripts/sweep.py` runs it
+      between two log steps: `chunks` chunks from step `begin` through the run loop
+      (`runloop.run`) and the driver's job (`driver.GroupJob`: its batches, dispatch and late
+      fetch), the host building the next chunk's batches while the devices compute; it writes
+      nothing (no rows, evaluations or checkpoints) and returns when the last chunk's metrics
+      are on the host.
     device_batches: `k -> batches` of the chunk `[0, k)` placed on the mesh as `run_chunk` does.
     compiled: `k -> ` the program `run_chunk` compiled for chunks of `k` steps.
     compile_seconds: `() -> ` seconds `run_chunk` spent compiling so far.
@@ -165,6 +171,7 @@ class GroupProgram:
   replicate: Any
   init_population: Callable[[], Any]
   run_chunk: Callable[[Any, int, int], Any]
+  run_loop: Callable[[Any, int, int], Any]
   device_batches: Callable[[int], Any]
   compiled: Callable[[int], Any]
   compile_seconds: Callable[[], float]
@@ -172,8 +179,6 @@ class GroupProgram:
 
 def group_program(group, mesh) -> GroupProgram:
   """The driver's program of `group` (a `programs.Group`) on `mesh`, without a store."""
-
-
   from jaxopt_lab.sweep import programs
 
   run = programs.GroupPrograms(group, mesh)
@@ -181,8 +186,47 @@ def group_program(group, mesh) -> GroupProgram:
       width=run.width, padded=run.padded, mesh=run.mesh, chunk=run.chunk.fn,
       hparams=run.hparams, replicate=run.replicate, init_population=run.init_population,
       run_chunk=lambda pop, begin, end: run.run_chunk(pop, run.device_batches(begin, end - begin)),
-      device_batches=lambda k: run.device_batches(0, k), compiled=lambda k: run.chunk.compiled[k],
-      compile_seconds=lambda: run.compile_seconds)
+      run_loop=_loop_runner(run), device_batches=lambda k: run.device_batches(0, k),
+      compiled=lambda k: run.chunk.compiled[k], compile_seconds=lambda: run.compile_seconds)
+
+
+def _loop_runner(run) -> Callable[[Any, int, int], Any]:
+  """`GroupProgram.run_loop` of `run` (a `programs.GroupPrograms`)."""
+  import ml_collections
+
+  from jaxopt_lab import runloop
+  from jaxopt_lab.sweep import driver
+
+  class Job(driver.GroupJob):
+    """The driver's job, writing nothing: its batches, dispatch and fetch are the sweep's own."""
+
+    def log(self, step, means, pop):
+      return ""
+
+    def evaluate(self, step, pop):
+      pass
+
+    def write(self, step, pop, seconds):
+      pass
+
+  class NoCheckpoints:
+    def save(self, step, state):
+      pass
+
+  job = Job(run, None)
+  k = int(run.group.config.train.steps_per_call)
+  never = 2**62  # no log, evaluation or checkpoint step before the loop's last one
+  config = ml_collections.ConfigDict(dict(train=dict(
+      steps=0, steps_per_call=k, log_every=never, eval_every=never, checkpoint_every=never)))
+
+  def run_loop(pop, begin: int, chunks: int):
+    if begin <= 0:  # the loop evaluates at step 0: start past it
+      raise ValueError(f"run_loop: begin must be positive, got {begin}")
+    config.train.steps = begin + chunks * k
+    progress = runloop.Progress("", config.train.steps, run.n, every=math.inf)
+    return runloop.run(job, pop, begin, config, NoCheckpoints(), runloop.Position(), progress)
+
+  return run_loop
 
 
 def one_group(config):

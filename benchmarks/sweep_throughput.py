@@ -4,8 +4,9 @@ Measured side by side in one run on one machine, for N = 1, 8, 32, 128 design po
 rates of one optimizer, one seed) of `classic`, `digits` and the `tiny` LM:
 
 * points x steps per second of the sweep, through the driver's own chunk program: end to end
-  (`run_chunk`: the host builds the chunk's batches, then the program runs) and the compiled
-  program alone; the gap between the two is the host's share;
+  (the run loop over several chunks, as `scripts/sweep.py` trains between log steps: the host
+  builds the next chunk's batches while the devices compute and fetches the metrics one chunk
+  late) and the compiled program alone; the gap between the two is the host's share;
 * the independent baselines of `baselines.py`, which use neither our trainer nor the driver:
   plain JAX + Optax, one jitted step per call and one `lax.scan` per point, point after point; a
   plain `jit(vmap(scan))` over the points with `optax.inject_hyperparams` on one device; and
@@ -36,6 +37,7 @@ The `lm_small` accelerator check is `benchmarks/device_check.py`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -66,8 +68,6 @@ flags.DEFINE_list("variants", ["1dev"],
                   "Other setups to measure beside the driver's: 1dev (one XLA CPU device).")
 flags.DEFINE_list("allocators", list(_ALLOCATORS),
                   f"Memory allocators to compare, of {', '.join(_ALLOCATORS)}.")
-flags.DEFINE_bool("overlap", False, "Also time the program with the next chunk's batches built "
-                  "while it runs.")
 flags.DEFINE_bool("torch", True, "Measure the PyTorch loops (needs torch).")
 flags.DEFINE_bool("shrink", False, "A tiny LM (to test the benchmark quickly).")
 flags.DEFINE_string("json_out", "", "Write every measurement to this JSON file.")
@@ -103,15 +103,20 @@ def sequential_loops(task, config, hparams: dict[str, Any], seed: int, n: int, k
   import jax
 
   from jaxopt_lab import train
+  from jaxopt_lab.optim import factory
 
+  # As the single run compiles them: the hyperparameters packed in one argument.
+  names = factory.hparam_names(config.optimizer.name)
   train_step = train.make_train_step(task, config)
-  step = jax.jit(train_step, donate_argnums=0)
-  scan = jax.jit(train.scan_steps(train_step), donate_argnums=0)
+  step = jax.jit(train.with_packed_hparams(train_step, names), donate_argnums=0)
+  scan = jax.jit(train.with_packed_hparams(train.scan_steps(train_step), names),
+                 donate_argnums=0)
   init = jax.jit(lambda h, s: train.init_state(task, config, h, s))
-  hps = [jax.device_put({key: v[i] for key, v in hparams.items()}) for i in range(n)]
+  points = [{key: v[i] for key, v in hparams.items()} for i in range(n)]
+  hps = [jax.device_put(train.pack_hparams(h, names)) for h in points]
   batches = jax.device_put(task.train_batches(seed, 0, k))
   per_step = [jax.tree.map(lambda x, j=j: x[j], batches) for j in range(k)]
-  states = {name: [init(h, seed) for h in hps] for name in ("step", "scan")}
+  states = {name: [init(h, seed) for h in points] for name in ("step", "scan")}
 
   def loop_steps():
     for i in range(n):
@@ -135,12 +140,11 @@ def sequential_loops(task, config, hparams: dict[str, Any], seed: int, n: int, k
 def measure_sweep(spec: dict[str, Any]) -> dict[str, Any]:
   """One sweep configuration against the baselines, timed in turn in this process.
 
-  Rates: `e2e`, the driver's `run_chunk` (the host builds the chunk's batches, then the program
-  runs); `program`, the compiled program alone on batches already on the device; `overlap`
-  (optional), the program is dispatched and the next chunk's batches are built meanwhile;
-  `seq_step`, `seq_scan` (the single-run trainer) and the baselines of `baselines.py` over
-  `seq_points` of the points (`plain_vmap` over `vmap_points`). The peak RSS is read before the
-  loops are built.
+  Rates: `e2e`, the sweep's run loop over several chunks (`GroupProgram.run_loop`: the host
+  builds the next chunk's batches while the devices compute, the late fetch); `program`, the
+  compiled program alone on batches already on the device; `seq_step`, `seq_scan` (the
+  single-run trainer) and the baselines of `baselines.py` over `seq_points` of the points
+  (`plain_vmap` over `vmap_points`). The peak RSS is read before the loops are built.
   """
   import jax
 
@@ -180,22 +184,32 @@ def measure_sweep(spec: dict[str, Any]) -> dict[str, Any]:
 
     return go
 
-  def overlap():
-    result = compiled(state["pop"], program.hparams, program.replicate, state["next"])
-    state["next"] = program.device_batches(k)  # while the program runs
-    return result
-
-  state["next"] = batches
   fns = {"program": timed(lambda: compiled(state["pop"], program.hparams, program.replicate,
-                                           batches)),
-         "e2e": timed(lambda: program.run_chunk(state["pop"], 0, k))}
-  fns["e2e"]()  # the second call: every buffer of the steady state allocated once
+                                           batches))}
+  start = time.perf_counter()
+  fns["program"]()  # the second call: every buffer of the steady state allocated once
+  # e2e: the run loop over enough chunks (at least 0.2 s, 2 to 64) that building the first
+  # chunk's batches before the loop, which a run does once, weighs little. Each call trains new
+  # steps (new batches, as a run's next chunks), wrapping round within `train.steps`.
+  chunks = int(min(64, max(2, math.ceil(0.2 / (time.perf_counter() - start)))))
+  steps = int(group.config.train.steps)
+  loop_at = {"begin": k}
+
+  def e2e():
+    begin = loop_at["begin"]
+    state["pop"] = program.run_loop(state["pop"], begin, chunks)
+    jax.block_until_ready(state["pop"])
+    end = begin + chunks * k
+    loop_at["begin"] = end if end + chunks * k <= steps else k
+
+  e2e()
+  fns["e2e"] = e2e
+  out["e2e_chunks"] = chunks
   out["peak_rss_mb"] = common.peak_rss_mb()
   out["rss_before_compile_mb"] = rss_before
   out["xla_bytes"] = common.xla_bytes(compiled)
-  if spec.get("overlap"):
-    fns["overlap"] = timed(overlap)
   work = dict.fromkeys(fns, n * k)
+  work["e2e"] = n * k * chunks
   seq_n = min(spec.get("seq_points", 0), n)
   seed = group.distinct_seeds[0]
   if seq_n:
@@ -320,7 +334,7 @@ def _find_library(name: str) -> str | None:
 
 def make_plan(tasks: Sequence[str], points: Sequence[int], repeats: int, seq_points: int,
               widths: Sequence[int], variants: Sequence[str], allocators: Sequence[str],
-              with_torch: bool, overlap: bool = False, lm_widths: Sequence[int] = (4, 0),
+              with_torch: bool, lm_widths: Sequence[int] = (4, 0),
               lm_vmap_points: int = 8, shrink: bool = False) -> list[dict[str, Any]]:
   """The child measurements, in order: each a JSON-able spec."""
   plan: list[dict[str, Any]] = [dict(kind="peak", allocator="default", devices=1)]
@@ -335,7 +349,7 @@ def make_plan(tasks: Sequence[str], points: Sequence[int], repeats: int, seq_poi
     slow = (task == "lm" and n >= 32) or (task == "digits" and n >= 64)
     return dict(kind="sweep", task=task, n=n, steps=steps, width=width, variant="driver",
                 repeats=min(repeats, 1 if task == "lm" else 2) if slow else repeats,
-                devices=devices, allocator=allocator, overlap=overlap, seq_points=seq_n(task),
+                devices=devices, allocator=allocator, seq_points=seq_n(task),
                 vmap_points=min(n, lm_vmap_points) if task == "lm" else n, torch=with_torch,
                 matmul=task != "classic", shrink=shrink)
 
@@ -417,7 +431,7 @@ def main(argv: Sequence[str]) -> None:
     return
   plan = make_plan(FLAGS.tasks, points, FLAGS.repeats, FLAGS.seq_points,
                    _ints(FLAGS.widths, "widths"), FLAGS.variants, FLAGS.allocators, FLAGS.torch,
-                   FLAGS.overlap, _ints(FLAGS.lm_widths, "lm_widths"), FLAGS.lm_vmap_points,
+                   _ints(FLAGS.lm_widths, "lm_widths"), FLAGS.lm_vmap_points,
                    FLAGS.shrink)
   started = time.perf_counter()
   results: list[tuple[dict[str, Any], dict[str, Any]]] = []
