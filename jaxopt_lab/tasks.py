@@ -64,8 +64,11 @@ class Task:
     init_params: PRNG key -> float32 params pytree (jittable, vmappable over keys).
     loss_fn: ``(params, batch) -> (mean loss, extra metrics)``, float32 scalars; classifiers'
       extras are ``{'accuracy'}``, the LM's ``{}``. Jittable, vmappable, differentiable.
-    train_batches: ``(data_seed, start_step, num_steps) -> batch`` with numpy arrays of leading
-      axes ``[num_steps, batch_size]``; a pure function of its arguments.
+    train_data: the training set, numpy arrays with a leading example axis.
+    batch_indices: ``(data_seed, start_step, num_steps) -> [num_steps, batch_size]`` int array,
+      the examples of each step's batch (`batching.batch_indices`); a pure function of its
+      arguments. `train_batches` gathers them; a sweep gathers them on its devices, where the
+      training set stays (only the indices travel each chunk).
     eval_data: ``'valid'`` and ``'test'`` -> numpy batch with leading axes
       ``[num_eval_batches, eval_batch_size]``, fixed.
     eval_metrics: ``(params, eval_data[split]) -> metrics`` averaged over the whole split, float32
@@ -87,7 +90,8 @@ class Task:
   name: str
   init_params: Callable[[jax.Array], Params]
   loss_fn: Callable[[Params, Batch], tuple[jax.Array, dict[str, jax.Array]]]
-  train_batches: Callable[[int, int, int], Batch]
+  train_data: Batch
+  batch_indices: Callable[[int, int, int], np.ndarray]
   eval_data: dict[str, Batch]
   eval_metrics: Callable[[Params, Batch], dict[str, jax.Array]]
   metric_modes: dict[str, str]
@@ -96,6 +100,12 @@ class Task:
   flops_per_step: float | None
   param_count: int
   generate: Callable[[Params, jax.Array, int], jax.Array] | None = None
+
+  def train_batches(self, data_seed: int, start_step: int, num_steps: int) -> Batch:
+    """The batches of steps ``start_step ...`` for ``data_seed``: numpy arrays of leading axes
+    ``[num_steps, batch_size]``, `train_data` at `batch_indices`; a pure function."""
+    return batching.gather(self.train_data,
+                           self.batch_indices(data_seed, start_step, num_steps))
 
 
 TaskBuilder = Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict], Task]
@@ -227,15 +237,15 @@ def classifier_task(
     value, accuracy = loss(model.apply(params, batch['inputs']), batch['labels'])
     return {'loss': value, 'accuracy': accuracy}
 
-  def train_batches(data_seed: int, start_step: int, num_steps: int) -> Batch:
-    idx = batching.batch_indices(num_train, batch_size, data_seed, start_step, num_steps)
-    return batching.gather(splits.train, idx)
+  def batch_indices(data_seed: int, start_step: int, num_steps: int) -> np.ndarray:
+    return batching.batch_indices(num_train, batch_size, data_seed, start_step, num_steps)
 
   return Task(
       name=name,
       init_params=model.init,
       loss_fn=loss_fn,
-      train_batches=train_batches,
+      train_data=dict(splits.train),
+      batch_indices=batch_indices,
       eval_data={s: _whole_split(splits[s]) for s in ('valid', 'test')},
       eval_metrics=lambda params, data: _mean_over_batches(per_batch, params, data),
       metric_modes={'loss': 'min', 'accuracy': 'max'},
@@ -328,16 +338,16 @@ def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Con
     )['loss']
     return {'loss': loss, 'perplexity': jnp.exp(loss), 'bits_per_byte': loss / math.log(2.0)}
 
-  def train_batches(data_seed: int, start_step: int, num_steps: int) -> Batch:
-    idx = batching.batch_indices(len(windows), batch_size, data_seed, start_step, num_steps)
-    return batching.gather({'tokens': windows}, idx)
+  def batch_indices(data_seed: int, start_step: int, num_steps: int) -> np.ndarray:
+    return batching.batch_indices(len(windows), batch_size, data_seed, start_step, num_steps)
 
   tokens_per_step = batch_size * cfg.context
   return Task(
       name='lm',
       init_params=model.init,
       loss_fn=loss_fn,
-      train_batches=train_batches,
+      train_data={'tokens': windows},
+      batch_indices=batch_indices,
       eval_data={
           s: _evenly_spaced(splits[s]['tokens'], d['eval_windows'], d['eval_batch_size'], s)
           for s in ('valid', 'test')

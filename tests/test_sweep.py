@@ -16,6 +16,7 @@ import pytest
 from small_configs import classic_sweep_config
 
 from jaxopt_lab import files, hardware, train
+from jaxopt_lab.data import batching
 from jaxopt_lab.sweep import design, driver, programs, store
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -322,6 +323,34 @@ def test_report_of_a_real_sweep(swept):
     assert f"{float(row['test_mean']):.5g}" in text
 
 
+def test_the_device_gather_gives_the_single_runs_batches():
+  """A group's program keeps the training set on its devices and receives each chunk's example
+  indices (`task.batch_indices`, the host's pure function of seed and step); the batches it
+  gathers, per point under vmap as in the program, are NumPy's indexing of the training set."""
+  config = classic_sweep_config(optimizers=("adam",), replicates=2)
+  group = programs.build_groups(config, design.make_design(config.sweep))[0]
+  run = programs.GroupPrograms(group, programs.make_mesh())
+  task, begin, k = group.task, 7, 5
+  data, indices = run.device_batches(begin, k)
+  host = {name: np.asarray(a) for name, a in task.train_data.items()}
+  for name, a in data.items():
+    np.testing.assert_array_equal(np.asarray(a), host[name])
+  idx = np.asarray(indices)
+  assert idx.shape[:2] == (len(group.distinct_seeds), k) and idx.dtype == np.int32
+  pick = jax.jit(jax.vmap(lambda r, i: programs.gather_batch(data, indices[r, i]),
+                          in_axes=(0, None)))
+  for i in range(k):
+    got = pick(np.asarray(group.replicate), i)
+    for p, r in enumerate(group.replicate):
+      seed = group.distinct_seeds[r]
+      want = batching.batch_indices(len(host["labels"]), idx.shape[2], seed, begin + i, 1)[0]
+      np.testing.assert_array_equal(idx[r, i], want)
+      single = task.train_batches(seed, begin + i, 1)
+      for name, a in host.items():
+        np.testing.assert_array_equal(np.asarray(got[name][p]), a[want])
+        np.testing.assert_array_equal(np.asarray(got[name][p]), single[name][0])
+
+
 def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
   """slice_size=-1: the widest slice whose compiled program fits `hardware.slice_budget_bytes`:
   half an accelerator's memory; on a CPU, four L2 caches within half the RAM."""
@@ -331,8 +360,9 @@ def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
   st = store.Store(str(tmp_path), config, design.make_design(config.sweep))
   mesh = programs.make_mesh()
   fixed, per_point = programs.GroupPrograms(group, mesh).slice_memory()
-  # The chunk's 10 batches of 100 x 10 inputs are shared; a point's own state is a few KB.
-  assert 4e4 < fixed < 4e6 and 0 < per_point < 1e5
+  # The training set (100 x 10 inputs) and the chunk's indices are shared; a point's own state
+  # and batches are a few KB.
+  assert 4e3 < fixed < 4e6 and 0 < per_point < 1e5
   monkeypatch.setattr(hardware, "l2_cache_bytes", lambda: (fixed + 2.5 * per_point) / 4)
   assert programs.GroupPrograms(group, mesh).width == 2  # 6 points, room for 2.5 -> slices of 2
   monkeypatch.setattr(hardware, "l2_cache_bytes", lambda: 1e15)

@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +84,12 @@ def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict,
   return point_step
 
 
+def gather_batch(data, indices: jax.Array):
+  """The batch of examples `indices` of the training set `data` ({name: [examples, ...]}), on
+  the device: `task.train_batches`' NumPy gather, inside the compiled program."""
+  return jax.tree.map(lambda x: jnp.take(x, indices, axis=0), data)
+
+
 def _by_slices(fn, width: int, *trees):
   """Applies `fn` (vmapped over points) to `trees` in slices of `width` points with lax.map."""
   n = jax.tree.leaves(trees)[0].shape[0]
@@ -105,20 +111,23 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   names = factory.hparam_names(config.optimizer.name)
   eval_step = train.make_eval_step(task)
   pts = P("points")
-  # batches: [seeds, steps, batch, ...]; the batch axis is split over `data`.
-  batch_spec = P(None, None, "data")
+  # The training set (replicated) and the chunk's example indices [seeds, steps, batch]; the
+  # batch axis is split over `data`.
+  source_spec = (P(), P(None, None, "data"))
 
-  def chunk_local(pop, hparams, replicate, batches):
-    # Pick the point's seed and step of the shared batches inside the step: under vmap the pick
-    # copies one step's batch per point (it stays in cache), not the whole chunk's
+  def chunk_local(pop, hparams, replicate, source):
+    data, indices = source
+
+    # Gather the point's seed and step of the batch inside the step: under vmap the gather
+    # builds one step's batch per point (it stays in cache), not the whole chunk's
     # (benchmarks/README.md: 1.6x at 128 classic points).
     def one_point(p, packed, r):
       hp = train.unpack_hparams(packed, names)
 
       def step_at(carry, i, log):
-        return point_step(carry, jax.tree.map(lambda x: x[r, i], batches), hp, log)
+        return point_step(carry, gather_batch(data, indices[r, i]), hp, log)
 
-      return train.scan_chunk(step_at, p, jax.tree.leaves(batches)[0].shape[1])
+      return train.scan_chunk(step_at, p, indices.shape[1])
 
     return _by_slices(one_point, width, pop, hparams, replicate)
 
@@ -128,7 +137,7 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   # Points never communicate: no collectives, so the replication checker has nothing to check
   # (and would ask the task's scans to mark their carries as varying).
   chunk = jax.jit(
-      jax.shard_map(chunk_local, mesh=mesh, in_specs=(pts, pts, pts, batch_spec),
+      jax.shard_map(chunk_local, mesh=mesh, in_specs=(pts, pts, pts, source_spec),
                     out_specs=(pts, pts), check_vma=False),
       donate_argnums=0,
   )
@@ -229,9 +238,11 @@ class GroupPrograms:
     group, mesh: the group and the (`points`, `data`) mesh.
     n, width, padded: the group's points, points per vmapped slice on a device, points after
       padding to the mesh (the padding is computed, then dropped).
-    chunk: `(pop, hparams, replicate, batches) -> (pop, metrics)`, a `runloop.ChunkProgram`.
+    chunk: `(pop, hparams, replicate, (train_data, indices)) -> (pop, metrics)`, a
+      `runloop.ChunkProgram`: it gathers each step's batch from the training set on the devices.
     evaluate: jitted `(params, eval_data) -> {'<split>_<metric>': [padded]}`.
-    hparams, replicate, seeds, eval_data: the programs' arguments, placed on the mesh; `hparams`
+    hparams, replicate, seeds, train_data, eval_data: the programs' arguments, placed on the
+      mesh (the data replicated on every device); `hparams`
       is the points' values packed in one array, [padded, values] (`train.pack_hparams` in the
       order of `factory.hparam_names`).
   """
@@ -257,8 +268,10 @@ class GroupPrograms:
     self.sharding = NamedSharding(mesh, P("points"))
     chunk, self.evaluate = make_group_programs(group.task, cfg, mesh, width)
     self.chunk = runloop.ChunkProgram(chunk)
-    self.eval_data = jax.tree.map(lambda x: to_global(x, NamedSharding(mesh, P())),
-                                  group.task.eval_data)
+    replicated = NamedSharding(mesh, P())
+    self.train_data = jax.tree.map(lambda x: to_global(np.asarray(x), replicated),
+                                   group.task.train_data)
+    self.eval_data = jax.tree.map(lambda x: to_global(x, replicated), group.task.eval_data)
     self.place(group)
 
   def place(self, group: Group) -> None:
@@ -294,13 +307,13 @@ class GroupPrograms:
     """(bytes shared by a device's points, bytes per point) of the chunk program.
 
     From XLA's memory analysis of the program at slices of one and of two points on one device:
-    the chunk's batches (and XLA's copies of them) are shared; parameters, optimizer state,
+    the training set and the chunk's indices are shared; parameters, optimizer state, batches,
     activations and metrics grow with the points.
     """
     cfg = self.group.config
     k = min(cfg.train.steps_per_call, cfg.train.steps)
     mesh1 = Mesh(self.mesh.devices[:1], ("points", "data"))
-    batches = jax.eval_shape(lambda: self.host_batches(0, k))
+    batches = jax.eval_shape(lambda: (self.group.task.train_data, self.host_indices(0, k)))
 
     def program_bytes(width: int) -> float:
       chunk, _ = make_group_programs(self.group.task, cfg, mesh1, width)
@@ -333,19 +346,23 @@ class GroupPrograms:
     """The points' initial population, sharded over the mesh."""
     return jax.jit(self._init_fn(), out_shardings=self.sharding)(self.hparams, self.seeds)
 
-  def host_batches(self, begin: int, k: int) -> dict[str, np.ndarray]:
-    """The training batches of steps [begin, begin + k) of each distinct seed: [seeds, k, ...]."""
-    per_seed = [self.group.task.train_batches(s, begin, k) for s in self.group.distinct_seeds]
-    return {key: np.stack([b[key] for b in per_seed]) for key in per_seed[0]}
+  def host_indices(self, begin: int, k: int) -> np.ndarray:
+    """The examples of the batches of steps [begin, begin + k) of each distinct seed:
+    int32 [seeds, k, batch] (`task.batch_indices`)."""
+    return np.stack([self.group.task.batch_indices(s, begin, k)
+                     for s in self.group.distinct_seeds]).astype(np.int32)
 
-  def device_batches(self, begin: int, k: int) -> dict[str, jax.Array]:
-    """`host_batches` placed on the mesh, each batch split over the `data` axis."""
+  def device_batches(self, begin: int, k: int) -> tuple[Any, jax.Array]:
+    """The chunk program's batches of steps [begin, begin + k): `(train_data, indices)`, the
+    training set already on the devices and `host_indices` placed on the mesh, split over the
+    `data` axis. Only the indices travel: a tenth of the bytes of classic's batches, and no
+    gather on the host."""
     sharding = NamedSharding(self.mesh, P(None, None, "data"))
-    return jax.tree.map(lambda x: to_global(x, sharding), self.host_batches(begin, k))
+    return self.train_data, to_global(self.host_indices(begin, k), sharding)
 
-  def run_chunk(self, pop: Population, batches: dict[str, jax.Array]):
+  def run_chunk(self, pop: Population, batches: tuple[Any, jax.Array]):
     """Dispatches one chunk on `device_batches` (compiling at the first call of its length)."""
-    k = next(iter(batches.values())).shape[1]
+    k = batches[1].shape[1]
     return self.chunk(k, pop, self.hparams, self.replicate, batches)
 
 
