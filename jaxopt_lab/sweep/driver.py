@@ -176,8 +176,9 @@ class GroupJob:
     return self.programs.run_chunk(pop, batches)
 
   def fetch(self, end: int, metrics) -> dict[str, np.ndarray]:
-    # metrics are [points, steps]; the loop's means sum over a leading step axis.
-    return {k: np.asarray(v)[: self.programs.n].T for k, v in programs.to_host(metrics).items()}
+    # metrics are [points, steps, names]; the loop's means sum over a leading step axis.
+    values = np.asarray(programs.to_host(metrics))[: self.programs.n]
+    return {name: values[:, :, j].T for j, name in enumerate(self.programs.metric_names)}
 
   def log(self, step: int, means: dict[str, np.ndarray], pop: programs.Population) -> str:
     self.store.add_train_rows(self.ids, step, means)

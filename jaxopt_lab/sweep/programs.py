@@ -104,8 +104,11 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
 
   Points are split over the mesh's `points` axis. Each training batch is split over its `data`
   axis (gradients averaged there); evaluation data is replicated, so every data shard evaluates
-  the whole split and the metrics need no reduction.
+  the whole split and the metrics need no reduction. Returns `(chunk, evaluate, metric_names)`:
+  the chunk program's metrics are one array [points, steps, metrics], its last axis the names of
+  `metric_names` (a list the first trace of the chunk program fills, sorted).
   """
+  metric_names: list[str] = []
   data_axis = "data" if mesh.shape["data"] > 1 else None
   point_step = make_point_step(task, config, data_axis)
   names = factory.hparam_names(config.optimizer.name)
@@ -129,7 +132,11 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
 
       return train.scan_chunk(step_at, p, indices.shape[1])
 
-    return _by_slices(one_point, width, pop, hparams, replicate)
+    pop, metrics = _by_slices(one_point, width, pop, hparams, replicate)
+    # One output array for the host to fetch each chunk, not one per metric (each costs the
+    # fetch a copy per device; benchmarks/README.md, "The sweep's host work").
+    metric_names[:] = sorted(metrics)
+    return pop, jnp.stack([metrics[name] for name in metric_names], axis=-1)
 
   def eval_local(params, eval_data):
     return _by_slices(lambda p: eval_step(p, eval_data), width, params)
@@ -143,7 +150,7 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   )
   evaluate = jax.jit(jax.shard_map(eval_local, mesh=mesh, in_specs=(pts, P()), out_specs=pts,
                                    check_vma=False))
-  return chunk, evaluate
+  return chunk, evaluate, metric_names
 
 
 @dataclasses.dataclass
@@ -239,7 +246,9 @@ class GroupPrograms:
     n, width, padded: the group's points, points per vmapped slice on a device, points after
       padding to the mesh (the padding is computed, then dropped).
     chunk: `(pop, hparams, replicate, (train_data, indices)) -> (pop, metrics)`, a
-      `runloop.ChunkProgram`: it gathers each step's batch from the training set on the devices.
+      `runloop.ChunkProgram`: it gathers each step's batch from the training set on the devices;
+      `metrics` is one array [padded, steps, len(metric_names)].
+    metric_names: the names of the metrics' last axis (known once the chunk program compiled).
     evaluate: jitted `(params, eval_data) -> {'<split>_<metric>': [padded]}`.
     hparams, replicate, seeds, train_data, eval_data: the programs' arguments, placed on the
       mesh (the data replicated on every device); `hparams`
@@ -266,7 +275,7 @@ class GroupPrograms:
     local = slices * width
     self.width, self.padded = width, local * n_dev
     self.sharding = NamedSharding(mesh, P("points"))
-    chunk, self.evaluate = make_group_programs(group.task, cfg, mesh, width)
+    chunk, self.evaluate, self.metric_names = make_group_programs(group.task, cfg, mesh, width)
     self.chunk = runloop.ChunkProgram(chunk)
     replicated = NamedSharding(mesh, P())
     self.train_data = jax.tree.map(lambda x: to_global(np.asarray(x), replicated),
@@ -316,7 +325,7 @@ class GroupPrograms:
     batches = jax.eval_shape(lambda: (self.group.task.train_data, self.host_indices(0, k)))
 
     def program_bytes(width: int) -> float:
-      chunk, _ = make_group_programs(self.group.task, cfg, mesh1, width)
+      chunk, _, _ = make_group_programs(self.group.task, cfg, mesh1, width)
       hp = jax.ShapeDtypeStruct((width, len(self.group.hparams)), jnp.float32)
       rep = jax.ShapeDtypeStruct((width,), jnp.int32)
       pop = jax.eval_shape(self._init_fn(), hp, rep)
