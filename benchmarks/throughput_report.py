@@ -50,8 +50,9 @@ def find(results: Results, **match) -> dict[str, Any] | None:
 
 
 def rate(out: dict[str, Any]) -> float:
-  """The rate a row stands for: end to end, the host's batches and then the program, the way
-  the driver's `run_chunk` works (`program` is shown beside it)."""
+  """The rate a row stands for: end to end, the sweep's run loop over several chunks (the host
+  builds the next chunk's batches while the devices compute, the late fetch), as a sweep trains
+  between log steps (`program` is shown beside it)."""
   return out["rate_e2e"]
 
 
