@@ -18,13 +18,10 @@ rates of one optimizer, one seed) of `classic`, `digits` and the `tiny` LM:
   resident memory of a process that runs one configuration (`ru_maxrss` of a fresh child), and
   the model-FLOPs utilisation against the machine's measured matmul peak;
 * the driver runs as `scripts/sweep.py` runs it: one XLA CPU device per core (at most one per
-  point), `sweep.slice_size = -1` and glibc's malloc keeping freed memory
-  (`hardware.keep_freed_memory`, which `launch.run` calls); other setups on the same points:
-  `1dev` (one device), explicit slice widths (`--widths` for digits at the largest N,
-  `--lm_widths` for the LM at N = 32), and the allocators `system` (glibc's defaults, as
-  `--nokeep_freed_memory`), `glibc` (glibc tunables: a 32 MB mmap threshold), `tcmalloc` and
-  `jemalloc` (LD_PRELOAD of Debian's libtcmalloc-minimal4 / libjemalloc2), the last three
-  without `keep_freed_memory`.
+  point) and `sweep.slice_size = -1`; other setups on the same points: `1dev` (one device),
+  explicit slice widths (`--widths` for digits at the largest N, `--lm_widths` for the LM at
+  N = 32), and the allocators `glibc` (glibc malloc that keeps its freed memory), `tcmalloc` and
+  `jemalloc` (LD_PRELOAD of Debian's libtcmalloc-minimal4 / libjemalloc2).
 
 Every configuration runs in a fresh child process, one at a time, and times all its rates in
 turn, round after round, so a load that drifts cancels in the ratios.
@@ -54,7 +51,7 @@ from benchmarks import baselines, common
 from benchmarks import throughput_report as tables
 from jaxopt_lab import hardware
 
-_ALLOCATORS = ("default", "system", "glibc", "tcmalloc", "jemalloc")
+_ALLOCATORS = ("default", "glibc", "tcmalloc", "jemalloc")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("tasks", list(common.TASKS), f"Tasks to measure, of {', '.join(common.TASKS)}.")
@@ -293,8 +290,6 @@ def run_worker(spec_json: str) -> None:
   import jax
 
   spec = json.loads(spec_json)
-  if spec["allocator"] == "default":  # as the scripts run (launch.run), before the backend starts
-    hardware.keep_freed_memory()
   jax.config.update("jax_enable_compilation_cache", False)
   if spec.get("devices", 1) > 1:  # before anything touches the backend
     jax.config.update("jax_num_cpu_devices", spec["devices"])
@@ -322,7 +317,7 @@ def _env_for(allocator: str) -> tuple[dict[str, str], str | None]:
       return env, (f"{_ALLOCATOR_LIBS[allocator]} not found (Debian: apt-get install "
                    f"{'libtcmalloc-minimal4' if allocator == 'tcmalloc' else 'libjemalloc2'})")
     env["LD_PRELOAD"] = path
-  elif allocator not in ("default", "system"):
+  elif allocator != "default":
     raise ValueError(f"--allocators: unknown {allocator!r}; valid choices: "
                      f"{', '.join(_ALLOCATORS)}")
   return env, None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import glob
 import os
 import time
@@ -71,32 +69,6 @@ def usable_cpus() -> int:
   if hasattr(os, "sched_getaffinity"):
     return len(os.sched_getaffinity(0))
   return os.cpu_count() or 1
-
-
-# glibc's mallopt(3) parameters.
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -4, -8
-
-
-def keep_freed_memory() -> bool:
-  """Has glibc's malloc keep the memory it frees for reuse; False where the C library is not glibc.
-
-  XLA's CPU runtime allocates a program's temporary buffer at every execution (80 MB for one
-  `lm_tiny` step). glibc serves a block that large with a fresh `mmap` and unmaps it on free,
-  so every page of it is faulted in and zeroed again at every step: 20,000 page faults, about a
-  quarter of the step (benchmarks/README.md, "After the attention change"). Here blocks come
-  from one heap (no `mmap`, one arena: XLA's threads would otherwise allocate from per-thread
-  arenas of at most 64 MB, too small for such a block) that is not trimmed below 1 GB, so the
-  next step reuses the same, already mapped pages. The price: the process keeps up to 1 GB it
-  freed. Call it before JAX starts its backend (arenas attach to threads as they first
-  allocate); `launch.run` does, unless `--nokeep_freed_memory`.
-  """
-  path = ctypes.util.find_library("c")
-  libc = ctypes.CDLL(path) if path else None
-  if libc is None or not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
-    return False
-  settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20),
-              (_M_ARENA_MAX, 1))
-  return all(libc.mallopt(param, value) == 1 for param, value in settings)
 
 
 def parse_cache_size(text: str) -> int | None:

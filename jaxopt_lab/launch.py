@@ -1,5 +1,4 @@
-"""What every entry script does at its edge: log the devices, turn user errors into one line,
-have malloc keep freed memory (`--keep_freed_memory`)."""
+"""What every entry script does at its edge: log the devices, turn user errors into one line."""
 
 from __future__ import annotations
 
@@ -14,15 +13,6 @@ from collections.abc import Callable, Sequence
 import jax
 import ml_collections
 from absl import app, flags, logging
-
-from jaxopt_lab import hardware
-
-_KEEP_FREED_MEMORY = flags.DEFINE_bool(
-    "keep_freed_memory", True,
-    "Have glibc's malloc keep freed memory for reuse (hardware.keep_freed_memory): on a CPU, XLA "
-    "allocates a program's temporary buffer at every step, and glibc would fault its pages in "
-    "again every time (a quarter of an lm_tiny step). --nokeep_freed_memory: the system's "
-    "defaults, which return freed memory sooner.")
 
 
 def log_devices() -> None:
@@ -59,8 +49,6 @@ def run(main: Callable[[list[str]], None]) -> None:
   def guarded(argv: list[str]) -> None:
     # orbax logs every step of every save at INFO; keep the run's own lines readable.
     pylogging.getLogger("absl").addFilter(_QuietLibraries())
-    if _KEEP_FREED_MEMORY.value:  # before main starts JAX's backend and its threads
-      hardware.keep_freed_memory()
     try:
       main(argv)
     except FileNotFoundError as e:
