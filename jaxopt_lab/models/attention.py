@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 
 
-def _probs(q: jax.Array, k: jax.Array) -> jax.Array:
-  """Softmax over keys of the scaled, causally masked logits [..., t, s], in float32 (float64
-  for float64 inputs)."""
-  time, dtype = q.shape[-2], jnp.promote_types(q.dtype, jnp.float32)
-  logits = jnp.einsum('...th,...sh->...ts', q, k).astype(dtype) / math.sqrt(q.shape[-1])
+def _probs(q_scaled: jax.Array, k: jax.Array) -> jax.Array:
+  """Softmax over keys of the causally masked logits ``q_scaled k^T`` [..., t, s], in float32
+  (float64 for float64 inputs)."""
+  time, dtype = q_scaled.shape[-2], jnp.promote_types(q_scaled.dtype, jnp.float32)
+  logits = jnp.einsum('...th,...sh->...ts', q_scaled, k).astype(dtype)
   logits = jnp.where(jnp.tril(jnp.ones((time, time), dtype=bool)), logits, jnp.finfo(dtype).min)
   exp = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
   return exp / jnp.sum(exp, axis=-1, keepdims=True)
@@ -43,20 +43,23 @@ def _attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
 
 
 def _attend_fwd(q, k, v):
-  probs = _probs(q, k)
+  # The scale on the [t, size] queries, not on the [t, s] logits: XLA's CPU backend fuses the
+  # logits' matmul with what follows and gives it a scalar as a materialised [..., t, s] array.
+  q_scaled = q * (1 / math.sqrt(q.shape[-1]))
+  probs = _probs(q_scaled, k)
   out = jnp.einsum('...ts,...sh->...th', probs.astype(v.dtype), v)
-  return out, (q, k, v, probs, out)
+  return out, (q_scaled, k, v, probs, out)
 
 
 def _attend_bwd(residuals, d_out):
-  q, k, v, probs, out = residuals
-  scale = 1 / math.sqrt(q.shape[-1])
+  q_scaled, k, v, probs, out = residuals
   d_probs = jnp.einsum('...th,...sh->...ts', d_out, v).astype(probs.dtype)
   row = jnp.sum(d_out.astype(probs.dtype) * out.astype(probs.dtype), axis=-1, keepdims=True)
-  d_logits = (probs * (d_probs - row) * scale).astype(q.dtype)
-  d_q = jnp.einsum('...ts,...sh->...th', d_logits, k)
-  d_k = jnp.swapaxes(jnp.einsum('...th,...ts->...hs', q, d_logits), -1, -2)
-  d_v = jnp.swapaxes(jnp.einsum('...th,...ts->...hs', d_out, probs.astype(v.dtype)), -1, -2)
+  d_logits = (probs * (d_probs - row)).astype(q_scaled.dtype)
+  d_q = jnp.einsum('...ts,...sh->...th', d_logits, k) * (1 / math.sqrt(k.shape[-1]))
+  d_k = jnp.swapaxes(jnp.einsum('...th,...ts->...hs', q_scaled, d_logits), -1, -2)
+  # (d: size; another letter than d_k's einsum, whose name benchmarks/lm_profile.py reads)
+  d_v = jnp.swapaxes(jnp.einsum('...td,...ts->...ds', d_out, probs.astype(v.dtype)), -1, -2)
   return d_q, d_k, d_v
 
 
