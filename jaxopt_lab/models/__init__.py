@@ -20,7 +20,6 @@ from jaxopt_lab.models.transformer import (
 __all__ = [
     'ACTIVATIONS', 'DTYPES', 'GreedyGenerator', 'MLP', 'NORMS', 'POSITIONS', 'LogisticRegression',
     'Params', 'PureModel', 'Transformer', 'TransformerConfig', 'causal_attention', 'compute_dtype',
-    'dense_matmul',
-    'flops_per_token',
-    'nonembedding_param_count', 'param_count', 'pure', 'transformer_from_config',
+    'dense_matmul', 'flops_per_token', 'nonembedding_param_count', 'param_count', 'pure',
+    'transformer_from_config',
 ]
