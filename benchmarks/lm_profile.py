@@ -48,6 +48,7 @@ CLASSES = (
     "embedding gather / scatter", "cross-entropy", "residual adds", "optimizer (clip + AdamW)",
     "other (copies, transposes, ...)",
 )
+ATT_SOFTMAX = "attention softmax / mask / scale"
 # The source expression (transformer.py, tasks.py) an HLO instruction comes from -> class.
 _SOURCE = (
     ("self.qkv", "matmul qkv"), ("'btnh,bsnh->bnts'", "matmul attention scores (QK^T)"),
@@ -55,15 +56,19 @@ _SOURCE = (
     ("self.down", "matmul MLP down"), ("self.up", "matmul MLP up"),
     ("attend(", "matmul logits (tied head)"),
     ("dot_product_attention", "attention fused (SDPA)"),
-    ("softmax", "attention softmax / mask / scale"),
-    ("jnp.where(causal", "attention softmax / mask / scale"),
-    ("math.sqrt(size)", "attention softmax / mask / scale"),
+    ("softmax", ATT_SOFTMAX), ("jnp.where(causal", ATT_SOFTMAX), ("math.sqrt(size)", ATT_SOFTMAX),
     ("qkv[:, :, ", "attention head split / merge (copies)"),
     (".reshape(batch, time", "attention head split / merge (copies)"),
     ("gelu", "GELU"), ("_norm(", "norms (RMSNorm)"), ("jnp.take(", "embedding gather / scatter"),
     ("pos_embed", "embedding gather / scatter"), ("logsumexp", "cross-entropy"),
     ("take_along_axis", "cross-entropy"), (".mean()", "cross-entropy"),
     ("x + ", "residual adds"),
+    # models/attention.py (`causal_attention`, float32 dense attention on a CPU); its backward's
+    # ops have only the caller's frame (`_attend(`), its dots their einsum in the op name
+    ("q_scaled, k)", "matmul attention scores (QK^T)"), ("v.dtype), v)", "matmul attention x "
+     "values"), ("jnp.where(jnp.tril", ATT_SOFTMAX), ("jnp.exp(logits", ATT_SOFTMAX),
+    ("exp / jnp.sum", ATT_SOFTMAX), ("1 / math.sqrt", ATT_SOFTMAX), ("_attend(", ATT_SOFTMAX),
+    ("jnp.swapaxes(", "attention head split / merge (copies)"),
 )
 
 
@@ -163,6 +168,12 @@ def _classify_hlo(name: str, instructions) -> str:
       votes[cls] += 1
   if is_dot:
     dots = [m for m in members if m[1] == "dot" and m[3]]
+    for m in dots:  # causal_attention's backward: dP = dO V^T, dQ = dS K, dK^T = Q^T dS, dV^T
+      spec = re.search(r"transpose\(jvp\((\.\.\.[a-z,.>-]+)\)\)", m[2])
+      if spec and "_attend(" in m[3][0]:
+        return {"...th,...sh->...ts": "matmul attention x values",
+                "...td,...ts->...ds": "matmul attention x values"}.get(
+                    spec.group(1), "matmul attention scores (QK^T)")
     for m in dots:
       cls = _classify_source(m[3], True)
       if cls:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from jax.test_util import check_grads
 
 from jaxopt_lab import models
 
@@ -315,3 +316,45 @@ def test_dense_matmul_gradients_are_the_matmul_s():
   for i in range(2):
     np.testing.assert_allclose(batched[i], x.reshape(-1, 4).T @ g.reshape(-1, 6), rtol=1e-5,
                                atol=1e-5)
+
+
+def _attention_inputs(shape, dtype=np.float32, seed=0):
+  rng = np.random.default_rng(seed)
+  return [jnp.asarray(rng.normal(size=shape).astype(dtype)) for _ in range(4)]
+
+
+def test_causal_attention_equals_jax_dot_product_attention():
+  # Outputs and gradients against jax.nn.dot_product_attention(is_causal=True), one call and
+  # under vmap over a leading point axis (a sweep's points) against a loop of it.
+  q, k, v, r = _attention_inputs((3, 2, 7, 3, 4))  # [points, batch, time, heads, size]
+  ref = functools.partial(jax.nn.dot_product_attention, is_causal=True, implementation='xla')
+  loss = lambda f: lambda q, k, v, r: (f(q, k, v) * r).sum()  # noqa: E731
+  np.testing.assert_allclose(models.causal_attention(q[0], k[0], v[0]), ref(q[0], k[0], v[0]),
+                             rtol=1e-5, atol=1e-6)
+  ours = jax.vmap(jax.grad(loss(models.causal_attention), argnums=(0, 1, 2)))(q, k, v, r)
+  for i in range(3):
+    theirs = jax.grad(loss(ref), argnums=(0, 1, 2))(q[i], k[i], v[i], r[i])
+    for a, b in zip(ours, theirs, strict=True):
+      np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(models.causal_attention)(q, k, v),
+                             jax.vmap(ref)(q, k, v), rtol=1e-5, atol=1e-6)
+
+
+def test_causal_attention_float64_against_numpy_and_finite_differences():
+  with jax.enable_x64(True):
+    q, k, v, _ = _attention_inputs((2, 5, 2, 3), np.float64)
+    logits = np.einsum('btnh,bsnh->bnts', q, k) / math.sqrt(3)
+    logits = np.where(np.tril(np.ones((5, 5), bool)), logits, -np.inf)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    out = models.causal_attention(q, k, v)
+    assert out.dtype == jnp.float64
+    np.testing.assert_allclose(out, np.einsum('bnts,bsnh->btnh', probs, v), rtol=1e-12)
+    check_grads(models.causal_attention, (q, k, v), order=1, modes=['rev'],
+                              atol=1e-7, rtol=1e-7)
+
+
+def test_causal_attention_rejects_mismatched_shapes():
+  q, k, _, _ = _attention_inputs((2, 5, 2, 3))
+  with pytest.raises(ValueError, match='causal_attention: q, k, v must share a shape'):
+    models.causal_attention(q, k, k[:, :4])

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxopt_lab.models.attention import causal_attention
 from jaxopt_lab.models.core import compute_dtype
 
 POSITIONS = ('learned', 'rope')
@@ -44,7 +45,8 @@ class TransformerConfig:
     positions: 'learned' or 'rope'.
     norm: 'rmsnorm' or 'layernorm'.
     dtype: compute dtype, 'float32' or 'bfloat16'.
-    attention: 'dense' (einsums, a [time, time] mask, float32 softmax) or 'fused'
+    attention: 'dense' (einsums, a [time, time] mask, float32 softmax; in float32 on a CPU
+      ``attention.causal_attention``, the same math with a hand-written backward) or 'fused'
       (``jax.nn.dot_product_attention`` with ``is_causal``: cuDNN's flash attention on a GPU in
       bfloat16, XLA's implementation elsewhere).
   """
@@ -226,6 +228,9 @@ class CausalSelfAttention(nnx.Module):
       y = jax.nn.dot_product_attention(
           q, k, v, is_causal=True, implementation='cudnn' if cudnn else 'xla')
       return _project(self.out, y.reshape(batch, time, width))
+    if jax.default_backend() == 'cpu' and q.dtype == jnp.float32:
+      # The same math with a hand-written backward (models/attention.py; measured on a CPU only).
+      return _project(self.out, causal_attention(q, k, v).reshape(batch, time, width))
     # Logits in the compute dtype, softmax in float32. (A float32-output einsum of bfloat16 inputs
     # would make the backward pass multiply float32 by bfloat16, which XLA's GPU matmuls don't
     # take natively; measured a few percent slower on an H200.)
