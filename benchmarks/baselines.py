@@ -76,6 +76,12 @@ def plain_optimizer(opt_cfg, total_steps: int):
   return optax.inject_hyperparams(make)
 
 
+def _parts(config) -> int:
+  """The micro-batches of a step of `config` (`train.microbatch_size`; 1: the batch at once)."""
+  size, batch = int(config.train.get("microbatch_size", 0)), int(config.data.batch_size)
+  return batch // size if 0 < size < batch else 1
+
+
 def plain_jax(task, config, lrs: Sequence[float], seed: int, k: int, seq_points: int,
               vmap_points: int) -> dict[str, Callable[[], None]]:
   """The plain JAX + Optax loops: `{'plain_step', 'plain_scan', 'plain_vmap'}`.
@@ -92,9 +98,24 @@ def plain_jax(task, config, lrs: Sequence[float], seed: int, k: int, seq_points:
   make_tx = plain_optimizer(config.optimizer, int(config.train.steps))
   tx = make_tx(learning_rate=0.0)  # `update` reads each point's value from its state
   grad_fn = jax.value_and_grad(lambda params, batch: task.loss_fn(params, batch)[0])
+  parts = _parts(config)
+
+  def accumulated(params, batch):
+    # The config's micro-batches (`train.microbatch_size`), as a user would write them: the
+    # mean of the parts' losses and gradients, one part after another.
+    if parts == 1:
+      return grad_fn(params, batch)
+    split = jax.tree.map(lambda x: x.reshape((parts, -1) + x.shape[1:]), batch)
+
+    def add(total, part):
+      return jax.tree.map(jnp.add, total, grad_fn(params, part)), None
+
+    zero = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
+    total, _ = jax.lax.scan(add, zero, split)
+    return jax.tree.map(lambda x: x / parts, total)
 
   def step(params, opt_state, batch):
-    loss, grads = grad_fn(params, batch)
+    loss, grads = accumulated(params, batch)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -232,13 +253,16 @@ def torch_loop(task_name: str, task, config, lrs: Sequence[float], seed: int, k:
     points.append((model, loss, opt, sched))
   clip = float(opt_cfg.clip_norm)
 
+  parts = _parts(config)
+
   def loop():
     torch.set_num_threads(threads)
     for model, loss, opt, sched in points:
       for x, y in batches:
         opt.zero_grad(set_to_none=True)
-        value = loss(model(x), y)
-        value.backward()
+        for xp, yp in zip(x.chunk(parts), y.chunk(parts), strict=True):  # the config's parts
+          value = loss(model(xp), yp) / parts
+          value.backward()
         if clip > 0:
           torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()

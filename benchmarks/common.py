@@ -77,6 +77,7 @@ def shrink_lm(config) -> None:
   """Makes an LM config tiny (to test the LM's benchmarks on a CPU in seconds)."""
   config.model.update(dict(width=32, depth=1, heads=2, context=16))
   config.data.update(dict(batch_size=4, eval_windows=8, eval_batch_size=4, byte_budget=200_000))
+  config.train.microbatch_size = min(config.train.get("microbatch_size", 0), 2)
 
 
 # ----------------------------------------------------------------------------- timing

@@ -24,6 +24,11 @@ def get_config():
   config.optimizer.clip_norm = 1.0
   config.train.steps = 600
   config.train.steps_per_call = 20
+  # Gradients over parts of 2 windows, averaged: XLA's CPU runtime allocates a program's
+  # temporary buffer at every call, and glibc maps one over 32 MB afresh (a page fault per 4 KB);
+  # a part's is an eighth of the batch's. 1.6x per step on one core, 1.1-1.2x in the sweep
+  # (benchmarks/README.md, "Micro-batches"). 0 on an accelerator.
+  config.train.microbatch_size = 2
   config.train.log_every = 20
   config.train.eval_every = 200
   config.train.checkpoint_every = 200

@@ -139,6 +139,7 @@ def train_config() -> ml_collections.ConfigDict:
       dict(
           steps=1000,  # total optimizer steps (also the horizon of the schedules)
           steps_per_call=50,  # steps run by one compiled call (lax.scan); fewer -> more dispatch
+          microbatch_size=0,  # >0: a step's gradient as the mean over parts of this many examples
           log_every=50,  # steps between training-metric rows (mean over those steps)
           eval_every=250,  # steps between held-out evaluations (and one at the end)
           checkpoint_every=500,  # steps between checkpoints (a multiple of log_every)

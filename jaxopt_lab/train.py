@@ -139,12 +139,46 @@ def make_train_step(
   task's extra training metrics of the batch (at the parameters the step started from, as the
   loss) and the global norms of the gradients, updates and new parameters. With `data_axis`, the
   batch is a shard of the point's batch along that mapped axis (data parallelism): loss,
-  metrics and gradients are averaged over it before the update.
+  metrics and gradients are averaged over it before the update. With `train.microbatch_size` =
+  m > 0 smaller than the batch (the shard), loss, metrics and gradients are the means over its
+  consecutive parts of m examples, computed one part after another (gradient accumulation in a
+  `lax.scan`): the same values, up to float rounding, as at once where the task's loss and
+  metrics are means over the batch's examples (all built-in tasks' are).
   """
   grad_fn = jax.value_and_grad(lambda params, batch: task.loss_fn(params, batch)[0])
+  part_size = int(config.train.get("microbatch_size", 0))
+
+  def loss_and_grads(params: Params, batch: Batch, log: bool):
+    """The batch's loss and gradients (and, with `log`, the task's metrics): at once, or as
+    the mean over its consecutive parts of `part_size` examples (gradient accumulation)."""
+    size = jax.tree.leaves(batch)[0].shape[0]
+    if not 0 < part_size < size:
+      loss, grads = grad_fn(params, batch)
+      # The task's metrics need a forward pass of their own (the gradient's leaves them out).
+      return loss, grads, (task.loss_fn(params, batch)[1] if log else {})
+    if size % part_size:
+      raise ValueError(f"train.microbatch_size: {part_size} does not divide the {size} examples "
+                       "of a step's batch" + (" on one data-parallel device" if data_axis else ""))
+    micro = size // part_size
+    parts = jax.tree.map(lambda x: x.reshape((micro, size // micro) + x.shape[1:]), batch)
+    # A part's working set is a `micro`-th of the batch's: on a CPU, XLA's temporary buffer
+    # stays under glibc's 32 MB mmap threshold and is reused instead of page-faulted in at
+    # every call (lm_tiny: 1.6x per step; benchmarks/README.md, "Micro-batches").
+    part_fn = jax.value_and_grad(task.loss_fn, has_aux=True) if log else grad_fn
+
+    def add(total, part):
+      out, grads = part_fn(params, part)
+      loss, aux = out if log else (out, {})
+      return jax.tree.map(jnp.add, total, (loss, grads, aux)), None
+
+    aux0 = jax.eval_shape(task.loss_fn, params, jax.tree.map(lambda x: x[0], parts))[1]
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                         (jnp.zeros((), jnp.float32), params, aux0 if log else {}))
+    total, _ = jax.lax.scan(add, zeros, parts)
+    return jax.tree.map(lambda x: x / micro, total)
 
   def train_step(state: TrainState, batch: Batch, hparams: HParams, log: bool = False):
-    loss, grads = grad_fn(state.params, batch)
+    loss, grads, aux = loss_and_grads(state.params, batch, log)
     if data_axis is not None:
       loss, grads = jax.lax.pmean((loss, grads), data_axis)
     updates, opt_state = make_optimizer(config, hparams).update(
@@ -153,8 +187,6 @@ def make_train_step(
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss}
     if log:
-      # The task's metrics need a forward pass of their own (the gradient's leaves them out).
-      _, aux = task.loss_fn(state.params, batch)
       if data_axis is not None:  # of the shard; the norms are of the averaged gradients
         aux = jax.lax.pmean(aux, data_axis)
       metrics.update(aux, grad_norm=optax.global_norm(grads),
@@ -224,6 +256,14 @@ def _check_positive(config: ml_collections.ConfigDict, *names: str) -> None:
 def validate_train_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the `train.*` field that is out of range."""
   _check_positive(config, "steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every")
+  part = config.train.get("microbatch_size", 0)  # absent from configs saved before it existed
+  if isinstance(part, bool) or not isinstance(part, int) or part < 0:
+    raise ValueError(f"train.microbatch_size: must be a non-negative integer (0: the whole "
+                     f"batch at once), got {part!r}")
+  batch_size = config.get("data", {}).get("batch_size")
+  if isinstance(batch_size, int) and 0 < part < batch_size and batch_size % part:
+    raise ValueError(f"train.microbatch_size: must divide data.batch_size ({batch_size}), got "
+                     f"{part}")
   if config.train.checkpoint_every % config.train.log_every:
     raise ValueError(
         f"train.checkpoint_every: must be a multiple of train.log_every "

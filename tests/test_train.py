@@ -65,6 +65,50 @@ def test_packed_hyperparameters_give_the_same_step():
     np.testing.assert_array_equal(a, b)
 
 
+def _with(config, **train_fields):
+  config.train.update(train_fields)
+  return config
+
+
+@pytest.mark.parametrize("make_config, parts", [(classic_config, 5), (tiny_lm_config, 2),
+                                                (tiny_lm_config, 4)])
+def test_microbatches_give_the_batch_step(make_config, parts):
+  """`train.microbatch_size`: the mean over equal parts of the batch is the batch's step (loss,
+  the task's metrics, gradients and so the update), up to float32 rounding; under vmap too."""
+  config = make_config()
+  task, hparams, state = _setup(config)
+  batches = task.train_batches(0, 0, 3)
+  whole = jax.jit(train.scan_steps(train.make_train_step(task, config)))(state, batches, hparams)
+  split_config = _with(make_config(), microbatch_size=config.data.batch_size // parts)
+  train.validate_train_config(split_config)
+  fn = train.scan_steps(train.make_train_step(task, split_config))
+  whole_fn = train.scan_steps(train.make_train_step(task, config))
+  scans = [str(jax.make_jaxpr(f)(state, batches, hparams)).count("scan[") for f in (whole_fn, fn)]
+  assert scans[1] == scans[0] + 2  # the parts' scan, in the chunk's scan and at its last step
+  run = jax.jit(fn)
+  split = run(state, batches, hparams)
+  assert sorted(split[1]) == sorted(whole[1])  # the log step's metrics: accuracy, the norms
+  np.testing.assert_allclose(split[1]["loss"], whole[1]["loss"], rtol=1e-6)
+  np.testing.assert_allclose(split[1]["grad_norm"][-1], whole[1]["grad_norm"][-1], rtol=1e-5)
+  # Adam divides by the gradients' root mean square: where a gradient is nearly 0 its rounding
+  # moves the update by a part of the learning rate (3e-3 for the LM).
+  for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(split), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+  # A part is not the batch: the first part alone gives another loss.
+  first = jax.tree.map(lambda x: x[:, : x.shape[1] // parts], batches)
+  alone = jax.jit(train.scan_steps(train.make_train_step(task, config)))(state, first, hparams)
+  assert abs(float(alone[1]["loss"][0]) - float(whole[1]["loss"][0])) > 1e-4
+  # Two points vmapped (the sweep's program) are the two single runs.
+  two = jax.tree.map(lambda x: np.stack([x, x]), state)
+  hp2 = {k: np.stack([v, v / 2]) for k, v in hparams.items()}
+  both = jax.jit(jax.vmap(fn, in_axes=(0, None, 0)))(two, batches, hp2)
+  half = run(state, batches, {k: v / 2 for k, v in hparams.items()})
+  for pair, single in ((jax.tree.map(lambda x: x[0], both), split),
+                       (jax.tree.map(lambda x: x[1], both), half)):
+    for a, b in zip(jax.tree.leaves(pair), jax.tree.leaves(single), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_log_step_metrics_come_from_the_last_step_and_match_optax():
   """A chunk computes the task's metrics and the norms at its last step only (NaN before): the
   accuracy of that step's batch and Optax's global norms of its gradients, updates and new
@@ -216,6 +260,11 @@ def test_bad_train_config_names_the_field(tmp_path):
     train.train(classic_config(checkpoint_every=15), str(tmp_path))
   with pytest.raises(ValueError, match="train.steps"):
     train.train(classic_config(steps=0), str(tmp_path))
+  with pytest.raises(ValueError,
+                     match=r"train.microbatch_size: must divide data.batch_size \(4\), got 3"):
+    train.validate_train_config(_with(tiny_lm_config(), microbatch_size=3))
+  with pytest.raises(ValueError, match="train.microbatch_size: must be a non-negative integer"):
+    train.validate_train_config(_with(classic_config(), microbatch_size=-1))
 
 
 def test_workdir_of_another_config_is_refused(uninterrupted):
