@@ -90,6 +90,8 @@ def plain_jax(task, config, lrs: Sequence[float], seed: int, k: int, seq_points:
   `plain_vmap` trains the first `vmap_points` of them at once (none at 0). The chunk's batches
   (`task.train_batches(seed, 0, k)`, shared by the points as in a sweep of one seed) are on the
   device before the clock starts; each function is called once here (compile and warm-up).
+  A step's gradient is accumulated over the config's parts (`train.microbatch_size`) as ours
+  is: on a CPU that is faster for XLA, so the plain loops keep that advantage too.
   """
   import jax
   import jax.numpy as jnp
@@ -253,16 +255,16 @@ def torch_loop(task_name: str, task, config, lrs: Sequence[float], seed: int, k:
     points.append((model, loss, opt, sched))
   clip = float(opt_cfg.clip_norm)
 
-  parts = _parts(config)
-
   def loop():
+    # The whole batch at once, whatever the config's `train.microbatch_size`: the loop a user
+    # writes, and PyTorch's fastest on a CPU (in parts of 2 windows the LM's step is slower;
+    # benchmarks/README.md, "Micro-batches").
     torch.set_num_threads(threads)
     for model, loss, opt, sched in points:
       for x, y in batches:
         opt.zero_grad(set_to_none=True)
-        for xp, yp in zip(x.chunk(parts), y.chunk(parts), strict=True):  # the config's parts
-          value = loss(model(xp), yp) / parts
-          value.backward()
+        value = loss(model(x), y)
+        value.backward()
         if clip > 0:
           torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
