@@ -26,8 +26,8 @@ def get_config():
   config.train.steps_per_call = 20
   # Gradients over parts of 2 windows, averaged: XLA's CPU runtime allocates a program's
   # temporary buffer at every call, and glibc maps one over 32 MB afresh (a page fault per 4 KB);
-  # a part's is an eighth of the batch's. 1.6x per step on one core, 1.1-1.2x in the sweep
-  # (benchmarks/README.md, "Micro-batches"). 0 on an accelerator.
+  # a part's is an eighth of the batch's: the sweep of 8 points ran 1.1-1.2x faster
+  # (benchmarks/README.md, "Micro-batches"). 0 (the whole batch) on an accelerator.
   config.train.microbatch_size = 2
   config.train.log_every = 20
   config.train.eval_every = 200

@@ -160,21 +160,22 @@ def make_train_step(
       raise ValueError(f"train.microbatch_size: {part_size} does not divide the {size} examples "
                        "of a step's batch" + (" on one data-parallel device" if data_axis else ""))
     micro = size // part_size
-    parts = jax.tree.map(lambda x: x.reshape((micro, size // micro) + x.shape[1:]), batch)
+    parts = jax.tree.map(lambda x: x.reshape((micro, part_size) + x.shape[1:]), batch)
     # A part's working set is a `micro`-th of the batch's: on a CPU, XLA's temporary buffer
     # stays under glibc's 32 MB mmap threshold and is reused instead of page-faulted in at
-    # every call (lm_tiny: 1.6x per step; benchmarks/README.md, "Micro-batches").
-    part_fn = jax.value_and_grad(task.loss_fn, has_aux=True) if log else grad_fn
+    # every call (benchmarks/README.md, "Micro-batches").
 
-    def add(total, part):
-      out, grads = part_fn(params, part)
-      loss, aux = out if log else (out, {})
-      return jax.tree.map(jnp.add, total, (loss, grads, aux)), None
+    def of_part(part):
+      if log:
+        (loss, aux), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(params, part)
+        return loss, grads, aux
+      loss, grads = grad_fn(params, part)
+      return loss, grads, {}
 
-    aux0 = jax.eval_shape(task.loss_fn, params, jax.tree.map(lambda x: x[0], parts))[1]
-    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
-                         (jnp.zeros((), jnp.float32), params, aux0 if log else {}))
-    total, _ = jax.lax.scan(add, zeros, parts)
+    shapes = jax.eval_shape(of_part, jax.tree.map(lambda x: x[0], parts))
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+    total, _ = jax.lax.scan(lambda t, part: (jax.tree.map(jnp.add, t, of_part(part)), None),
+                            zeros, parts)
     return jax.tree.map(lambda x: x / micro, total)
 
   def train_step(state: TrainState, batch: Batch, hparams: HParams, log: bool = False):
