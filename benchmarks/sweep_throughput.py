@@ -98,22 +98,20 @@ def sequential_loops(task, config, hparams: dict[str, Any], seed: int, n: int, k
 
   Returns `{'seq_step': loop, 'seq_scan': loop}`: a Python loop of one jitted `train_step` per
   call, and a loop over points of one jitted `train.scan_steps` chunk, both with the batches
-  already on the device; each called once here (compile and warm-up).
+  already on the device, each point's values compiled in as the single run does
+  (`train.with_fixed_hparams`); each called once here (compile and warm-up).
   """
   import jax
 
   from jaxopt_lab import train
-  from jaxopt_lab.optim import factory
 
-  # As the single run compiles them: the hyperparameters packed in one argument.
-  names = factory.hparam_names(config.optimizer.name)
+  # As the single run compiles them: each point's hyperparameters constants of its programs.
   train_step = train.make_train_step(task, config)
-  step = jax.jit(train.with_packed_hparams(train_step, names), donate_argnums=0)
-  scan = jax.jit(train.with_packed_hparams(train.scan_steps(train_step), names),
-                 donate_argnums=0)
   init = jax.jit(lambda h, s: train.init_state(task, config, h, s))
   points = [{key: v[i] for key, v in hparams.items()} for i in range(n)]
-  hps = [jax.device_put(train.pack_hparams(h, names)) for h in points]
+  steps = [jax.jit(train.with_fixed_hparams(train_step, h), donate_argnums=0) for h in points]
+  scans = [jax.jit(train.with_fixed_hparams(train.scan_steps(train_step), h), donate_argnums=0)
+           for h in points]
   batches = jax.device_put(task.train_batches(seed, 0, k))
   per_step = [jax.tree.map(lambda x, j=j: x[j], batches) for j in range(k)]
   states = {name: [init(h, seed) for h in points] for name in ("step", "scan")}
@@ -122,13 +120,13 @@ def sequential_loops(task, config, hparams: dict[str, Any], seed: int, n: int, k
     for i in range(n):
       s = states["step"][i]
       for j in range(k):
-        s, _ = step(s, per_step[j], hps[i])
+        s, _ = steps[i](s, per_step[j])
       jax.block_until_ready(s)
       states["step"][i] = s
 
   def loop_scans():
     for i in range(n):
-      s, metrics = scan(states["scan"][i], batches, hps[i])
+      s, metrics = scans[i](states["scan"][i], batches)
       jax.block_until_ready((s, metrics))
       states["scan"][i] = s
 

@@ -41,12 +41,12 @@ def test_scan_of_steps_equals_a_loop_of_steps():
   assert int(scanned.step) == 5
 
 
-def test_packed_hyperparameters_give_the_same_step():
-  """The compiled programs take the values packed in one array (`pack_hparams`, one argument):
-  the same values in the given order, and the same step as the mapping gives, bit for bit."""
+def test_packed_hyperparameters_round_trip():
+  """A sweep's compiled program takes the points' values packed in one array (`pack_hparams`,
+  one argument): the same values in the given order, per point."""
   config = classic_config()
   config.optimizer.clip_norm = 0.5
-  task, hparams, state = _setup(config)
+  _, hparams, _ = _setup(config)
   names = factory.hparam_names(config.optimizer.name)
   packed = train.pack_hparams(hparams, names)
   assert packed.shape == (len(names),) and packed.dtype == np.float32
@@ -56,13 +56,26 @@ def test_packed_hyperparameters_give_the_same_step():
   assert stacked.shape == (3, len(names))
   for name, values in train.unpack_hparams(stacked, names).items():
     np.testing.assert_array_equal(values, points[name])
-  step = train.make_train_step(task, config)
-  batches = task.train_batches(0, 0, 4)
-  by_mapping = jax.jit(train.scan_steps(step))(state, batches, hparams)
-  by_packed = jax.jit(train.with_packed_hparams(train.scan_steps(step), names))(
-      state, batches, packed)
-  for a, b in zip(jax.tree.leaves(by_mapping), jax.tree.leaves(by_packed), strict=True):
-    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("clip_norm", [0.5, 0.0])
+def test_fixed_hyperparameters_give_the_same_steps(clip_norm):
+  """The single run compiles its values as constants (`with_fixed_hparams`): the same steps as
+  the values passed traced, and what a value switches off is gone from the program (at
+  `clip_norm` 0 or 0.5 the clipping's `lax.cond` on the threshold is decided at compile time)."""
+  config = classic_config()
+  config.optimizer.clip_norm = clip_norm
+  task, hparams, state = _setup(config)
+  step = train.scan_steps(train.make_train_step(task, config))
+  batches = task.train_batches(0, 0, 20)
+  traced = jax.jit(step)(state, batches, hparams)
+  fixed_program = jax.jit(train.with_fixed_hparams(step, hparams))
+  fixed = fixed_program(state, batches)
+  for a, b in zip(jax.tree.leaves(traced), jax.tree.leaves(fixed), strict=True):
+    np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
+  text = fixed_program.lower(state, batches).compile().as_text()
+  assert ("conditional(" in jax.jit(step).lower(state, batches, hparams).compile().as_text())
+  assert "conditional(" not in text
 
 
 def _with(config, **train_fields):
