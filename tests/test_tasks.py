@@ -186,6 +186,14 @@ def test_lm_eval_averages_batches():
   np.testing.assert_allclose(metrics['loss'], np.mean(losses), rtol=1e-5)
   np.testing.assert_allclose(metrics['bits_per_byte'], metrics['loss'] / math.log(2), rtol=1e-6)
   np.testing.assert_allclose(metrics['perplexity'], np.exp(metrics['loss']), rtol=1e-5)
+  # The same windows in batches of 8 (lm_tiny's, for speed on a CPU): the same metrics.
+  small = tasks.build(_config('lm', SMALL_LM, {**SMALL_LM_DATA, 'eval_batch_size': 8}))
+  tokens = small.eval_data['test']['tokens']
+  assert tokens.shape == (16, 8, 65)
+  np.testing.assert_array_equal(tokens.reshape(data['tokens'].shape), data['tokens'])
+  by_eight = jax.jit(small.eval_metrics)(params, small.eval_data['test'])
+  for name, value in metrics.items():
+    np.testing.assert_allclose(by_eight[name], value, rtol=1e-5)
 
 
 @pytest.mark.parametrize('name', ['classic', 'digits'])
