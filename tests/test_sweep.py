@@ -374,6 +374,19 @@ def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
   st.release()
 
 
+@pytest.mark.parametrize("local, widest, width", [
+    (64, 3, 2), (16, 3, 2), (13, 4, 2), (64, 64, 64), (66, 8, 6), (100, 7, 5), (4, 3, 3),
+    (7, 1, 1), (5, 9, 5)])
+def test_auto_width_pads_least(local, widest, width):
+  """slice_size=-1 takes, of the widths from the budget's down to half of it, the one whose
+  slices pad a device's points least (then the widest): never more padding than the budget's."""
+  assert programs.least_padded_width(local, widest) == width
+  padded = lambda w: -(-local // w) * -(-local // -(-local // w))
+  assert padded(width) <= padded(min(widest, local))
+  assert padded(width) == min(padded(w) for w in range(-(-min(widest, local) // 2),
+                                                       min(widest, local) + 1))
+
+
 def test_default_cpu_devices_one_per_core_at_most_one_per_point():
   config = classic_sweep_config()  # 2 groups of 3 learning rates x 2 seeds
   assert driver.default_cpu_devices(config, 16) == 6
