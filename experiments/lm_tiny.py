@@ -30,7 +30,8 @@ def get_config():
   # (benchmarks/README.md, "Micro-batches"). 0 (the whole batch) on an accelerator.
   config.train.microbatch_size = 2
   # The same for the held-out forward passes: 8 windows a batch (the same means), 2.4 s instead
-  # of 4.0 s for the 8 points' evaluation of the sweep (benchmarks/README.md, "Evaluation").
+  # of 4.0 s for the 8 points' evaluation of the sweep (benchmarks/README.md, "The LM's
+  # held-out evaluation").
   config.data.eval_batch_size = 8
   config.train.log_every = 20
   config.train.eval_every = 200
