@@ -264,10 +264,9 @@ def time_group_program(base, n: int, k: int, width: int, peak: float,
   """
   import jax
 
-
-  group = one_group(sweep_config(base, n, k, width))
   from jaxopt_lab.sweep import programs
 
+  group = one_group(sweep_config(base, n, k, width))
   program = group_program(group, programs.make_mesh())
   pop = program.init_population()
   batches = program.device_batches(k)
