@@ -45,7 +45,8 @@ from jaxopt_lab import configs, expdir, files
 
 DESIGNS = ("grid", "random", "successive_halving", "hyperband", "pbt", "optuna")
 # The module each design needs beyond the driver (the ones still being written are skipped).
-_MODULES = {"pbt": "jaxopt_lab.sweep.pbt", "optuna": "jaxopt_lab.sweep.optuna_search"}
+_MODULES = {"pbt": "jaxopt_lab.sweep.adaptive.pbt",
+            "optuna": "jaxopt_lab.sweep.adaptive.optuna_search"}
 BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "experiments", "study_lm_tiny_adaptive.py")
 TOLERANCE = 0.01  # the target: within 1% of the grid's best loss ...

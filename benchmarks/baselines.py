@@ -258,7 +258,7 @@ def torch_loop(task_name: str, task, config, lrs: Sequence[float], seed: int, k:
   def loop():
     # The whole batch at once, whatever the config's `train.microbatch_size`: the loop a user
     # writes, and PyTorch's fastest on a CPU (in parts of 2 windows the LM's step is slower;
-    # benchmarks/README.md, "Micro-batches").
+    # benchmarks/HISTORY.md, "Micro-batches").
     torch.set_num_threads(threads)
     for model, loss, opt, sched in points:
       for x, y in batches:

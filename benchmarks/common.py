@@ -155,7 +155,7 @@ class GroupProgram:
       chunk's batches, places them, compiles at the first call of a length, runs.
     run_loop: `(pop, begin, chunks) -> pop`, a sweep's training as `scripts/sweep.py` runs it
       between two log steps: `chunks` chunks from step `begin` through the run loop
-      (`runloop.run`) and the driver's job (`driver.GroupJob`: its batches, dispatch and late
+      (`runloop.run`) and the driver's job (`jobs.GroupJob`: its batches, dispatch and late
       fetch), the host building the next chunk's batches while the devices compute; it writes
       nothing (no rows, evaluations or checkpoints) and returns when the last chunk's metrics
       are on the host.
@@ -179,7 +179,7 @@ class GroupProgram:
 
 
 def group_program(group, mesh) -> GroupProgram:
-  """The driver's program of `group` (a `programs.Group`) on `mesh`, without a store."""
+  """The driver's program of `group` (a `grouping.Group`) on `mesh`, without a store."""
   from jaxopt_lab.sweep import programs
 
   run = programs.GroupPrograms(group, mesh)
@@ -196,9 +196,9 @@ def _loop_runner(run) -> Callable[[Any, int, int], Any]:
   import ml_collections
 
   from jaxopt_lab import runloop
-  from jaxopt_lab.sweep import driver
+  from jaxopt_lab.sweep import jobs
 
-  class Job(driver.GroupJob):
+  class Job(jobs.GroupJob):
     """The driver's job, writing nothing: its batches, dispatch and fetch are the sweep's own."""
 
     def log(self, step, means, pop):
@@ -231,10 +231,10 @@ def _loop_runner(run) -> Callable[[Any, int, int], Any]:
 
 
 def one_group(config):
-  """The single group of a one-group sweep config: `programs.build_groups` of its design."""
-  from jaxopt_lab.sweep import design, programs
+  """The single group of a one-group sweep config: `grouping.build_groups` of its design."""
+  from jaxopt_lab.sweep import design, grouping
 
-  (group,) = programs.build_groups(config, design.make_design(config.sweep))
+  (group,) = grouping.build_groups(config, design.make_design(config.sweep))
   return group
 
 

@@ -27,7 +27,7 @@ def get_config():
   # Gradients over parts of 2 windows, averaged: XLA's CPU runtime allocates a program's
   # temporary buffer at every call, and glibc maps one over 32 MB afresh (a page fault per 4 KB);
   # a part's is an eighth of the batch's: the sweep of 8 points ran 1.1-1.2x faster
-  # (benchmarks/README.md, "Micro-batches"). 0 (the whole batch) on an accelerator.
+  # (benchmarks/HISTORY.md, "Micro-batches"). 0 (the whole batch) on an accelerator.
   config.train.microbatch_size = 2
   # The same for the held-out forward passes: 8 windows a batch (the same means), 2.4 s instead
   # of 4.0 s for the 8 points' evaluation of the sweep (benchmarks/README.md, "The LM's

@@ -12,7 +12,12 @@ import ml_collections
 
 TASKS = ('classic', 'breast_cancer', 'digits', 'lm')
 LM_SIZES = ('tiny', 'small')
-SCHEDULES = ('constant', 'cosine', 'wsd')
+COMPUTE_DTYPE = 'float32'  # the compute dtype of a model config that names none (a plugin task's)
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> str:
+  """The compute dtype of `config.model` (`COMPUTE_DTYPE` where it has no `dtype` field)."""
+  return str(config.model.get('dtype', COMPUTE_DTYPE))
 
 
 def _is_plugin(task: str) -> bool:
@@ -73,7 +78,7 @@ def default_model_config(task: str) -> ml_collections.ConfigDict:
   if task == 'digits':
     model.hidden = (256, 256)  # Hidden widths of the MLP (input 64, output 10 from the data).
     model.activation = 'relu'  # 'relu', 'gelu' or 'tanh'.
-  model.dtype = 'float32'  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
+  model.dtype = COMPUTE_DTYPE  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
   return model
 
 

@@ -1,6 +1,6 @@
 """The experiment directory's schema: file names, columns, `run.json` fields (no JAX).
 
-The sweep's store (`sweep.store`) and the single run (`train.train`) write it; the analysis
+The sweep's store (`sweep.store`) and the single run (`single.train`) write it; the analysis
 (`analysis.results`) reads it. A sweep's directory:
 
   config.json     the resolved config
@@ -12,7 +12,9 @@ The sweep's store (`sweep.store`) and the single run (`train.train`) write it; t
   stages.csv      adaptive designs only: one row per (stage, point) (STAGES_COLUMNS, then hp_*)
   optuna.db       the Optuna design only: the study (SQLite; optuna-dashboard reads it)
   followup.json   a follow-up (--continue_from) only: its source and changes (analysis.followup)
-  checkpoints/    orbax checkpoints
+  checkpoints/    orbax checkpoints: checkpoints/<group>/<step> (a fixed design),
+                  checkpoints/<group>/stage-<k>/<step> (an adaptive one), and each group's
+                  device layout beside them, checkpoints/<group>.layout.json
   tb/<point>/     TensorBoard event files (config.train.tensorboard)
 
 A single run's directory (scripts/train.py) holds config.json, metrics.jsonl (rows without
@@ -41,11 +43,17 @@ OPTUNA_FILE = "optuna.db"
 FOLLOWUP_FILE = "followup.json"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tb"
+LAYOUT_SUFFIX = ".layout.json"  # checkpoints/<group>.layout.json: the layout its states hold
+STAGE_PREFIX = "stage-"  # checkpoints/<group>/stage-<k>/: an adaptive design's stage k
+WRITE_PROBE_FILE = ".write_test"  # written and removed at a start: is the workdir writable?
 REQUIRED_FILES = (CONFIG_FILE, DESIGN_FILE)
 SINGLE_RUN_FILES = (CONFIG_FILE, SINGLE_SUMMARY_FILE)
 DESIGN_ID_COLUMNS = ("point", "group", "replicate", "seed")
-# design.csv's column naming the part of an adaptive design a point belongs to (not a factor).
-DESIGN_TAG_COLUMNS = {"hyperband": "bracket", "optuna": "round"}
+# design.csv's column naming the part of an adaptive design a point belongs to (not a factor):
+# the one its declaration names (`adaptive.registry.Design.tag`).
+BRACKET_COLUMN = "bracket"  # Hyperband's bracket
+ROUND_COLUMN = "round"  # Optuna's round
+DESIGN_TAG_COLUMNS = {"hyperband": BRACKET_COLUMN, "optuna": ROUND_COLUMN}
 # A train row: the loss's mean over the log interval, the other training metrics (the task's, and
 # grad_norm, update_norm, param_norm) at its step (`runloop.MetricMeans`).
 METRIC_ROW_KEYS = ("point", "step", "split")  # then the row's metrics; split: train | valid | test
@@ -189,6 +197,27 @@ class MetricsLog:
       close()
 
 
+def checkpoints_dir(workdir: str | os.PathLike) -> str:
+  """The folder of every checkpoint of the experiment (a single run's own checkpoints)."""
+  return os.path.join(os.fspath(workdir), CHECKPOINTS_DIR)
+
+
+def group_checkpoints(workdir: str | os.PathLike, group: str) -> str:
+  """The checkpoints of a sweep's group (an adaptive design's: one folder per stage in it)."""
+  return os.path.join(checkpoints_dir(workdir), group)
+
+
+def stage_checkpoints(workdir: str | os.PathLike, group: str, stage: int) -> str:
+  """The checkpoints of stage `stage` of an adaptive design's group."""
+  return os.path.join(group_checkpoints(workdir, group), f"{STAGE_PREFIX}{stage}")
+
+
+def layout_file(workdir: str | os.PathLike, group: str) -> str:
+  """The device layout a group's checkpoints hold (points x data devices, slice width, padded
+  points): a resume checks it against its own."""
+  return group_checkpoints(workdir, group) + LAYOUT_SUFFIX
+
+
 def is_single_run(workdir: str | os.PathLike) -> bool:
   """Whether `workdir` is a single run's directory (summary.json, no design.csv)."""
   return (all(os.path.isfile(os.path.join(workdir, f)) for f in SINGLE_RUN_FILES)
@@ -214,3 +243,27 @@ def single_run_tables(config: Mapping[str, Any], summary: Mapping[str, Any]
   row.update({k: repr(float(v)) for k, v in summary.items()
               if k.startswith(("final_", "best_")) and isinstance(v, (int, float))})
   return design_columns, [design_row], list(row), [row]
+
+
+def final_and_best(rows: Sequence[Mapping[str, Any]], splits: Sequence[str],
+                   modes: Mapping[str, str]) -> dict[str, float]:
+  """`final_train_loss`, and `final_<split>_<metric>` / `best_<split>_<metric>` of metric rows.
+
+  Best is the min (or max, as `modes` says) over the finite values of the evaluations after
+  training began (step 0, the initialisation, counts only when it is the only evaluation).
+  """
+  out: dict[str, float] = {}
+  train_rows = [r for r in rows if r["split"] == "train"]
+  if train_rows:
+    out["final_train_loss"] = train_rows[-1]["loss"]
+  for split in splits:
+    split_rows = [r for r in rows if r["split"] == split]
+    for name, mode in modes.items():
+      values = [r[name] for r in split_rows if name in r]
+      if not values:
+        continue
+      out[f"final_{split}_{name}"] = values[-1]
+      trained = [r[name] for r in split_rows if name in r and r["step"] > 0] or values
+      finite = [v for v in trained if math.isfinite(v)]
+      out[f"best_{split}_{name}"] = (max if mode == "max" else min)(finite) if finite else math.nan
+  return out

@@ -44,7 +44,7 @@ def run(main: Callable[[list[str]], None]) -> None:
   choices), or a diverged training run; anything else is a bug and keeps its traceback. Ctrl-C
   prints one line (where training stopped, and that the same command resumes) and exits 130.
   """
-  from jaxopt_lab.train import Interrupted, TrainingDiverged  # noqa: PLC0415  (keeps this light)
+  from jaxopt_lab.runloop import Interrupted, TrainingDiverged  # noqa: PLC0415  (keeps this light)
 
   def guarded(argv: list[str]) -> None:
     # orbax logs every step of every save at INFO; keep the run's own lines readable.

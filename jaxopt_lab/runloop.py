@@ -36,6 +36,10 @@ class Interrupted(KeyboardInterrupt):
   """
 
 
+class TrainingDiverged(RuntimeError):
+  """Raised by the single run's job when the training loss becomes non-finite."""
+
+
 @dataclasses.dataclass
 class Position:
   """Where a training loop is, for the line that reports an interrupt."""
@@ -196,7 +200,7 @@ class ChunkProgram:
 
 
 class Job(Protocol):
-  """What the loop trains: one point (`train.train`) or a group's population (the sweep)."""
+  """What the loop trains: one point (`single.train`) or a group's population (the sweep)."""
 
   compile_seconds: float  # seconds spent compiling so far (left out of the progress rates)
 

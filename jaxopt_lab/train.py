@@ -1,4 +1,4 @@
-"""The training core of ONE design point, and the single-run loop.
+"""The training core of ONE design point: its state, its pure step, a scanned chunk, evaluation.
 
 `train_step(state, batch, hparams)` is a pure function of one point: the sweep driver `jax.vmap`s
 this very function over points, so a point of a sweep and a single run with the same values are
@@ -6,15 +6,12 @@ the same computation. `hparams` is a dict of float32 scalars holding the value f
 (peak learning rate, betas, eps, momentum, decay, weight decay, warmup fraction, clip norm); the
 optimizer and its schedule are built inside the step from it and from the static config (the
 optimizer's name and flags), so new values never recompile and nothing branches on a value.
+The single run's loop and files are `single`; a sweep's are `sweep.programs` and `sweep.jobs`.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -23,21 +20,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxopt_lab import (
-  checkpoints,
-  expdir,
-  files,
-  hardware,
-  runloop,
-  tasks,
-  tblog,
-  textmetrics,
-  workdirs,
-)
+from jaxopt_lab import tasks
 from jaxopt_lab.optim import factory
-
-# The loop's names that callers of the single run meet (its errors, its chunk boundaries).
-from jaxopt_lab.runloop import Interrupted, Position, chunk_ends  # noqa: F401
 
 Params = Any
 Batch = Mapping[str, Any]
@@ -63,10 +47,6 @@ class TrainState(NamedTuple):
   params: Params
   opt_state: optax.OptState
   key: jax.Array
-
-
-class TrainingDiverged(RuntimeError):
-  """Raised by the single-run loop when the training loss becomes non-finite."""
 
 
 def point_keys(seed: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -97,21 +77,6 @@ def init_state(
   params = task.init_params(init_key)
   opt_state = make_optimizer(config, hparams).init(params)
   return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key)
-
-
-def pack_hparams(hparams: Mapping[str, Any], names: Sequence[str]) -> np.ndarray:
-  """The values of `names` in `hparams` as one float32 array, stacked on a last axis.
-
-  A sweep group's compiled program takes the points' hyperparameters as this one array rather
-  than one argument per value: each argument of a compiled call costs its
-  dispatch, a tenth of a small model's step (benchmarks/README.md, "The sweep's host work").
-  """
-  return np.stack([np.asarray(hparams[n], np.float32) for n in names], axis=-1)
-
-
-def unpack_hparams(packed: jax.Array, names: Sequence[str]) -> dict[str, jax.Array]:
-  """The mapping `pack_hparams(hparams, names)` packed: `{name: packed[..., i]}`."""
-  return {name: packed[..., i] for i, name in enumerate(names)}
 
 
 def with_fixed_hparams(fn: Callable[..., Any], hparams: Mapping[str, Any]) -> Callable[..., Any]:
@@ -171,7 +136,7 @@ def make_train_step(
     parts = jax.tree.map(lambda x: x.reshape((micro, part_size) + x.shape[1:]), batch)
     # A part's working set is a `micro`-th of the batch's: on a CPU, XLA's temporary buffer
     # stays under glibc's 32 MB mmap threshold and is reused instead of page-faulted in at
-    # every call (benchmarks/README.md, "Micro-batches").
+    # every call (benchmarks/HISTORY.md, "Micro-batches").
 
     def of_part(part):
       if log:
@@ -291,175 +256,3 @@ def validate_optimizer(config: ml_collections.ConfigDict, hparams: Mapping[str, 
     if name != "clip_norm" and not np.all(np.isfinite(value)):
       raise ValueError(f"optimizer.{name}: must be a finite number >= 0, got {float(value)}")
   make_optimizer(config, hparams)
-
-
-def validate(config: ml_collections.ConfigDict) -> tuple[tasks.Task, dict[str, np.ndarray]]:
-  """Checks every field a single run reads; returns its task and hyperparameters.
-
-  Raises ValueError naming the field. Nothing is written, so a refused start leaves the workdir
-  as it was.
-  """
-  validate_train_config(config)
-  tblog.validate(config)
-  task = tasks.build(config)
-  hparams = factory.hparams_from_config(config.optimizer)
-  validate_optimizer(config, hparams)
-  factory.check_traceable(config.optimizer, config.train.steps)  # values enter traced
-  return task, hparams
-
-
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains one point of `config` in `workdir`, resuming from its last checkpoint.
-
-  Writes `metrics.jsonl` (training rows every `train.log_every` steps, `valid`/`test` rows at
-  step 0, every `train.eval_every` steps and at the end), `summary.json`, and orbax
-  checkpoints, all atomically.
-  Raises `TrainingDiverged` (after writing the summary) when the training loss becomes non-finite.
-
-  Returns:
-    The summary: final and best held-out metrics, steps, hyperparameters, timings.
-  """
-  task, hparams = validate(config)
-  lock = workdirs.prepare(workdir, config)
-  where = runloop.Position()
-  try:
-    return _train(config, workdir, task, hparams, where)
-  except KeyboardInterrupt:
-    raise where.interrupted(f"of {config.train.steps}") from None
-  finally:
-    lock.release()
-
-
-class _PointJob:
-  """The single run's part of the run loop: one point, rows in `metrics.jsonl`, a non-finite
-  loss stops the run (after writing its summary)."""
-
-  def __init__(self, config, workdir, task, hparams, rows, started, metrics_log):
-    self.config, self.workdir, self.task, self.rows, self.started = (
-        config, workdir, task, rows, started)
-    self.metrics_log = metrics_log
-    self.hparams = hparams
-    self.seed = int(config.seed)
-    self.program = runloop.ChunkProgram(jax.jit(
-        with_fixed_hparams(scan_steps(make_train_step(task, config)), hparams), donate_argnums=0))
-    self.eval_step = jax.jit(make_eval_step(task))
-    self.eval_data = jax.device_put(task.eval_data)
-
-  @property
-  def compile_seconds(self) -> float:
-    return self.program.compile_seconds
-
-  def batches(self, begin: int, end: int):
-    return jax.device_put(self.task.train_batches(self.seed, begin, end - begin))
-
-  def run(self, state, batches, begin, end):
-    return self.program(end - begin, state, batches)
-
-  def fetch(self, end: int, metrics: Metrics) -> dict[str, np.ndarray]:
-    metrics = jax.device_get(metrics)
-    losses = metrics["loss"]
-    if not np.all(np.isfinite(losses)):
-      bad = end - len(losses) + int(np.argmin(np.isfinite(losses))) + 1
-      seconds = time.perf_counter() - self.started
-      summary = _summary(self.config, self.task, self.rows, self.hparams, bad - 1, "diverged",
-                         seconds)
-      summary["diverged_step"] = bad
-      self.metrics_log.sync(self.rows)
-      self.metrics_log.close()
-      files.atomic_write_json(os.path.join(self.workdir, "summary.json"), summary)
-      raise TrainingDiverged(
-          f"training diverged: the loss became non-finite at step {bad} "
-          f"(optimizer {self.config.optimizer.name}, learning_rate "
-          f"{self.config.optimizer.learning_rate}); "
-          "lower the learning rate or add clipping (optimizer.clip_norm)"
-      )
-    return metrics
-
-  def log(self, step: int, means: dict[str, np.ndarray], state) -> str:
-    row = {"step": step, "split": "train", **{k: float(v) for k, v in means.items()}}
-    self.rows.append(row)
-    return f"loss {row['loss']:.4f}"
-
-  def evaluate(self, step: int, state) -> None:
-    values = textmetrics.score_generated(
-        self.task, jax.device_get(self.eval_step(state.params, self.eval_data)))
-    for split in self.task.eval_data:
-      prefix = f"{split}_"
-      self.rows.append({"step": step, "split": split,
-                        **{k[len(prefix):]: float(v) for k, v in values.items()
-                           if k.startswith(prefix)}})
-
-  def write(self, step: int, state, seconds: float) -> None:
-    self.metrics_log.sync(self.rows)
-
-
-def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task,
-           hparams: dict[str, np.ndarray], where: runloop.Position) -> dict[str, Any]:
-  total = config.train.steps
-  started = time.perf_counter()
-  state = jax.jit(lambda h, s: init_state(task, config, h, s))(
-      jax.device_put(hparams), int(config.seed))
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
-  where.checkpoints = ckpt.directory
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  metrics_log = expdir.MetricsLog(metrics_path, tblog.for_run(config, workdir, hparams))
-  rows: list[dict[str, Any]] = []
-  start = 0
-  if (restored := ckpt.restore_latest(state)) is not None:
-    state = restored[1]
-    start = int(state.step)
-    if os.path.exists(metrics_path):  # rows past the checkpoint are trained again
-      rows = metrics_log.truncate(start)
-    logging.info("Resumed from the checkpoint at step %d.", start)
-
-  job = _PointJob(config, workdir, task, hparams, rows, started, metrics_log)
-  progress = runloop.Progress(
-      "", total, 1, tokens_per_step=task.tokens_per_step, flops_per_step=task.flops_per_step,
-      peak=hardware.peak_flops(jax.devices()[0], config.model.get("dtype", "float32")),
-      started=started)
-  runloop.run(job, state, start, config, ckpt, where, progress)
-  ckpt.close()
-  metrics_log.close()
-
-  summary = _summary(config, task, rows, hparams, total, "ok", time.perf_counter() - started)
-  files.atomic_write_json(os.path.join(workdir, "summary.json"), summary)
-  return summary
-
-
-def _summary(config, task, rows, hparams, steps, status, seconds) -> dict[str, Any]:
-  summary: dict[str, Any] = {
-      "task": task.name,
-      "optimizer": config.optimizer.name,
-      "seed": int(config.seed),
-      "status": status,
-      "steps": int(steps),
-      "hparams": {k: float(v) for k, v in jax.device_get(hparams).items()},
-      "param_count": task.param_count,
-      "seconds_this_session": seconds,
-  }
-  summary.update(final_and_best(rows, tuple(task.eval_data), task.metric_modes))
-  return summary
-
-
-def final_and_best(rows: Sequence[Mapping[str, Any]], splits: Sequence[str],
-                   modes: Mapping[str, str]) -> dict[str, float]:
-  """`final_train_loss`, and `final_<split>_<metric>` / `best_<split>_<metric>` of metric rows.
-
-  Best is the min (or max, as `modes` says) over the finite values of the evaluations after
-  training began (step 0, the initialisation, counts only when it is the only evaluation).
-  """
-  out: dict[str, float] = {}
-  train_rows = [r for r in rows if r["split"] == "train"]
-  if train_rows:
-    out["final_train_loss"] = train_rows[-1]["loss"]
-  for split in splits:
-    split_rows = [r for r in rows if r["split"] == split]
-    for name, mode in modes.items():
-      values = [r[name] for r in split_rows if name in r]
-      if not values:
-        continue
-      out[f"final_{split}_{name}"] = values[-1]
-      trained = [r[name] for r in split_rows if name in r and r["step"] > 0] or values
-      finite = [v for v in trained if math.isfinite(v)]
-      out[f"best_{split}_{name}"] = (max if mode == "max" else min)(finite) if finite else math.nan
-  return out

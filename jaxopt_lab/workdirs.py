@@ -1,6 +1,6 @@
 """The start of a run on its workdir: create, lock, clean up, record the config or take over.
 
-Shared by the single run (`train.train`) and the sweep (`sweep.store.Store`). Everything a run
+Shared by the single run (`single.train`) and the sweep (`sweep.store.Store`). Everything a run
 can check is checked before `prepare` is called, so a refused start writes nothing.
 """
 
@@ -15,22 +15,23 @@ from typing import Any
 
 import ml_collections
 
-from jaxopt_lab import files
+from jaxopt_lab import expdir, files
 
 # What the start of a run writes before its first step: a start that got no further (refused,
 # killed or interrupted before a step trained) is taken over by the next start, whatever its config.
-_UNTRAINED_FILES = ("config.json", "design.csv", "metrics.jsonl", "summary.csv", "run.json")
+_UNTRAINED_FILES = (expdir.CONFIG_FILE, expdir.DESIGN_FILE, expdir.METRICS_FILE,
+                    expdir.SUMMARY_FILE, expdir.RUN_FILE)
 
 
 def trained(workdir: str) -> bool:
   """Whether `workdir` holds a trained step: a checkpoint, a result, or metrics after step 0."""
-  folder = os.path.join(workdir, "checkpoints")
+  folder = expdir.checkpoints_dir(workdir)
   for _, dirs, _ in os.walk(folder):
     if any(d.isdigit() for d in dirs):
       return True
-  if os.path.exists(os.path.join(workdir, "summary.json")):
+  if os.path.exists(os.path.join(workdir, expdir.SINGLE_SUMMARY_FILE)):
     return True
-  path = os.path.join(workdir, "metrics.jsonl")
+  path = os.path.join(workdir, expdir.METRICS_FILE)
   try:
     return os.path.exists(path) and any(r.get("step", 0) > 0 for r in files.read_jsonl(path))
   except ValueError:  # a damaged file: treat the run as trained and let the user decide
@@ -45,7 +46,7 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> files.WorkdirLoc
   """
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    probe = os.path.join(workdir, expdir.WRITE_PROBE_FILE)
     with open(probe, "w") as f:
       f.write("ok")
     os.unlink(probe)
@@ -53,7 +54,7 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> files.WorkdirLoc
     raise ValueError(f"--workdir: cannot write to {workdir!r}: {e.strerror or e}") from None
   lock = files.WorkdirLock(workdir)  # before anything is read: another start may be writing
   try:
-    for folder in (workdir, os.path.join(workdir, "checkpoints")):
+    for folder in (workdir, expdir.checkpoints_dir(workdir)):
       for name in files.remove_stray_temp_files(folder):
         logging.info("Removed %s, left by a killed write.", os.path.join(folder, name))
     _record_config(workdir, config)
@@ -70,7 +71,7 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
     ValueError: naming --workdir, when it holds a trained run of another config (which
       `prepare` would refuse).
   """
-  path = os.path.join(workdir, "config.json")
+  path = os.path.join(workdir, expdir.CONFIG_FILE)
   if not os.path.exists(path):
     return False
   resolved = json.loads(json.dumps(config.to_dict()))
@@ -93,7 +94,7 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
 
 
 def _record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  path = os.path.join(workdir, "config.json")
+  path = os.path.join(workdir, expdir.CONFIG_FILE)
   if check_config(workdir, config):
     return
   if os.path.exists(path):
@@ -102,7 +103,7 @@ def _record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     for name in _UNTRAINED_FILES:
       with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(workdir, name))
-    shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+    shutil.rmtree(expdir.checkpoints_dir(workdir), ignore_errors=True)
   files.atomic_write_json(path, json.loads(json.dumps(config.to_dict())))
 
 

@@ -10,7 +10,7 @@ Running the same command again with the same workdir resumes from the last check
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxopt_lab import launch, train
+from jaxopt_lab import launch, single
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, summary and checkpoints.")
@@ -20,7 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   launch.log_devices()
-  summary = train.train(_CONFIG.value, _WORKDIR.value)
+  summary = single.train(_CONFIG.value, _WORKDIR.value)
   final = {k: v for k, v in summary.items() if k.startswith(("final_", "best_"))}
   logging.info("Summary: %s", final)
 

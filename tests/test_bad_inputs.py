@@ -17,7 +17,8 @@ import pytest
 from small_configs import classic_config, classic_sweep_config
 from workdir_faults import snapshot
 
-from jaxopt_lab import configs, files, train, workdirs
+from jaxopt_lab import configs, files, runloop, workdirs
+from jaxopt_lab import single as single_run
 from jaxopt_lab.sweep import driver, store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,8 +124,8 @@ def table(tmp_path_factory):
   for name, text in _FILES.items():
     (tmp / name).write_text(text)
   finished = str(tmp / "finished")
-  train.train(configs.sibling(os.path.join(ROOT, "experiments", "x.py"), "classic").get_config(),
-              finished)
+  single_run.train(
+      configs.sibling(os.path.join(ROOT, "experiments", "x.py"), "classic").get_config(), finished)
   cases, workdirs_before = [], {}
   for case_id, script, args, _, kind in CASES:
     workdir = str(tmp / case_id)
@@ -187,11 +188,11 @@ def test_a_workdir_whose_start_trained_no_step_is_taken_over(tmp_path, monkeypat
   files.atomic_write_jsonl(os.path.join(single, "metrics.jsonl"),
                            [{"step": 0, "split": "valid", "loss": 1.0}])
   assert not workdirs.trained(single)
-  summary = train.train(classic_config(), single)
+  summary = single_run.train(classic_config(), single)
   assert summary["status"] == "ok"
   assert workdirs.trained(single)
   with pytest.raises(ValueError, match=r"holds a run with another config.*learning_rate"):
-    train.train(other, single)
+    single_run.train(other, single)
 
   old = classic_sweep_config(learning_rates=(0.5,), optimizers=("sgd",), replicates=1, steps=4)
 
@@ -200,7 +201,7 @@ def test_a_workdir_whose_start_trained_no_step_is_taken_over(tmp_path, monkeypat
 
   with monkeypatch.context() as patch:
     patch.setattr(store.Store, "flush", interrupted_write)
-    with pytest.raises(train.Interrupted,
+    with pytest.raises(runloop.Interrupted,
                        match=r"at step 4 of group optimizer=sgd \(no checkpoint yet\)"):
       driver.run_sweep(old, sweep)
   assert os.path.exists(os.path.join(sweep, "design.csv"))

@@ -15,7 +15,8 @@ import shutil
 import pytest
 from small_configs import classic_config, classic_sweep_config
 
-from jaxopt_lab import checkpoints, train
+from jaxopt_lab import checkpoints
+from jaxopt_lab import single as single_run
 from jaxopt_lab.sweep import driver
 
 
@@ -78,7 +79,7 @@ def _check_one_warning(caplog, capfd, skipped: str, resumed: int) -> None:
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("single"))
-  return workdir, train.train(classic_config(), workdir)
+  return workdir, single_run.train(classic_config(), workdir)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -91,7 +92,7 @@ def test_single_run_resumes_from_the_newest_checkpoint_that_restores(single, tmp
   FAULTS[fault](newest)
   capfd.readouterr()
   with caplog.at_level(logging.WARNING):
-    again = train.train(classic_config(), workdir)
+    again = single_run.train(classic_config(), workdir)
   _check_one_warning(caplog, capfd, newest, 20)
   strip = lambda s: {k: v for k, v in s.items() if k != "seconds_this_session"}  # noqa: E731
   assert strip(again) == strip(summary)
@@ -110,7 +111,7 @@ def test_no_checkpoint_restores_is_one_error_naming_the_directory(single, tmp_pa
   _partial(os.path.join(folder, "20"))
   before = {p: _read(p) for p in _files(folder)}
   with pytest.raises(ValueError, match=rf"none of the 2 checkpoint\(s\) in {folder} restores"):
-    train.train(classic_config(), workdir)
+    single_run.train(classic_config(), workdir)
   assert {p: _read(p) for p in _files(folder)} == before  # nothing deleted: the user decides
 
 

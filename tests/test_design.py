@@ -13,7 +13,7 @@ from scipy import stats
 from scipy.stats import qmc
 
 from jaxopt_lab.sweep import design as design_lib
-from jaxopt_lab.sweep import space as space_lib
+from jaxopt_lab.sweep import factors as factors_lib
 from jaxopt_lab.sweep.design import (
     Point,
     config_overrides,
@@ -518,12 +518,11 @@ def test_missing_field_named():
 def test_factors_come_from_the_optimizer_declarations(tmp_path):
   from jaxopt_lab.optim import factory, registry
 
-  assert space_lib.VALUE_FACTORS == factory.value_factors()
   for name in registry.registered():
     declared = registry.resolve(name)
-    assert set(declared.value_names) <= set(space_lib.VALUE_FACTORS)
-    assert {f.name for f in declared.flags} <= set(space_lib.STRUCTURAL_FACTORS)
-  assert not set(space_lib.STRUCTURAL_FACTORS) & set(space_lib.VALUE_FACTORS)
+    assert set(declared.value_names) <= set(factory.value_factors())
+    assert {f.name for f in declared.flags} <= set(factors_lib.structural_factors())
+  assert not set(factors_lib.structural_factors()) & set(factory.value_factors())
   assert design_lib.Point is Point
   # A plugin the sweep names brings its own value (kappa) and flag (signed) as factors.
   plugin = tmp_path / "sub" / "my_opt.py"

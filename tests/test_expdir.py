@@ -15,6 +15,7 @@ import pytest
 from small_configs import classic_config, classic_sweep_config
 
 from jaxopt_lab import expdir, files, train
+from jaxopt_lab import single as single_run
 from jaxopt_lab.analysis import findings, report, results
 from jaxopt_lab.sweep import driver
 
@@ -46,7 +47,7 @@ def test_files_respect_the_umask(tmp_path, mask):
 def test_a_run_is_readable_by_others(tmp_path):
   previous = os.umask(0o022)
   try:
-    train.train(classic_config(steps=20), str(tmp_path))
+    single_run.train(classic_config(steps=20), str(tmp_path))
   finally:
     os.umask(previous)
   for name in ("config.json", "metrics.jsonl", "summary.json"):
@@ -58,7 +59,7 @@ def test_tensorboard_field_is_checked_before_anything_is_written(tmp_path):
   config = classic_config()
   config.train = ml_collections.ConfigDict({**config.train.to_dict(), "tensorboard": "yes"})
   with pytest.raises(ValueError, match="train.tensorboard: must be True or False, got 'yes'"):
-    train.train(config, str(tmp_path / "run"))
+    single_run.train(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
 
 
@@ -106,14 +107,14 @@ def _dying_append(monkeypatch, at: int) -> None:
 def test_single_run_killed_inside_an_append_resumes_byte_identical(tmp_path, monkeypatch):
   config = classic_config(steps=40, checkpoint_every=10)
   reference = str(tmp_path / "reference")
-  train.train(config, reference)
+  single_run.train(config, reference)
   workdir = str(tmp_path / "killed")
   with monkeypatch.context() as m:
     _dying_append(m, at=3)  # the rows of step 30, after the checkpoint of step 20
     with pytest.raises(_Killed):
-      train.train(config, workdir)
+      single_run.train(config, workdir)
   assert not _bytes(os.path.join(workdir, "metrics.jsonl")).endswith(b"\n")
-  train.train(config, workdir)
+  single_run.train(config, workdir)
   for name in ("metrics.jsonl",):
     assert _bytes(os.path.join(workdir, name)) == _bytes(os.path.join(reference, name))
   with open(os.path.join(workdir, "summary.json")) as a, open(
@@ -201,7 +202,7 @@ def test_write_volume_grows_linearly_with_the_run(tmp_path, kind):
 
 def test_report_reads_a_single_run(tmp_path):
   workdir = str(tmp_path / "run")
-  summary = train.train(classic_config(optimizer="sgd", steps=20), workdir)
+  summary = single_run.train(classic_config(optimizer="sgd", steps=20), workdir)
   exp = results.load_experiment(workdir)
   (group,) = exp.groups
   assert group.label == "sgd" and group.point.tolist() == [[0]]
@@ -285,8 +286,8 @@ def test_tensorboard_events_of_a_single_run_after_a_resume(tmp_path, monkeypatch
   with monkeypatch.context() as m:
     _dying_append(m, at=4)  # in step 40's rows: TensorBoard has step 30, past the checkpoint
     with pytest.raises(_Killed):
-      train.train(config, str(tmp_path))
-  train.train(config, str(tmp_path))
+      single_run.train(config, str(tmp_path))
+  single_run.train(config, str(tmp_path))
   events = _events(str(tmp_path / "tb"))
   # The resumed run restarts after step 20: its START event at step 30 tells TensorBoard to drop
   # the older events from that step on (the rows a kill left past the checkpoint).

@@ -15,7 +15,7 @@ import pytest
 from jaxopt_lab import configs, defaults, train
 from jaxopt_lab.data import text
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, driver, programs
+from jaxopt_lab.sweep import design, driver, grouping, programs
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "experiments")
@@ -49,7 +49,7 @@ def test_config_is_valid(name):
     return
   points = design.make_design(config.sweep)
   for point in points:  # every point's values are in range for its group's optimizer
-    _check_optimizer(programs.point_config(config, point))
+    _check_optimizer(grouping.point_config(config, point))
   largest = max(len(m) for m in design.groups(points).values())
   assert driver.default_cpu_devices(config, 4) == min(4, largest)
 

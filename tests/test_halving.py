@@ -15,8 +15,9 @@ import pytest
 from small_configs import classic_sweep_config
 from workdir_faults import interrupt_after_flush
 
-from jaxopt_lab import files, train
-from jaxopt_lab.sweep import design, driver, halving
+from jaxopt_lab import files, runloop
+from jaxopt_lab.sweep import design, driver
+from jaxopt_lab.sweep.adaptive import halving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LRS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
@@ -126,7 +127,7 @@ def test_a_sweep_killed_mid_rung_resumes_to_the_same_survivors(grid_and_halving,
   _, reference = grid_and_halving
   workdir = str(tmp_path / "killed")
   # the 4th write: rung 3 (steps 30 -> 90) at step 40, before its checkpoint there
-  with interrupt_after_flush(4), pytest.raises(train.Interrupted):
+  with interrupt_after_flush(4), pytest.raises(runloop.Interrupted):
     driver.run_sweep(_config(), workdir)
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "optimizer=sgd", "stage-1"))
   driver.run_sweep(_config(), workdir)

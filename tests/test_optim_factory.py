@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from jaxopt_lab import defaults
-from jaxopt_lab.optim import factory, testing
+from jaxopt_lab.optim import factory, registry, testing
 
 TOTAL = 60
 
@@ -57,8 +57,8 @@ def test_hparam_names():
                                            'warmup', 'clip_norm')
   assert factory.hparam_names('rmsprop') == ('learning_rate', 'decay', 'eps', 'momentum',
                                              'warmup', 'clip_norm')
-  for name in factory.OPTIMIZERS:
-    assert set(factory.hparam_names(name)) <= set(factory.VALUE_FACTORS)
+  for name in registry.registered():
+    assert set(factory.hparam_names(name)) <= set(factory.value_factors())
   with pytest.raises(ValueError) as e:
     factory.hparam_names('lion')
   assert str(e.value) == (
@@ -74,7 +74,7 @@ def test_default_config():
   assert (cfg.warmup, cfg.clip_norm, cfg.decay_fraction, cfg.end_factor) == (0.0, 0.0, 0.2, 0.0)
 
 
-@pytest.mark.parametrize('name', factory.OPTIMIZERS)
+@pytest.mark.parametrize('name', registry.registered())
 def test_hparams_from_config(name):
   cfg = _cfg(name=name, learning_rate=0.25, momentum=0.5, weight_decay=0.125)
   hp = factory.hparams_from_config(cfg)

@@ -13,7 +13,8 @@ import optax
 import pytest
 from small_configs import classic_sweep_config
 
-from jaxopt_lab import defaults, train
+from jaxopt_lab import defaults
+from jaxopt_lab import single as single_run
 from jaxopt_lab.optim import factory, registry, testing
 from jaxopt_lab.sweep import driver
 
@@ -125,7 +126,7 @@ def test_a_value_used_in_python_control_flow_is_named_at_set_up(plugin, tmp_path
     driver.run_sweep(config, str(tmp_path / 'sweep'))
   config.optimizer.name = f'{plugin}:branchy'
   with pytest.raises(ValueError, match=r'^optimizer\.beta: .*declare it structural'):
-    train.train(config, str(tmp_path / 'single'))
+    single_run.train(config, str(tmp_path / 'single'))
 
 
 def test_a_declaration_adds_ranges_and_sweep_scales(plugin):

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from workdir_faults import interrupt_after_flush
 
-from jaxopt_lab import train
+from jaxopt_lab import runloop
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, driver, optuna_search, space
+from jaxopt_lab.sweep import design, driver
+from jaxopt_lab.sweep.adaptive import optuna_search
+from jaxopt_lab.sweep.factors import Factor
 
 optuna = pytest.importorskip("optuna")
 
@@ -250,7 +252,7 @@ def test_search_space_follows_the_declared_factors():
       "b1": optuna.distributions.FloatDistribution(0.5, 0.95),
       "warmup": optuna.distributions.CategoricalDistribution([0.0, 0.1]),
   }
-  integer = space.Factor("clip_norm", True, scale="int", low=1.0, high=5.0)
+  integer = Factor("clip_norm", True, scale="int", low=1.0, high=5.0)
   assert optuna_search.distributions([integer]) == {
       "clip_norm": optuna.distributions.IntDistribution(1, 5)}
 
@@ -356,7 +358,7 @@ def test_a_sweep_killed_in_a_round_resumes_to_the_uninterrupted_result(tmp_path,
   driver.run_sweep(sweep_config(), reference)
   # The first write of round 1 (round 0 told, round 1 asked, at step 10 of 20): the kill.
   in_round_1 = lambda st: any(r["step"] == 10 and r["point"] >= 6 for r in st.rows)  # noqa: E731
-  with interrupt_after_flush(in_round_1), pytest.raises(train.Interrupted):
+  with interrupt_after_flush(in_round_1), pytest.raises(runloop.Interrupted):
     driver.run_sweep(sweep_config(), workdir)
   assert [t.state for t in load(workdir).get_trials()] == (
       [optuna.trial.TrialState.COMPLETE] * 3 + [optuna.trial.TrialState.RUNNING] * 3)

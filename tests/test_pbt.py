@@ -18,10 +18,13 @@ import pytest
 from small_configs import classic_config
 from workdir_faults import interrupt_after_flush
 
-from jaxopt_lab import checkpoints, expdir, files, train
+from jaxopt_lab import checkpoints, expdir, files, runloop
 from jaxopt_lab.analysis import adaptive, document, lineage
 from jaxopt_lab.optim import factory, registry
-from jaxopt_lab.sweep import design, driver, pbt, programs, space, staged
+from jaxopt_lab.sweep import design, driver, programs
+from jaxopt_lab.sweep.adaptive import pbt
+from jaxopt_lab.sweep.adaptive import runner as staged
+from jaxopt_lab.sweep.factors import Factor
 
 STEPS = 40
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +118,7 @@ def test_exploit_copies_the_donors_replicates_by_member_mean():
 
 def test_explore_perturbs_exactly_and_clips_to_the_declared_and_valid_ranges():
   settings = pbt.Settings(10, 0.25, (0.5,), 0.0, 40, 0, ())
-  lr = space.Factor("learning_rate", True, scale="log", low=1e-3, high=1.0)
+  lr = Factor("learning_rate", True, scale="log", low=1e-3, high=1.0)
   lo, hi = pbt.value_range(lr, "adam")
   assert (lo, hi) == (np.float32(1e-3), np.float32(1.0))
   rng = np.random.default_rng(0)
@@ -125,13 +128,13 @@ def test_explore_perturbs_exactly_and_clips_to_the_declared_and_valid_ranges():
   assert pbt.explore(0.4, lr, up, lo, hi, rng) == np.float32(0.5)
   assert pbt.explore(0.9, lr, up, lo, hi, rng) == hi  # 1.125 clipped down
   # A declared range beyond the optimizer's: b1 in [0.5, 1.0] stays below 1 (adam: [0, 1)).
-  b1 = space.Factor("b1", True, scale="linear", low=0.5, high=1.0)
+  b1 = Factor("b1", True, scale="linear", low=0.5, high=1.0)
   lo, hi = pbt.value_range(b1, "adam")
   assert hi < 1.0 and hi == np.nextafter(np.float32(1.0), np.float32(0.0))
   assert pbt.explore(0.9, b1, up, lo, hi, rng) == hi
   # Factors given by values: [min, max] of the values, the float32 ends inside it (float32(1e-8)
   # is below 1e-8: the next float32 up).
-  eps = space.Factor("eps", True, values=(1e-8, 1e-6, 1e-7))
+  eps = Factor("eps", True, values=(1e-8, 1e-6, 1e-7))
   lo, hi = pbt.value_range(eps, "adam")
   assert float(np.float32(1e-8)) < 1e-8 <= float(lo)
   assert lo == np.nextafter(np.float32(1e-8), np.float32(1.0))
@@ -141,11 +144,11 @@ def test_explore_perturbs_exactly_and_clips_to_the_declared_and_valid_ranges():
 @pytest.mark.parametrize("resample", [0.0, 0.5, 1.0])
 def test_explore_never_leaves_the_ranges(resample):
   factors = [
-      space.Factor("learning_rate", True, scale="log", low=1e-4, high=0.3),
-      space.Factor("b1", True, scale="linear", low=0.5, high=1.0),
-      space.Factor("b2", True, values=(0.99, 0.9, 0.999)),
-      space.Factor("eps", True, scale="log", low=1e-9, high=1e-6),
-      space.Factor("warmup", True, scale="linear", low=0.0, high=0.5),
+      Factor("learning_rate", True, scale="log", low=1e-4, high=0.3),
+      Factor("b1", True, scale="linear", low=0.5, high=1.0),
+      Factor("b2", True, values=(0.99, 0.9, 0.999)),
+      Factor("eps", True, scale="log", low=1e-9, high=1e-6),
+      Factor("warmup", True, scale="linear", low=0.0, high=0.5),
   ]
   settings = pbt.Settings(10, 0.25, (0.5, 0.8, 1.25, 3.0), resample, 40, 0, tuple(factors))
   specs = {v.name: v for v in (*registry.resolve("adam").values, *factory.COMMON_VALUES)}
@@ -217,8 +220,8 @@ def test_a_replay_makes_the_same_decisions_and_the_stages_cover_the_steps():
 @pytest.mark.parametrize("field, value, expected", [
     ("interval", 0, "sweep.adaptive.interval: PBT needs an int > 0 and < train.steps (40)"),
     ("interval", STEPS, "sweep.adaptive.interval: PBT needs an int > 0"),
-    ("interval", 2.5, "sweep.adaptive.interval: PBT needs an int > 0"),
-    ("interval", True, "sweep.adaptive.interval: PBT needs an int > 0"),
+    ("interval", 2.5, "sweep.adaptive.interval: must be an int (steps between two exploit"),
+    ("interval", True, "sweep.adaptive.interval: must be an int (steps between two exploit"),
     ("fraction", 0.0, "sweep.adaptive.fraction: must be a number in (0, 0.5]"),
     ("fraction", 0.6, "sweep.adaptive.fraction: must be a number in (0, 0.5]"),
     ("perturb", [], "sweep.adaptive.perturb: must be a list of positive numbers, not all 1"),
@@ -251,7 +254,7 @@ def test_one_member_is_an_error_and_good_settings_pass():
 
 
 # ---------------------------------------------------------------------------------------------
-# End to end: the stage runner (sweep/staged.py) runs the policy.
+# End to end: the stage runner (sweep/adaptive/runner.py) runs the policy.
 
 E2E_CONFIG = '''
 import ml_collections
@@ -381,7 +384,7 @@ def test_a_sweep_killed_mid_stage_resumes_to_the_same_population(pbt_run, tmp_pa
   reference, _ = pbt_run
   workdir = str(tmp_path / "killed")
   # the 4th write: stage 1 (steps 10 -> 20) wrote step 20, before its checkpoint there
-  with interrupt_after_flush(4), pytest.raises(train.Interrupted):
+  with interrupt_after_flush(4), pytest.raises(runloop.Interrupted):
     driver.run_sweep(e2e_config(**IN_PROCESS), workdir)
   rows = read_csv(os.path.join(workdir, expdir.STAGES_FILE))
   assert {r["stage"] for r in rows} == {"0", "1"}  # killed inside stage 1

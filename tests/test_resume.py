@@ -21,8 +21,9 @@ import pytest
 from small_configs import classic_config, classic_sweep_config
 from workdir_faults import interrupt_after_flush
 
-from jaxopt_lab import checkpoints, configs, files, train
-from jaxopt_lab.sweep import design, driver, programs
+from jaxopt_lab import checkpoints, configs, files, runloop
+from jaxopt_lab import single as single_run
+from jaxopt_lab.sweep import design, driver, grouping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,8 +78,8 @@ def test_ctrl_c_is_one_line_and_the_resume_is_identical(tmp_path):
   assert rows and max(r["step"] for r in rows) <= step
   assert not (workdir / "summary.json").exists() and not _strays(workdir)
 
-  resumed = train.train(_classic_config(), str(workdir))
-  reference = train.train(_classic_config(), str(tmp_path / "uninterrupted"))
+  resumed = single_run.train(_classic_config(), str(workdir))
+  reference = single_run.train(_classic_config(), str(tmp_path / "uninterrupted"))
   strip = lambda s: {k: v for k, v in s.items() if k != "seconds_this_session"}  # noqa: E731
   assert strip(resumed) == strip(reference)
   assert (workdir / "metrics.jsonl").read_text() == (
@@ -109,10 +110,10 @@ def test_sweep_resumes_a_group_mid_run_from_its_checkpoint(uninterrupted, tmp_pa
   workdir = str(tmp_path / "w")
   started = time.perf_counter()
   # the 7th write: 4 of the first group (10..40), then the second's 10, 20, 30
-  with interrupt_after_flush(7), pytest.raises(train.Interrupted) as interrupt:
+  with interrupt_after_flush(7), pytest.raises(runloop.Interrupted) as interrupt:
     driver.run_sweep(_sweep_config(), workdir)
   first_run = time.perf_counter() - started
-  groups = [g.name for g in programs.build_groups(_sweep_config(), _design())]
+  groups = [g.name for g in grouping.build_groups(_sweep_config(), _design())]
   second = groups[1]
   assert str(interrupt.value) == (f"interrupted at step 30 of group {second} (last checkpoint: "
                                   "step 20); run the same command to resume")
@@ -175,9 +176,9 @@ def test_ctrl_c_while_a_checkpoint_is_saved_names_that_checkpoint(tmp_path, monk
     raise KeyboardInterrupt
 
   monkeypatch.setattr(checkpoints.Checkpointer, "save", interrupted_save)
-  with pytest.raises(train.Interrupted, match=r"^interrupted at step 20 of 40 \(last checkpoint: "
+  with pytest.raises(runloop.Interrupted, match=r"^interrupted at step 20 of 40 \(last checkpoint: "
                                               r"step 20\); run the same command to resume$"):
-    train.train(classic_config(), str(tmp_path))
+    single_run.train(classic_config(), str(tmp_path))
 
 
 def test_ctrl_c_during_a_save_waits_for_the_checkpoint(tmp_path, monkeypatch):

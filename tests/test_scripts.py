@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from jaxopt_lab import configs, train
+from jaxopt_lab import configs
+from jaxopt_lab import single as single_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +57,7 @@ def test_killed_train_script_resumes_to_the_uninterrupted_result(tmp_path):
   config = configs.sibling(os.path.join(ROOT, "experiments", "x.py"), "classic").get_config()
   config.train.update(dict(steps=1500, steps_per_call=10, log_every=10, eval_every=1000,
                            checkpoint_every=100))
-  reference = train.train(config, str(tmp_path / "uninterrupted"))
+  reference = single_run.train(config, str(tmp_path / "uninterrupted"))
   with open(workdir / "summary.json") as f:
     resumed = json.load(f)
   for key in reference:

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from small_configs import classic_sweep_config
 
-from jaxopt_lab import files, hardware, train
+from jaxopt_lab import files, hardware
+from jaxopt_lab import single as single_run
 from jaxopt_lab.data import batching
-from jaxopt_lab.sweep import design, driver, programs, store
+from jaxopt_lab.sweep import design, driver, grouping, programs, store
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -73,7 +74,7 @@ def test_common_random_numbers_pair_the_points(swept):
 def test_each_point_reproduces_the_single_run(swept, tmp_path, point_id):
   config, workdir, rows = swept
   point = design.make_design(config.sweep)[point_id]
-  single = train.train(programs.point_config(config, point), str(tmp_path))
+  single = single_run.train(grouping.point_config(config, point), str(tmp_path))
   row = rows[point_id]
   for key in ("final_valid_loss", "final_test_accuracy", "best_valid_loss", "final_train_loss"):
     np.testing.assert_allclose(row[key], single[key], rtol=2e-5, err_msg=key)
@@ -328,7 +329,7 @@ def test_the_device_gather_gives_the_single_runs_batches():
   indices (`task.batch_indices`, the host's pure function of seed and step); the batches it
   gathers, per point under vmap as in the program, are NumPy's indexing of the training set."""
   config = classic_sweep_config(optimizers=("adam",), replicates=2)
-  group = programs.build_groups(config, design.make_design(config.sweep))[0]
+  group = grouping.build_groups(config, design.make_design(config.sweep))[0]
   run = programs.GroupPrograms(group, programs.make_mesh())
   task, begin, k = group.task, 7, 5
   data, indices = run.device_batches(begin, k)
@@ -356,7 +357,7 @@ def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
   half an accelerator's memory; on a CPU, four L2 caches within half the RAM."""
   config = classic_sweep_config(optimizers=("adam",))
   config.sweep.slice_size = -1
-  group = programs.build_groups(config, design.make_design(config.sweep))[0]
+  group = grouping.build_groups(config, design.make_design(config.sweep))[0]
   st = store.Store(str(tmp_path), config, design.make_design(config.sweep))
   mesh = programs.make_mesh()
   fixed, per_point = programs.GroupPrograms(group, mesh).slice_memory()
@@ -437,13 +438,13 @@ def test_points_equal_single_runs_to_1e9_in_float64(tmp_path):
       import jax
       import numpy as np
       from small_configs import classic_sweep_config
-      from jaxopt_lab import train
-      from jaxopt_lab.sweep import design, driver, programs
+      from jaxopt_lab import single as single_run
+      from jaxopt_lab.sweep import design, driver, grouping
       config = classic_sweep_config(learning_rates=(0.03, 0.3, 3.0), replicates=2, steps=60)
       config.model.dtype = "float64"
       rows = driver.run_sweep(config, "sweep")
       for point in design.make_design(config.sweep)[::2]:
-        single = train.train(programs.point_config(config, point), f"single{point.point}")
+        single = single_run.train(grouping.point_config(config, point), f"single{point.point}")
         assert single["final_valid_loss"] != float(np.float32(single["final_valid_loss"]))
         for key in ("final_valid_loss", "final_test_loss", "final_train_loss"):
           np.testing.assert_allclose(rows[point.point][key], single[key], rtol=1e-9)

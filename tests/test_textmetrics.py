@@ -18,6 +18,7 @@ from rouge_score import rouge_scorer
 from small_configs import classic_config, tiny_lm_config
 
 from jaxopt_lab import files, models, tasks, textmetrics, train
+from jaxopt_lab import single as single_run
 from jaxopt_lab.sweep import driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,7 +141,7 @@ def test_prompts_are_held_out_windows():
 
 def test_single_run_logs_generation_metrics(tmp_path):
   config = _generating(tiny_lm_config())
-  summary = train.train(config, str(tmp_path))
+  summary = single_run.train(config, str(tmp_path))
   rows = files.read_jsonl(tmp_path / "metrics.jsonl")
   held_out = [r for r in rows if r["split"] in ("valid", "test")]
   assert [(r["step"], r["split"]) for r in held_out] == [

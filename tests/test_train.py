@@ -12,8 +12,10 @@ import optax
 import pytest
 from small_configs import classic_config, tiny_lm_config
 
-from jaxopt_lab import checkpoints, files, tasks, train
+from jaxopt_lab import checkpoints, files, runloop, tasks, train
+from jaxopt_lab import single as single_run
 from jaxopt_lab.optim import factory
+from jaxopt_lab.sweep import programs
 
 
 def _setup(config):
@@ -41,21 +43,26 @@ def test_scan_of_steps_equals_a_loop_of_steps():
   assert int(scanned.step) == 5
 
 
-def test_packed_hyperparameters_round_trip():
-  """A sweep's compiled program takes the points' values packed in one array (`pack_hparams`,
-  one argument): the same values in the given order, per point."""
+def test_packed_hyperparameters_round_trip_by_name():
+  """A sweep's compiled program takes the points' values packed in one array (one argument);
+  the packing takes them by name, refuses another set of names, and gives them back by name."""
   config = classic_config()
   config.optimizer.clip_norm = 0.5
   _, hparams, _ = _setup(config)
   names = factory.hparam_names(config.optimizer.name)
-  packed = train.pack_hparams(hparams, names)
+  pack, unpack = programs._hparam_packing(names)
+  packed = pack(hparams)
   assert packed.shape == (len(names),) and packed.dtype == np.float32
   np.testing.assert_array_equal(packed, [np.float32(hparams[n]) for n in names])
   points = {k: np.stack([v, 2 * v, 3 * v]) for k, v in hparams.items()}  # [3] each
-  stacked = train.pack_hparams(points, names)
+  stacked = pack(points)
   assert stacked.shape == (3, len(names))
-  for name, values in train.unpack_hparams(stacked, names).items():
+  for name, values in unpack(stacked).items():
     np.testing.assert_array_equal(values, points[name])
+  with pytest.raises(ValueError, match="are not the optimizer's"):
+    pack({**hparams, "momentum": np.float32(0.9)})
+  with pytest.raises(ValueError, match="are not the optimizer's"):
+    pack({k: v for k, v in hparams.items() if k != "eps"})
 
 
 @pytest.mark.parametrize("clip_norm", [0.5, 0.0])
@@ -187,9 +194,9 @@ def test_learning_rate_zero_leaves_parameters():
 
 
 def test_chunk_ends_depend_on_absolute_steps_only():
-  assert list(train.chunk_ends(0, 25, (10, 4))) == [4, 8, 10, 12, 16, 20, 24, 25]
-  assert list(train.chunk_ends(12, 25, (10, 4))) == [16, 20, 24, 25]
-  assert list(train.chunk_ends(25, 25, (10,))) == []
+  assert list(runloop.chunk_ends(0, 25, (10, 4))) == [4, 8, 10, 12, 16, 20, 24, 25]
+  assert list(runloop.chunk_ends(12, 25, (10, 4))) == [16, 20, 24, 25]
+  assert list(runloop.chunk_ends(25, 25, (10,))) == []
 
 
 def _strip_timing(summary):
@@ -199,7 +206,7 @@ def _strip_timing(summary):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-  summary = train.train(classic_config(), workdir)
+  summary = single_run.train(classic_config(), workdir)
   return workdir, summary
 
 
@@ -223,7 +230,7 @@ def test_train_writes_metrics_summary_and_checkpoints(uninterrupted):
 
 def test_rerun_of_a_finished_run_resumes_to_the_same_summary(uninterrupted):
   workdir, summary = uninterrupted
-  again = train.train(classic_config(), workdir)
+  again = single_run.train(classic_config(), workdir)
   assert _strip_timing(again) == _strip_timing(summary)
 
 
@@ -248,9 +255,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(uninterrupted, tmp_path, 
 
   monkeypatch.setattr(files, "append_bytes", dying_write)
   with pytest.raises(_Killed):
-    train.train(classic_config(), workdir)
+    single_run.train(classic_config(), workdir)
   monkeypatch.setattr(files, "append_bytes", real_write)
-  resumed = train.train(classic_config(), workdir)
+  resumed = single_run.train(classic_config(), workdir)
   assert _strip_timing(resumed) == _strip_timing(summary)
   with open(os.path.join(workdir, "metrics.jsonl"), "rb") as f:
     rows = f.read()
@@ -261,8 +268,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(uninterrupted, tmp_path, 
 
 def test_diverged_run_stops_naming_the_step(tmp_path):
   config = classic_config(optimizer="sgd", learning_rate=1e38)
-  with pytest.raises(train.TrainingDiverged, match=r"non-finite at step 2\b"):
-    train.train(config, str(tmp_path))
+  with pytest.raises(runloop.TrainingDiverged, match=r"non-finite at step 2\b"):
+    single_run.train(config, str(tmp_path))
   with open(tmp_path / "summary.json") as f:
     summary = json.load(f)
   assert summary["status"] == "diverged" and summary["diverged_step"] == 2
@@ -270,9 +277,9 @@ def test_diverged_run_stops_naming_the_step(tmp_path):
 
 def test_bad_train_config_names_the_field(tmp_path):
   with pytest.raises(ValueError, match="train.checkpoint_every"):
-    train.train(classic_config(checkpoint_every=15), str(tmp_path))
+    single_run.train(classic_config(checkpoint_every=15), str(tmp_path))
   with pytest.raises(ValueError, match="train.steps"):
-    train.train(classic_config(steps=0), str(tmp_path))
+    single_run.train(classic_config(steps=0), str(tmp_path))
   with pytest.raises(ValueError,
                      match=r"train.microbatch_size: must divide data.batch_size \(4\), got 3"):
     train.validate_train_config(_with(tiny_lm_config(), microbatch_size=3))
@@ -282,14 +289,14 @@ def test_bad_train_config_names_the_field(tmp_path):
 
 def test_workdir_of_another_config_is_refused(uninterrupted):
   with pytest.raises(ValueError, match=r"--workdir.*optimizer.learning_rate"):
-    train.train(classic_config(learning_rate=0.01), uninterrupted[0])
+    single_run.train(classic_config(learning_rate=0.01), uninterrupted[0])
 
 
 def test_a_workdir_in_use_is_refused(tmp_path):
   lock = files.WorkdirLock(str(tmp_path))
   try:
     with pytest.raises(ValueError, match="--workdir.*in use by another run"):
-      train.train(classic_config(), str(tmp_path))
+      single_run.train(classic_config(), str(tmp_path))
   finally:
     lock.release()
 
@@ -298,7 +305,7 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")
   with pytest.raises(ValueError, match="--workdir"):
-    train.train(classic_config(), str(blocker / "sub"))
+    single_run.train(classic_config(), str(blocker / "sub"))
 
 
 def test_bfloat16_compute_keeps_float32_state():

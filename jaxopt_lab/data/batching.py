@@ -102,7 +102,7 @@ def gather(arrays: Mapping[str, np.ndarray], indices: np.ndarray) -> dict[str, n
   """``{k: a[indices]}``: a batch (or a stack of batches) of each array's leading axis.
 
   `np.take` along the leading axis gives the same array as fancy indexing, about 6x faster for
-  a stack of small batches (benchmarks/README.md, "The sweep's host work").
+  a stack of small batches (benchmarks/HISTORY.md, "The sweep's host work").
   """
   return {k: np.take(np.asarray(a), indices, axis=0) for k, a in arrays.items()}
 

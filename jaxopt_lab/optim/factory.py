@@ -35,15 +35,6 @@ COMMON_VALUES = (
 _MISSING = object()
 
 
-def __getattr__(name: str) -> Any:
-  # Live views of the registry: a plugin loaded later adds its names.
-  if name == 'OPTIMIZERS':
-    return registry.registered()
-  if name == 'VALUE_FACTORS':
-    return value_factors()
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
 def value_factors() -> tuple[str, ...]:
   """Value hyperparameters of every known optimizer (built-ins, plugins loaded so far), in order
   of declaration, then the factory's (`warmup`, `clip_norm`)."""

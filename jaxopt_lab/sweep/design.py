@@ -12,13 +12,11 @@ combination of their values is a group, compiled once. Every group gets the same
 * `fractional_factorial`: 2^(k-p) two-level design from `sweep.generators` ('a b c abc').
 * `explicit`: `sweep.points` as given.
 
-Adaptive designs (sweep/stages.py) list every point they may train:
-
-* `successive_halving`, `pbt`: the points of `sweep.adaptive.initial` (grid, random, sobol, lhs).
-* `hyperband`: each bracket's points, drawn by `sweep.adaptive.initial` (random, sobol, lhs)
-  with seed `sweep.seed + bracket`; design.csv's `bracket` column says which.
-* `optuna`: `rounds x batch` value points whose values (NaN here) the sampler proposes round by
-  round; design.csv's `round` column says which, and its values are filled in as they are asked.
+Adaptive designs (sweep/adaptive/) list every point they may train: the points of
+`sweep.adaptive.initial` (grid, random, sobol, lhs), or those the design's declaration lays out
+(`Design.points`: Hyperband's brackets, each drawn by the initial design with seed `sweep.seed +
+bracket`; Optuna's `rounds x batch` points, NaN until its sampler proposes them), tagged with
+their part of the design (design.csv's `bracket` / `round` column).
 
 Each (group, value point) then runs `sweep.replicates` times, replicate r with seed
 `sweep.seed + r`: points sharing a replicate share data order and initial parameters (common
@@ -35,7 +33,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -44,8 +41,8 @@ import numpy as np
 from scipy.stats import qmc
 
 from jaxopt_lab import files
-from jaxopt_lab.sweep import halving
-from jaxopt_lab.sweep.space import Factor, Space, config_path, format_value, parse_space
+from jaxopt_lab.sweep.factors import Factor, config_path, format_value
+from jaxopt_lab.sweep.space import Space, parse_space
 
 _ID_COLUMNS = ("point", "group", "replicate", "seed")
 
@@ -62,8 +59,8 @@ class Point:
     structural: grouping factor -> value for this group (structural factors, and value factors
       declared with vmap=False).
     values: vmapped value factor -> value (python float; NaN until an Optuna round asks it).
-    tags: the part of an adaptive design the point belongs to: {'bracket': b} (hyperband),
-      {'round': r} (optuna), else empty.
+    tags: the part of an adaptive design the point belongs to (its declared `tag` column:
+      {'bracket': b} for hyperband, {'round': r} for optuna), else empty.
   """
 
   point: int
@@ -141,22 +138,9 @@ def _value_points(space: Space, steps: int | None) -> list[tuple[dict[str, float
   """(values, tags) of each value point of one group."""
   if space.design == "explicit":
     return [(dict(p), {}) for p in space.points]
+  if space.declared is not None and space.declared.points is not None:
+    return space.declared.points(space, steps, _value_rows)
   names = [f.name for f in space.vmapped]
-  if space.design == "optuna":
-    a = space.adaptive
-    return [(dict.fromkeys(names, math.nan), {"round": r})
-            for r in range(a["rounds"]) for _ in range(a["batch"])]
-  if space.design == "hyperband":
-    if steps is None:
-      raise ValueError("sweep.design: 'hyperband' sizes its brackets from train.steps.")
-    out = []
-    a = space.adaptive
-    for b, (n, _) in enumerate(halving.hyperband_brackets(steps, a["eta"], a["min_steps"],
-                                                          a["brackets"])):
-      drawn = dataclasses.replace(space, num_points=n, seed=space.seed + b)
-      out += [({k: float(v) for k, v in zip(names, row, strict=True)}, {"bracket": b})
-              for row in _value_rows(drawn)]
-    return out
   return [({k: float(v) for k, v in zip(names, row, strict=True)}, {})
           for row in _value_rows(space)]
 

@@ -1,19 +1,16 @@
 """The experiment driver: runs (or resumes) a sweep, group after group, into its directory.
 
 `run_sweep` checks everything it can before the directory is written, builds the design and its
-structural groups (`programs.build_groups`), and trains each group's points in one compiled
+structural groups (`grouping.build_groups`), and trains each group's points in one compiled
 program (`programs.GroupPrograms`) through the run loop (`runloop.run`): a fixed design from
-step 0 to `train.steps` (`GroupJob`, here), an adaptive one in stages (`staged.train_group`).
+step 0 to `train.steps` (`jobs.train_group`), an adaptive one in stages (`adaptive.runner`).
 Rows, statuses and timings go to the experiment store (`store.Store`); each group's population
 is checkpointed, so a killed sweep resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,9 +21,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from jaxopt_lab import checkpoints, files, hardware, runloop, textmetrics, train
+from jaxopt_lab import defaults, hardware, runloop, train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, programs, space, store
+from jaxopt_lab.sweep import design, grouping, jobs, programs, store
+from jaxopt_lab.sweep.adaptive import registry as designs
+from jaxopt_lab.sweep.adaptive import runner
 
 
 def default_cpu_devices(config: ml_collections.ConfigDict, cores: int | None) -> int:
@@ -53,7 +52,7 @@ def validate_sweep_config(config: ml_collections.ConfigDict) -> None:
                      f"its loss is NaN or inf), got {factor!r}")
 
 
-def check_groups(groups: Sequence[programs.Group], mesh: Mesh) -> None:
+def check_groups(groups: Sequence[grouping.Group], mesh: Mesh) -> None:
   """Raises ValueError for a group the mesh or the slice settings cannot run."""
   for group in groups:
     cfg = group.config
@@ -90,13 +89,11 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   train.validate_train_config(config)
   factory.resolve(config.optimizer.name)  # a plugin's own values become factors of the design
   validate_sweep_config(config)
-  adaptive = config.sweep.design in space.ADAPTIVE_DESIGNS
+  adaptive = designs.is_adaptive(config.sweep.design)
   if adaptive:
-    from jaxopt_lab.sweep import staged  # noqa: PLC0415  (it builds on this module)
-
-    staged.validate(config)
+    designs.check(config)
   points = design.make_design(config.sweep, config.train.steps)
-  groups = programs.build_groups(config, points)
+  groups = grouping.build_groups(config, points)
   mesh = programs.make_mesh(int(config.sweep.data_parallel))
   check_groups(groups, mesh)
   st = _open_store(workdir, config, points)
@@ -115,10 +112,10 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
           f"group {i + 1}/{len(groups)} {group.name} ", group.config.train.steps,
           len(group.points), tokens_per_step=task.tokens_per_step,
           flops_per_step=task.flops_per_step,
-          peak=_mesh_peak(mesh, group.config.model.get("dtype", "float32")),
+          peak=_mesh_peak(mesh, defaults.compute_dtype(group.config)),
           later=later, started=started)
       try:
-        (staged.train_group if adaptive else _train_group)(group, mesh, st, where, progress)
+        (runner.train_group if adaptive else jobs.train_group)(group, mesh, st, where, progress)
       except KeyboardInterrupt:
         raise where.interrupted(f"of group {group.name}") from None
     st.finish()
@@ -135,111 +132,3 @@ def _mesh_peak(mesh: Mesh, dtype: str) -> float | None:
   """The peak FLOP/s of all the mesh's devices together (None where the table has no entry)."""
   peak = hardware.peak_flops(mesh.devices.flat[0], dtype)
   return peak * mesh.devices.size if peak else None
-
-
-def _layout(run: programs.GroupPrograms) -> dict[str, int]:
-  return {"point_devices": run.mesh.shape["points"], "data_devices": run.mesh.shape["data"],
-          "width": run.width, "padded": run.padded}
-
-
-def _check_layout(group: programs.Group, recorded: dict[str, int], now: dict[str, int]) -> None:
-  """A checkpoint holds the padded population of one device layout: resume only on that one."""
-  if recorded != now:
-    raise ValueError(
-        f"--workdir: the checkpoints of group {group.name} hold {recorded['padded']} points "
-        f"({recorded['point_devices']} x {recorded['data_devices']} devices, slices of "
-        f"{recorded['width']}); this run lays them out as {now['padded']} points "
-        f"({now['point_devices']} x {now['data_devices']} devices, slices of {now['width']}). "
-        f"Resume with --cpu_devices={recorded['point_devices'] * recorded['data_devices']} on a "
-        f"CPU (the same devices elsewhere) and the same sweep.slice_size, or use a new workdir")
-
-
-class GroupJob:
-  """The sweep's part of the run loop: a group's population, rows in the store, a diverged point
-  frozen (the others go on). `seconds` and `points_steps` tally the training of this run."""
-
-  def __init__(self, group_programs: programs.GroupPrograms, st: store.Store):
-    self.programs, self.store, self.group = group_programs, st, group_programs.group
-    self.ids = [p.point for p in self.group.points]
-    self.group_points = len(self.ids)  # the whole group's (an adaptive design's stage: more)
-    self.start = 0  # the step the loop starts from (a checkpoint's), for the tally of steps
-    self.seconds, self.points_steps = 0.0, 0
-
-  @property
-  def compile_seconds(self) -> float:
-    return self.programs.compile_seconds
-
-  def batches(self, begin: int, end: int):
-    return self.programs.device_batches(begin, end - begin)
-
-  def run(self, pop, batches, begin, end):
-    return self.programs.run_chunk(pop, batches)
-
-  def fetch(self, end: int, metrics) -> dict[str, np.ndarray]:
-    # metrics are [points, steps, names]; the loop's means sum over a leading step axis.
-    values = np.asarray(programs.to_host(metrics))[: self.programs.n]
-    return {name: values[:, :, j].T for j, name in enumerate(self.programs.metric_names)}
-
-  def log(self, step: int, means: dict[str, np.ndarray], pop: programs.Population) -> str:
-    self.store.add_train_rows(self.ids, step, means)
-    alive = int(np.asarray(programs.to_host(pop.alive))[: self.programs.n].sum())
-    median = (float(np.nanmedian(means["loss"])) if np.isfinite(means["loss"]).any()
-              else math.nan)
-    return f"median loss {median:.4f} | {alive}/{self.programs.n} alive"
-
-  def evaluate(self, step: int, pop: programs.Population) -> None:
-    values = programs.to_host(self.programs.evaluate(pop.state.params, self.programs.eval_data))
-    self.store.add_eval_rows(self.ids, step, textmetrics.score_generated(
-        self.group.task, {k: np.asarray(v)[: self.programs.n] for k, v in values.items()}))
-
-  def write(self, step: int, pop: programs.Population, seconds: float) -> None:
-    self.record(step, pop, seconds - self.compile_seconds, self.programs.n * (step - self.start))
-
-  def record(self, step: int, pop: programs.Population, train_seconds: float,
-             points_steps: int) -> None:
-    """Writes the points' status and the group's tally (`train_seconds`, `points_steps` of this
-    run) with the new rows."""
-    status = programs.to_host((pop.alive, pop.diverged_step))
-    self.store.update_points(self.ids, step, *(np.asarray(s)[: self.programs.n] for s in status))
-    # Recorded at every write, before the checkpoint: a kill loses no step of the tally.
-    self.seconds, self.points_steps = train_seconds, points_steps
-    self.store.record_group(self.group.name, self.compile_seconds, train_seconds,
-                            step - self.start, step, self.group_points, self.programs.width,
-                            self.group.task, points_steps)
-    self.store.flush()
-
-
-def _train_group(group: programs.Group, mesh: Mesh, st: store.Store, where: runloop.Position,
-                 progress: runloop.Progress) -> None:
-  cfg = group.config
-  ckpt_dir = os.path.join(st.workdir, "checkpoints", group.name)
-  ckpt = checkpoints.Checkpointer(ckpt_dir)
-  where.checkpoints = ckpt.directory
-  layout_path = ckpt_dir + ".layout.json"
-  recorded = None
-  if ckpt.latest_step() is not None and os.path.exists(layout_path):
-    with open(layout_path) as f:
-      recorded = json.load(f)
-  # A resumed group keeps the slice width it started with: the same programs, the same numbers.
-  run = programs.GroupPrograms(group, mesh, width=recorded["width"] if recorded else None)
-  if recorded:
-    _check_layout(group, recorded, _layout(run))
-  elif st.write:
-    files.atomic_write_json(layout_path, _layout(run))
-  job = GroupJob(run, st)
-  st.register(group.name, group.task, job.ids, group.hparams)
-  pop = run.init_population()
-  start = 0
-  if (restored := ckpt.restore_latest(pop)) is not None:
-    start, pop = restored
-    logging.info("Group %s: resumed from the checkpoint at step %d.", group.name, start)
-    status = programs.to_host((pop.alive, pop.diverged_step))
-    st.update_points(job.ids, start, *(np.asarray(s)[: run.n] for s in status))
-  st.truncate(group.name, start if start else -1)  # rows past the checkpoint are trained again
-  job.start = start
-  runloop.run(job, pop, start, cfg, ckpt, where, progress)
-  ckpt.close()
-  if start < cfg.train.steps:
-    logging.info("Group %s: compiled in %.1fs, trained %d points x %d steps in %.1fs.",
-                 group.name, run.compile_seconds, run.n, cfg.train.steps - start,
-                 job.seconds)

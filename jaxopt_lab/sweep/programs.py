@@ -22,11 +22,8 @@ driver (`driver.run_sweep`) runs these programs; the benchmarks time them.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -39,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxopt_lab import hardware, runloop, tasks, train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design
+from jaxopt_lab.sweep import grouping
 
 
 class Population(NamedTuple):
@@ -84,6 +81,30 @@ def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict,
   return point_step
 
 
+def _hparam_packing(names: Sequence[str]) -> tuple[
+    Callable[[Mapping[str, Any]], np.ndarray], Callable[[jax.Array], dict[str, jax.Array]]]:
+  """The sweep's one packing of a group's hyperparameters: `(pack, unpack)` over `names`.
+
+  A group's compiled program takes the points' values as one float32 array [points, values]
+  rather than one argument per value: each argument of a compiled call costs its dispatch, a
+  tenth of a small model's step (benchmarks/HISTORY.md, "The sweep's host work"). `pack` takes
+  the values by name and refuses any other set of names; `unpack`, inside the program, gives
+  them back by name, so the step sees the same named mapping a single run's does.
+  """
+  names = tuple(names)
+
+  def pack(hparams: Mapping[str, Any]) -> np.ndarray:
+    if sorted(hparams) != sorted(names):
+      raise ValueError(f"hyperparameters {sorted(hparams)} are not the optimizer's "
+                       f"{sorted(names)}")
+    return np.stack([np.asarray(hparams[n], np.float32) for n in names], axis=-1)
+
+  def unpack(packed: jax.Array) -> dict[str, jax.Array]:
+    return {name: packed[..., i] for i, name in enumerate(names)}
+
+  return pack, unpack
+
+
 def gather_batch(data, indices: jax.Array):
   """The batch of examples `indices` of the training set `data` ({name: [examples, ...]}), on
   the device: `task.train_batches`' NumPy gather, inside the compiled program."""
@@ -111,7 +132,7 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   metric_names: list[str] = []
   data_axis = "data" if mesh.shape["data"] > 1 else None
   point_step = make_point_step(task, config, data_axis)
-  names = factory.hparam_names(config.optimizer.name)
+  _, unpack = _hparam_packing(factory.hparam_names(config.optimizer.name))
   eval_step = train.make_eval_step(task)
   pts = P("points")
   # The training set (replicated) and the chunk's example indices [seeds, steps, batch]; the
@@ -125,7 +146,7 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
     # builds one step's batch per point (it stays in cache), not the whole chunk's
     # (benchmarks/README.md: 1.6x at 128 classic points).
     def one_point(p, packed, r):
-      hp = train.unpack_hparams(packed, names)
+      hp = unpack(packed)
 
       def step_at(carry, i, log):
         return point_step(carry, gather_batch(data, indices[r, i]), hp, log)
@@ -134,7 +155,7 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
 
     pop, metrics = _by_slices(one_point, width, pop, hparams, replicate)
     # One output array for the host to fetch each chunk, not one per metric (each costs the
-    # fetch a copy per device; benchmarks/README.md, "The sweep's host work").
+    # fetch a copy per device; benchmarks/HISTORY.md, "The sweep's host work").
     metric_names[:] = sorted(metrics)
     return pop, jnp.stack([metrics[name] for name in metric_names], axis=-1)
 
@@ -151,52 +172,6 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   evaluate = jax.jit(jax.shard_map(eval_local, mesh=mesh, in_specs=(pts, P()), out_specs=pts,
                                    check_vma=False))
   return chunk, evaluate, metric_names
-
-
-@dataclasses.dataclass
-class Group:
-  """One structural group: its config, task, points and the arrays of their values."""
-
-  name: str
-  config: ml_collections.ConfigDict
-  task: tasks.Task
-  points: list[design.Point]
-  hparams: dict[str, np.ndarray]  # [P] float32 each
-  seeds: np.ndarray  # [P] int32
-  replicate: np.ndarray  # [P] int32 index into the group's distinct seeds
-  distinct_seeds: list[int]
-
-
-def build_groups(config: ml_collections.ConfigDict,
-                 points: Sequence[design.Point]) -> list[Group]:
-  """Resolves each group's config and task and every point's full hyperparameters."""
-  groups = []
-  for name, members in design.groups(points).items():
-    cfg = group_config(config, members[0])
-    task = tasks.build(cfg)
-    names = factory.hparam_names(cfg.optimizer.name)
-    per_point = []
-    for point in members:
-      opt = copy.deepcopy(cfg.optimizer)
-      for factor, value in point.values.items():
-        if factor not in names:
-          raise ValueError(
-              f"sweep.factors.{factor}: optimizer {cfg.optimizer.name!r} has no hyperparameter "
-              f"{factor!r}; its hyperparameters: {', '.join(names)}")
-        if not math.isnan(value):  # NaN: an Optuna round's value, not asked yet
-          opt[factor] = float(value)
-      per_point.append(factory.hparams_from_config(opt))
-      train.validate_optimizer(cfg, per_point[-1])
-      # An unasked value stays NaN (its stage gives it); the rest was checked with the config's.
-      per_point[-1].update({k: np.float32(math.nan) for k, v in point.values.items()
-                            if math.isnan(v)})
-    hparams = {k: np.stack([h[k] for h in per_point]).astype(np.float32) for k in names}
-    factory.check_traceable(cfg.optimizer, cfg.train.steps)  # before any compilation
-    seeds = np.array([p.seed for p in members], np.int32)
-    distinct = sorted(set(seeds.tolist()))
-    replicate = np.array([distinct.index(s) for s in seeds], np.int32)
-    groups.append(Group(name, cfg, task, list(members), hparams, seeds, replicate, distinct))
-  return groups
 
 
 def _pad(x: np.ndarray, n: int) -> np.ndarray:
@@ -269,11 +244,11 @@ class GroupPrograms:
     evaluate: jitted `(params, eval_data) -> {'<split>_<metric>': [padded]}`.
     hparams, replicate, seeds, train_data, eval_data: the programs' arguments, placed on the
       mesh (the data replicated on every device); `hparams`
-      is the points' values packed in one array, [padded, values] (`train.pack_hparams` in the
+      is the points' values packed in one array, [padded, values] (`_hparam_packing`, in the
       order of `factory.hparam_names`).
   """
 
-  def __init__(self, group: Group, mesh: Mesh, width: int | None = None,
+  def __init__(self, group: grouping.Group, mesh: Mesh, width: int | None = None,
                padded: int | None = None):
     """`width`: points per slice, instead of the one `sweep.slice_size` gives (a resume);
     `padded`: the points to pad to (a multiple of the `points` devices), instead of the fewest
@@ -297,15 +272,14 @@ class GroupPrograms:
     self.eval_data = jax.tree.map(lambda x: to_global(x, replicated), group.task.eval_data)
     self.place(group)
 
-  def place(self, group: Group) -> None:
+  def place(self, group: grouping.Group) -> None:
     """Makes the programs run `group`'s points: a group of the same structure (an adaptive
     design's stage) with at most `padded` points. Compiled programs are kept."""
     if len(group.points) > self.padded:
       raise ValueError(f"{len(group.points)} points do not fit a program of {self.padded}")
     self.group, self.n = group, len(group.points)
-    names = factory.hparam_names(group.config.optimizer.name)
-    self.hparams = to_global(_pad(train.pack_hparams(group.hparams, names), self.padded),
-                             self.sharding)
+    pack, _ = _hparam_packing(factory.hparam_names(group.config.optimizer.name))
+    self.hparams = to_global(_pad(pack(group.hparams), self.padded), self.sharding)
     self.replicate = to_global(_pad(group.replicate, self.padded), self.sharding)
     self.seeds = to_global(_pad(group.seeds, self.padded), self.sharding)
 
@@ -354,10 +328,10 @@ class GroupPrograms:
 
   def _init_fn(self):
     task, cfg = self.group.task, self.group.config
-    names = factory.hparam_names(cfg.optimizer.name)
+    _, unpack = _hparam_packing(factory.hparam_names(cfg.optimizer.name))
 
     def init(packed, seeds):
-      hparams = train.unpack_hparams(packed, names)
+      hparams = unpack(packed)
       state = jax.vmap(lambda h, s: train.init_state(task, cfg, h, s))(hparams, seeds)
       n = seeds.shape[0]
       return Population(state, jnp.ones(n, bool), jnp.full(n, -1, jnp.int32),
@@ -387,27 +361,3 @@ class GroupPrograms:
     """Dispatches one chunk on `device_batches` (compiling at the first call of its length)."""
     k = batches[1].shape[1]
     return self.chunk(k, pop, self.hparams, self.replicate, batches)
-
-
-def group_config(config: ml_collections.ConfigDict, point: design.Point
-                 ) -> ml_collections.ConfigDict:
-  """The config of `point`'s structural group: `config` with the group's fields set."""
-  cfg = copy.deepcopy(config)
-  for path, value in design.config_overrides(point).items():
-    section, _, field = path.partition(".")
-    if field not in cfg[section]:
-      raise ValueError(
-          f"sweep.factors: {path!r} is not a field of task {cfg.task!r}'s config; "
-          f"{section} fields: {', '.join(sorted(cfg[section].keys()))}")
-    cfg[section][field] = value
-  return cfg
-
-
-def point_config(config: ml_collections.ConfigDict, point: design.Point
-                 ) -> ml_collections.ConfigDict:
-  """The single-run config of one point: its group's structure, its values and its seed."""
-  cfg = group_config(config, point)
-  for factor, value in point.values.items():
-    cfg.optimizer[factor] = float(value)
-  cfg.seed = point.seed
-  return cfg

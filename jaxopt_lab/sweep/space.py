@@ -2,10 +2,11 @@
 
 Two kinds of factor, kept apart everywhere (see DESIGN.md):
 
-* **value factors** (`VALUE_FACTORS`: learning rate, betas, eps, ...) are leaves of the `hparams`
-  pytree. Every value point of a group runs in one compiled program (`jax.vmap`).
-* **structural factors** (`STRUCTURAL_FACTORS`: optimizer name, model width, batch size, ...)
-  change the compiled program; each combination of their values is a *group*, compiled once.
+* **value factors** (`factory.value_factors()`: learning rate, betas, eps, ...) are leaves of
+  the `hparams` pytree. Every value point of a group runs in one compiled program (`jax.vmap`).
+* **structural factors** (`factors.structural_factors()`: optimizer name, model width, batch
+  size, ...) change the compiled program; each combination of their values is a *group*,
+  compiled once.
 
 A value factor declared with `vmap=False` is a grouping factor too: it sets `optimizer.<name>` in
 the config of its group, one program per value. Seeds are not factors; they come from
@@ -14,7 +15,8 @@ the config of its group, one program per value. Seeds are not factors; they come
 Declaration order of `sweep.factors` fixes the order of design columns, of the parts of a group
 name and of the letters of a fractional factorial. Note that `ml_collections.ConfigDict` iterates
 its keys in sorted order unless it is built with `sort_keys=False`; that iteration order is the
-declaration order used here.
+declaration order used here. The factors' algebra (levels, draws) is `factors`; an adaptive
+design's settings are declared in `adaptive.registry` and checked here with the rest.
 """
 
 from __future__ import annotations
@@ -27,47 +29,19 @@ from typing import Any
 
 import numpy as np
 
-from jaxopt_lab import expdir
-from jaxopt_lab.optim import factory, registry
+from jaxopt_lab.optim import factory
+from jaxopt_lab.sweep.adaptive import registry as designs
+from jaxopt_lab.sweep.factors import (
+    SCALES,
+    Factor,
+    format_value,
+    load_optimizers,
+    structural_factors,
+)
 
-# Structural factors of the model and data -> the config path each sets for its group. Those of
-# the optimizer (its flags, as declared in the optimizer registry) set `optimizer.<name>`.
-_TASK_FACTORS: dict[str, str] = {
-    "width": "model.width",
-    "depth": "model.depth",
-    "heads": "model.heads",
-    "context": "model.context",
-    "dtype": "model.dtype",
-    "batch_size": "data.batch_size",
-    "hidden": "model.hidden",
-}
-
-
-def structural_factors() -> dict[str, str]:
-  """Structural factor -> config path: the optimizer, its flags (of every known optimizer, see
-  `factory.flag_names`) and the model / data factors."""
-  out = {"optimizer": "optimizer.name"}
-  out.update({name: f"optimizer.{name}" for name in factory.flag_names()})
-  out.update(_TASK_FACTORS)
-  return out
-
-
-def __getattr__(name: str) -> Any:
-  # Live views: a plugin optimizer loaded later adds its values and flags.
-  if name == "VALUE_FACTORS":
-    return factory.value_factors()
-  if name == "STRUCTURAL_FACTORS":
-    return structural_factors()
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# Adaptive designs (`adaptive.registry`: built-ins, registered, plugins) train a group in stages.
 FIXED_DESIGNS = ("grid", "random", "sobol", "lhs", "factorial", "fractional_factorial",
                  "explicit")
-# Adaptive designs train a group in stages (sweep/stages.py); their settings: `sweep.adaptive`.
-ADAPTIVE_DESIGNS = ("successive_halving", "hyperband", "pbt", "optuna")
-DESIGNS = FIXED_DESIGNS + ADAPTIVE_DESIGNS
-# The designs of an adaptive design's starting points (`sweep.adaptive.initial`).
-INITIAL_DESIGNS = ("grid", "random", "sobol", "lhs")
-SCALES = ("log", "linear", "int")
 SPEC_FIELDS = ("values", "scale", "low", "high", "num", "vmap")
 # Designs whose value points come from the factors' grid levels; grouping factors always do.
 _LEVEL_DESIGNS = ("grid",)
@@ -75,120 +49,14 @@ _LEVEL_DESIGNS = ("grid",)
 _DRAWN_DESIGNS = ("random", "sobol", "lhs")
 
 
-def config_path(name: str) -> str:
-  """The config path a grouping factor sets: `STRUCTURAL_FACTORS[name]` or `optimizer.<name>`."""
-  return structural_factors().get(name, f"optimizer.{name}")
-
-
-def format_value(value: Any) -> str:
-  """A factor value as text, for group names and CSV cells (floats round-trip exactly).
-
-  Sequences (e.g. `hidden=[64, 32]`) are written `64x32`, so a group name holds no extra commas.
-  """
-  if isinstance(value, bool):
-    return str(value)
-  if isinstance(value, str):
-    # A plugin optimizer 'path/to/lion.py:lion' is named 'lion.py:lion': a group name is also a
-    # checkpoint directory, so it holds no '/'.
-    return value.rsplit("/", 1)[-1]
-  if isinstance(value, int):
-    return str(value)
-  if isinstance(value, float):
-    return repr(value)
-  if isinstance(value, list | tuple):
-    return "x".join(format_value(v) for v in value)
-  return str(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class Factor:
-  """One declared factor of a sweep.
-
-  Attributes:
-    name: factor name, a key of `STRUCTURAL_FACTORS` or an entry of `VALUE_FACTORS`.
-    vmap: True for a vmapped value factor; False for a grouping factor (structural, or a value
-      factor declared with `vmap=False`).
-    scale: 'log', 'linear' or 'int' for a range; None when given by `values` (or, in an explicit
-      design, a value factor declared only by name).
-    low: lower end of the range (None for `values`).
-    high: upper end of the range, inclusive (None for `values`).
-    num: number of grid levels over the range (None when the design needs no levels).
-    values: the explicit values (floats for a value factor, as declared for a structural one).
-  """
-
-  name: str
-  vmap: bool
-  scale: str | None = None
-  low: float | None = None
-  high: float | None = None
-  num: int | None = None
-  values: tuple[Any, ...] | None = None
-
-  @property
-  def structural(self) -> bool:
-    return self.name in structural_factors()
-
-  @property
-  def path(self) -> str:
-    return config_path(self.name)
-
-  def _natural(self, x: Any) -> Any:
-    """A drawn number as a python value: int for an 'int' scale, float otherwise."""
-    return int(x) if self.scale == "int" else float(x)
-
-  def levels(self) -> list[Any]:
-    """Grid levels: `values`, or `num` points over [low, high] (geometric for 'log' scale)."""
-    if self.values is not None:
-      return list(self.values)
-    if self.num is None:
-      raise ValueError(f"sweep.factors.{self.name}.num: grid levels need 'num' (an int >= 1).")
-    if self.scale == "log":
-      grid = np.geomspace(self.low, self.high, self.num)
-    elif self.scale == "linear":
-      grid = np.linspace(self.low, self.high, self.num)
-    else:
-      grid = np.unique(np.round(np.linspace(self.low, self.high, self.num)))
-    return [self._natural(x) for x in grid]
-
-  def two_levels(self) -> tuple[Any, Any]:
-    """The (-1, +1) levels of a two-level design: (low, high), or the first and last value."""
-    if self.values is not None:
-      return self.values[0], self.values[-1]
-    return self._natural(self.low), self._natural(self.high)
-
-  def from_unit(self, u: np.ndarray) -> list[Any]:
-    """Maps coordinates in [0, 1) to factor values (log scale: uniform in log space)."""
-    u = np.asarray(u, dtype=np.float64)
-    if self.values is not None:
-      n = len(self.values)
-      return [self.values[i] for i in np.minimum(np.floor(u * n).astype(int), n - 1)]
-    if self.scale == "log":
-      lo, hi = math.log(self.low), math.log(self.high)
-      return [float(x) for x in np.exp(lo + u * (hi - lo))]
-    if self.scale == "linear":
-      return [float(x) for x in self.low + u * (self.high - self.low)]
-    span = int(self.high) - int(self.low) + 1
-    return [int(self.low) + int(i) for i in np.minimum(np.floor(u * span), span - 1)]
-
-  def draw(self, rng: np.random.Generator, n: int) -> list[Any]:
-    """`n` i.i.d. draws: log-uniform, uniform, uniform integers, or a uniform choice of value."""
-    if self.values is not None:
-      return [self.values[i] for i in rng.integers(0, len(self.values), size=n)]
-    if self.scale == "log":
-      return [float(x) for x in np.exp(rng.uniform(math.log(self.low), math.log(self.high), n))]
-    if self.scale == "linear":
-      return [float(x) for x in rng.uniform(self.low, self.high, n)]
-    return [int(x) for x in rng.integers(int(self.low), int(self.high) + 1, size=n)]
-
-
 @dataclasses.dataclass(frozen=True)
 class Space:
   """A checked `config.sweep`: the design, its factors and the fields that design reads.
 
   Attributes:
-    design: one of `DESIGNS`.
+    design: one of `FIXED_DESIGNS`, or an adaptive design's name or spec.
     initial: the design of the value points: `design` for a fixed design, `adaptive.initial` for
-      successive halving, hyperband and PBT, None for Optuna (its sampler proposes them).
+      an adaptive one, None for one that lays out its own points (Optuna).
     factors: declared factors, in declaration order.
     replicates: how many seeds each (group, value point) runs with.
     seed: replicate r uses seed + r; also seeds random / sobol / lhs draws.
@@ -196,8 +64,8 @@ class Space:
     generators: words of a fractional factorial's generator string (empty for other designs).
     points: value points of an explicit design, as {factor: float} (empty for other designs).
     value_names: names of the vmapped value factors, in column order.
-    adaptive: the `sweep.adaptive` integers the design's points depend on: eta, min_steps and
-      brackets (hyperband), rounds and batch (optuna); empty for other designs.
+    adaptive: an adaptive design's checked settings (`sweep.adaptive`), by name; else empty.
+    declared: an adaptive design's declaration (`adaptive.registry.Design`); None for a fixed.
   """
 
   design: str
@@ -209,7 +77,8 @@ class Space:
   generators: tuple[str, ...]
   points: tuple[dict[str, float], ...]
   value_names: tuple[str, ...]
-  adaptive: dict[str, int] = dataclasses.field(default_factory=dict)
+  adaptive: dict[str, Any] = dataclasses.field(default_factory=dict)
+  declared: designs.Design | None = None
 
   @property
   def grouping(self) -> tuple[Factor, ...]:
@@ -229,7 +98,7 @@ class Space:
   @property
   def tag_columns(self) -> tuple[str, ...]:
     """design.csv columns of a point's part of the design: bracket (hyperband), round (optuna)."""
-    tag = expdir.DESIGN_TAG_COLUMNS.get(self.design)
+    tag = self.declared.tag if self.declared is not None else None
     return (tag,) if tag else ()
 
 
@@ -466,16 +335,6 @@ def _parse_points(
   return tuple(out)
 
 
-def _load_optimizers(specs: Any) -> None:
-  """Loads the optimizers a sweep names (plugins too), so their values and flags are factors."""
-  spec = specs["optimizer"] if "optimizer" in specs.keys() else None
-  if hasattr(spec, "keys") and "values" in spec.keys():
-    values = spec["values"]
-    if isinstance(values, Sequence) and not isinstance(values, str):
-      for name in values:
-        registry.resolve(name, "sweep.factors.optimizer.values")
-
-
 def parse_space(sweep_cfg: Any) -> Space:
   """Reads and checks `config.sweep` (a ConfigDict or dict).
 
@@ -490,19 +349,23 @@ def parse_space(sweep_cfg: Any) -> Space:
     ValueError: naming the field and the valid choices, for any mistake in the config.
   """
   design = _field(sweep_cfg, "design", "sweep")
-  if design not in DESIGNS:
-    raise ValueError(f"sweep.design: unknown design {design!r}; choices: {', '.join(DESIGNS)}.")
-  initial = design
-  if design in ADAPTIVE_DESIGNS:
-    initial = _initial_design(sweep_cfg, design)
+  declared, initial = None, design
+  if design not in FIXED_DESIGNS:
+    if not designs.is_adaptive(design):
+      raise ValueError(f"sweep.design: unknown design {design!r}; choices: "
+                       f"{', '.join(FIXED_DESIGNS + designs.names())}; or a plugin: "
+                       f"{designs.PLUGIN_FORMS}.")
+    declared = designs.resolve(design)
+    initial = _initial_design(sweep_cfg, declared)
   replicates = _int_field(sweep_cfg, "replicates", 1)
   seed = _int_field(sweep_cfg, "seed", 0)
-  drawn = initial in _DRAWN_DESIGNS and design != "hyperband"  # hyperband sizes its brackets
+  # A design that lays out its own points (Hyperband's brackets) draws no `num_points`.
+  drawn = initial in _DRAWN_DESIGNS and (declared is None or declared.points is None)
   num_points = _int_field(sweep_cfg, "num_points", 1) if drawn else None
   specs = _field(sweep_cfg, "factors", "sweep")
   if not hasattr(specs, "keys"):
     raise ValueError(f"sweep.factors: must be a dict {{name: spec}}, got {specs!r}.")
-  _load_optimizers(specs)
+  load_optimizers(specs)
   factors = tuple(_parse_factor(name, specs[name], initial or design) for name in specs.keys())
   vmapped = [f for f in factors if f.vmap]
   generators, points = (), ()
@@ -513,58 +376,22 @@ def parse_space(sweep_cfg: Any) -> Space:
     grouping = [f for f in factors if not f.vmap]
     points = _parse_points(_field(sweep_cfg, "points", "sweep"), vmapped, grouping)
     value_names = tuple(points[0])
-  if design in ADAPTIVE_DESIGNS and not vmapped:
+  if declared is not None and not vmapped:
     raise ValueError(f"sweep.factors: the {design!r} design needs a vmapped value factor to "
                      "adapt (e.g. learning_rate with scale, low and high).")
+  settings = ({} if declared is None
+              else declared.read_settings(_field(sweep_cfg, "adaptive", "sweep")))
   return Space(design, initial, factors, replicates, seed, num_points, generators, points,
-               value_names, _adaptive_ints(sweep_cfg, design))
+               value_names, settings, declared)
 
 
-def check_ranges(sweep_space: Space, optimizer: str) -> None:
-  """Raises ValueError when a value an adaptive design may propose is invalid: both ends of each
-  vmapped factor's range (or each listed value) must lie in the valid range that every optimizer
-  of the sweep (the `optimizer` factor's values, else `optimizer`) declares (a range is an
-  interval, so its ends decide)."""
-  names = next((list(f.values) for f in sweep_space.grouping if f.name == "optimizer"),
-               [optimizer])
-  for name in names:
-    declared = {v.name: v for v in (*factory.resolve(name).values, *factory.COMMON_VALUES)}
-    for factor in sweep_space.vmapped:
-      if factor.name not in declared:
-        continue  # the driver names the optimizer that lacks it
-      ends = factor.values if factor.values is not None else (factor.low, factor.high)
-      fields = ("values",) * len(ends) if factor.values is not None else ("low", "high")
-      for field, x in zip(fields, ends, strict=True):
-        declared[factor.name].check(
-            x, f"sweep.factors.{factor.name}.{field}: {factor.name} of optimizer {name!r}")
-
-
-# The `sweep.adaptive` integers each design's points depend on, with their least valid value.
-_ADAPTIVE_INTS = {"hyperband": {"eta": 2, "min_steps": 0, "brackets": 0},
-                  "optuna": {"rounds": 1, "batch": 1}}
-
-
-def _adaptive_ints(sweep_cfg: Any, design: str) -> dict[str, int]:
-  fields = _ADAPTIVE_INTS.get(design, {})
-  adaptive = _field(sweep_cfg, "adaptive", "sweep") if fields else None
-  out = {}
-  for name, minimum in fields.items():
-    value = _plain(_field(adaptive, name, "sweep.adaptive"))
-    if not _is_int(value) or value < minimum:
-      raise ValueError(f"sweep.adaptive.{name}: must be an int >= {minimum}, got {value!r}.")
-    out[name] = int(value)
-  return out
-
-
-def _initial_design(sweep_cfg: Any, design: str) -> str | None:
+def _initial_design(sweep_cfg: Any, declared: designs.Design) -> str | None:
   """The design of an adaptive design's starting points (`sweep.adaptive.initial`)."""
-  if design == "optuna":
+  if not declared.initial:
     return None
-  adaptive = _field(sweep_cfg, "adaptive", "sweep")
-  initial = _field(adaptive, "initial", "sweep.adaptive")
-  choices = INITIAL_DESIGNS[1:] if design == "hyperband" else INITIAL_DESIGNS
-  if initial not in choices:
-    why = " (hyperband draws each bracket's points)" if design == "hyperband" else ""
-    raise ValueError(f"sweep.adaptive.initial: {initial!r} cannot start the {design!r} design"
-                     f"{why}; choices: {', '.join(choices)}.")
+  initial = _field(_field(sweep_cfg, "adaptive", "sweep"), "initial", "sweep.adaptive")
+  if initial not in declared.initial:
+    why = f" ({declared.initial_note})" if declared.initial_note else ""
+    raise ValueError(f"sweep.adaptive.initial: {initial!r} cannot start the {declared.name!r} "
+                     f"design{why}; choices: {', '.join(declared.initial)}.")
   return initial

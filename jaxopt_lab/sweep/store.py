@@ -34,9 +34,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxopt_lab import expdir, files, hardware, tasks, tblog, train, workdirs
+from jaxopt_lab import defaults, expdir, files, hardware, tasks, tblog, workdirs
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, space
+from jaxopt_lab.sweep import design
+from jaxopt_lab.sweep.adaptive import registry as designs
 
 
 class Store:
@@ -63,7 +64,7 @@ class Store:
         self.log.read() if write else files.read_jsonl(self.log.path)
         if os.path.exists(self.log.path) else [])
     self.peak_flops, self.peak_flops_source = (
-        _peak_flops(config.model.get("dtype", "float32")) if write else (None, None))
+        _peak_flops(defaults.compute_dtype(config)) if write else (None, None))
     self.status: dict[int, dict[str, Any]] = {
         p.point: {"status": "running", "diverged_step": "", "steps": 0} for p in self.points}
     self.hparams: dict[int, dict[str, float]] = {}
@@ -207,7 +208,7 @@ class Store:
 
   @property
   def _adaptive(self) -> bool:
-    return self.config.sweep.design in space.ADAPTIVE_DESIGNS
+    return designs.is_adaptive(self.config.sweep.design)
 
   def summary_rows(self) -> list[dict[str, Any]]:
     """One row per point: factors, resolved hparams, status, and final / best metrics."""
@@ -226,14 +227,14 @@ class Store:
       if self._adaptive:
         row["stages"] = trained_stages.get(p.point, 0)
       rows = sorted(by_point.get(p.point, []), key=lambda r: r["step"])
-      row.update(train.final_and_best(rows, self.eval_splits, self.metric_modes))
+      row.update(expdir.final_and_best(rows, self.eval_splits, self.metric_modes))
       out.append(row)
     return out
 
   def _summary_columns(self) -> list[str]:
     columns = design.design_columns(self.config.sweep)
     used = {k for h in self.hparams.values() for k in h}
-    columns += [expdir.HPARAM_PREFIX + k for k in factory.VALUE_FACTORS if k in used]
+    columns += [expdir.HPARAM_PREFIX + k for k in factory.value_factors() if k in used]
     columns += expdir.SUMMARY_STATUS_COLUMNS
     if self._adaptive:
       columns += ("stages",)

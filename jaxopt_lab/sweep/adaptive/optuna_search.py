@@ -46,18 +46,15 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import ml_collections
 import numpy as np
 
 from jaxopt_lab import expdir
-from jaxopt_lab.sweep import programs, stages
-from jaxopt_lab.sweep import space as space_lib
-
-if TYPE_CHECKING:
-  pass
+from jaxopt_lab.sweep import factors, space
+from jaxopt_lab.sweep.adaptive import registry, stages
 
 SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random")
 INSTALL = "pip install 'jaxopt_lab[optuna]'"
@@ -93,21 +90,17 @@ def _check_packages(sampler: str) -> None:
                        "pip install torch") from e
 
 
-def search_factors(config: ml_collections.ConfigDict) -> tuple[space_lib.Factor, ...]:
+def search_factors(config: ml_collections.ConfigDict) -> tuple[factors.Factor, ...]:
   """The factors the search proposes (the sweep's vmapped value factors), after `validate`'s
   checks; raises a one-line ValueError naming the field."""
-  sampler = config.sweep.adaptive.sampler
-  if sampler not in SAMPLERS:
-    raise ValueError(f"sweep.adaptive.sampler: unknown sampler {sampler!r}; choices: "
-                     f"{', '.join(SAMPLERS)}.")
-  # Checks sweep.adaptive.rounds and batch (ints >= 1) and that a value factor is swept.
-  sweep_space = space_lib.parse_space(config.sweep)
-  batch = sweep_space.adaptive["batch"]
+  # Checks the declared settings (sampler, batch, rounds) and that a value factor is swept.
+  sweep_space = space.parse_space(config.sweep)
+  sampler, batch = sweep_space.adaptive["sampler"], sweep_space.adaptive["batch"]
   if sampler == "cmaes" and batch < CMAES_MIN_BATCH:
     raise ValueError(f"sweep.adaptive.batch: 'cmaes' runs one CMA-ES generation of `batch` "
                      f"points per round and needs batch >= {CMAES_MIN_BATCH}, got {batch}.")
   _check_packages(sampler)
-  space_lib.check_ranges(sweep_space, config.optimizer.name)
+  factors.check_ranges(sweep_space, config.optimizer.name)
   return sweep_space.vmapped
 
 
@@ -120,7 +113,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   search_factors(config)
 
 
-def distributions(factors: Sequence[space_lib.Factor]) -> dict[str, Any]:
+def distributions(factors: Sequence[factors.Factor]) -> dict[str, Any]:
   """Optuna's distribution of each factor: a range (log scale: log=True; 'int': integers) or
   its listed values (categorical)."""
   optuna = _import_optuna()
@@ -179,13 +172,13 @@ class Policy:
   """The 'optuna' design's decisions for one group (a `stages.Policy`): one stage per round.
 
   Args:
-    group: the group (`programs.Group`: name, config, points, hparams), its points the design's
+    group: the group (`grouping.Group`: name, config, points, hparams), its points the design's
       `rounds x batch x replicates`, round-major, then value point, then replicate.
     config: the experiment's config (reads `sweep`).
     workdir: the experiment directory (the study is in its `optuna.db`).
   """
 
-  def __init__(self, group: programs.Group, config: ml_collections.ConfigDict,
+  def __init__(self, group: Any, config: ml_collections.ConfigDict,
                workdir: str | os.PathLike):
     self.factors = search_factors(config)
     optuna = _import_optuna()
@@ -298,3 +291,23 @@ class Policy:
     if round_ + 1 >= self.rounds:
       return None
     return self._stage(round_ + 1)
+
+
+def round_points(sweep_space: space.Space, steps: int | None, draw: Callable[..., Any]
+                 ) -> list[tuple[dict[str, float], dict[str, int]]]:
+  """`rounds x batch` value points, their values NaN until the sampler proposes them, tagged
+  with their round (design.csv's `round` column)."""
+  names, a = [f.name for f in sweep_space.vmapped], sweep_space.adaptive
+  return [(dict.fromkeys(names, math.nan), {expdir.ROUND_COLUMN: r})
+          for r in range(a["rounds"]) for _ in range(a["batch"])]
+
+
+def _optuna(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
+  return Policy(group, group.config, workdir)
+
+
+optuna = registry.declare(
+    _optuna, name="optuna", initial=(), points=round_points, tag=expdir.ROUND_COLUMN,
+    check=lambda config, settings: validate(config), settings=[
+        registry.Setting("sampler", "tpe", choices=SAMPLERS),
+        registry.Setting("batch", 8, low=1), registry.Setting("rounds", 4, low=1)])

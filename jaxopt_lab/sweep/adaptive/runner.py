@@ -1,5 +1,8 @@
 """The stage runner: trains one group of an adaptive design stage by stage (see `stages`).
 
+The design is the one `config.sweep.design` names in the registry (`registry.resolve`); its
+policy decides the stages, this module runs them.
+
 Each stage runs through the same run loop as a fixed design's group (`runloop.run` with the
 stage's end as its last step: a log row, an evaluation, the files and a checkpoint there). Between
 stages the population is gathered over the point axis on the devices: a survivor's state, or the
@@ -17,40 +20,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import math
-import os
 
 import jax
-import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from jaxopt_lab import checkpoints, expdir, files, runloop
-from jaxopt_lab.sweep import driver, halving, optuna_search, pbt, programs, stages, store
+from jaxopt_lab import checkpoints, expdir, runloop
+from jaxopt_lab.sweep import grouping, jobs, programs, store
+from jaxopt_lab.sweep.adaptive import registry, stages
 
 
-def make_policy(group: programs.Group, workdir: str) -> stages.Policy:
-  """The policy of the group's adaptive design (`sweep.design`)."""
-  name = group.config.sweep.design
-  if name in ("successive_halving", "hyperband"):
-    return halving.Policy(group.points, group.config)
-  if name == "pbt":
-    return pbt.Policy(group, group.config)
-  if name == "optuna":
-    return optuna_search.Policy(group, group.config, workdir)
-  raise ValueError(f"sweep.design: {name!r} is not an adaptive design")
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the `sweep.adaptive` field the design cannot run with."""
-  if config.sweep.design in ("successive_halving", "hyperband"):
-    halving.validate(config)
-  elif config.sweep.design == "pbt":
-    pbt.validate(config)
-  elif config.sweep.design == "optuna":
-    optuna_search.validate(config)
+def make_policy(group: grouping.Group, workdir: str) -> stages.Policy:
+  """The policy of the group's adaptive design (`sweep.design`), with its checked settings."""
+  design = registry.resolve(group.config.sweep.design)
+  settings = design.read_settings(group.config.sweep.adaptive)
+  return design.policy(group, settings, workdir)
 
 
 def sizes(full: int, devices: int) -> list[int]:
@@ -64,8 +50,8 @@ def sizes(full: int, devices: int) -> list[int]:
     local = -(-local // 2)
 
 
-def subgroup(group: programs.Group, slots: np.ndarray, hparams: dict[str, np.ndarray]
-             ) -> programs.Group:
+def subgroup(group: grouping.Group, slots: np.ndarray, hparams: dict[str, np.ndarray]
+             ) -> grouping.Group:
   """The points of `group` at positions `slots` with `hparams` ([S] each), as a group to run.
 
   The replicate indices keep pointing into the whole group's seeds, so every stage builds the
@@ -86,7 +72,7 @@ def gather(pop: programs.Population, index: np.ndarray, sharding: NamedSharding
 class _Programs:
   """The group's programs at each padded size, built when a stage first needs the size."""
 
-  def __init__(self, group: programs.Group, mesh: Mesh, width: int | None):
+  def __init__(self, group: grouping.Group, mesh: Mesh, width: int | None):
     self.group, self.mesh, self.width = group, mesh, width
     self.by_size: dict[int, programs.GroupPrograms] = {}
     self.sizes = sizes(len(group.points), mesh.shape["points"])
@@ -95,7 +81,7 @@ class _Programs:
   def compile_seconds(self) -> float:
     return sum(p.compile_seconds for p in self.by_size.values())
 
-  def get(self, group: programs.Group) -> programs.GroupPrograms:
+  def get(self, group: grouping.Group) -> programs.GroupPrograms:
     size = min(s for s in self.sizes if s >= len(group.points))
     run = self.by_size.get(size)
     if run is None:
@@ -110,7 +96,7 @@ class _Programs:
     return run
 
 
-class _StageJob(driver.GroupJob):
+class _StageJob(jobs.GroupJob):
   """A stage's part of the run loop: the group job, with the group's tally over its stages."""
 
   def __init__(self, run: programs.GroupPrograms, st: store.Store, all_programs: _Programs,
@@ -144,16 +130,11 @@ def _scores(st: store.Store, ids: list[int], step: int, alive: np.ndarray) -> np
   return np.where(np.isfinite(out) & alive, out, np.inf)
 
 
-def train_group(group: programs.Group, mesh: Mesh, st: store.Store, where: runloop.Position,
+def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runloop.Position,
                 progress: runloop.Progress) -> None:
   """Trains (or resumes) `group` stage by stage as its design's policy decides."""
   cfg = group.config
-  ckpt_root = os.path.join(st.workdir, expdir.CHECKPOINTS_DIR, group.name)
-  layout_path = ckpt_root + ".layout.json"
-  recorded = None
-  if os.path.exists(layout_path):
-    with open(layout_path) as f:
-      recorded = json.load(f)
+  recorded = jobs.read_layout(st, group)
   ladder = _Programs(group, mesh, recorded["width"] if recorded else None)
   policy = make_policy(group, st.workdir)
   ids = np.array([p.point for p in group.points])
@@ -170,9 +151,8 @@ def train_group(group: programs.Group, mesh: Mesh, st: store.Store, where: runlo
         st.set_values(ids[slots].tolist(), {k: current[k][slots] for k in group.points[0].values})
     sub = subgroup(group, slots, {k: v[slots] for k, v in current.items()})
     run = ladder.get(sub)
-    if st.write and recorded is None:
-      recorded = {"width": ladder.width}
-      files.atomic_write_json(layout_path, recorded)
+    if stage.index == 0:  # the first stage's programs: the layout the checkpoints hold
+      jobs.record_layout(st, group, recorded, run)
     if stage.source is None:
       begin, pop = 0, run.init_population()
     else:
@@ -184,7 +164,7 @@ def train_group(group: programs.Group, mesh: Mesh, st: store.Store, where: runlo
                else ids[np.asarray(previous.slots)[stage.source]])
     st.record_stage(group.name, stage.index, begin, stage.end, ids[slots].tolist(),
                     sources.tolist(), stage.note, {k: current[k][slots] for k in current})
-    ckpt = checkpoints.Checkpointer(os.path.join(ckpt_root, f"stage-{stage.index}"))
+    ckpt = checkpoints.Checkpointer(expdir.stage_checkpoints(st.workdir, group.name, stage.index))
     where.checkpoints = ckpt.directory
     start = begin
     if (restored := ckpt.restore_latest(pop)) is not None:

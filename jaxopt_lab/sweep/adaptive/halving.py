@@ -20,14 +20,15 @@ one value point reaches the last rung. With `min_steps` = r > 0, the rungs are r
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import ml_collections
 import numpy as np
 
-from jaxopt_lab.sweep import stages
+from jaxopt_lab import expdir
+from jaxopt_lab.sweep.adaptive import registry, stages
 
 # Hyperband without `min_steps`: the most exploratory bracket starts at steps / eta^3.
 _HYPERBAND_AUTO_DEPTH = 3
@@ -89,42 +90,33 @@ def value_points(positions: Sequence[int], points: Sequence[Any]) -> list[list[i
   return list(out.values())
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the `sweep.adaptive` field a halving design cannot run with."""
-  a, steps = config.sweep.adaptive, int(config.train.steps)
-  eta = a.eta
-  if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
-    raise ValueError(f"sweep.adaptive.eta: must be an int >= 2 (each rung keeps 1/eta of the "
-                     f"points), got {eta!r}")
-  m = a.min_steps
-  if isinstance(m, bool) or not isinstance(m, int) or m < 0:
-    raise ValueError(f"sweep.adaptive.min_steps: must be an int >= 0 (0: auto), got {m!r}")
+def check(config: Any, settings: Mapping[str, Any]) -> None:
+  """Raises ValueError when the first rung does not come before the run's end."""
+  m, steps = settings["min_steps"], int(config.train.steps)
   if m >= steps:
     raise ValueError(f"sweep.adaptive.min_steps: the first rung ({m} steps) must come before the "
                      f"run's end (train.steps={steps})")
-  b = a.brackets
-  if isinstance(b, bool) or not isinstance(b, int) or b < 0:
-    raise ValueError(f"sweep.adaptive.brackets: must be an int >= 0 (0: all), got {b!r}")
 
 
 class Policy:
-  """Successive halving (`sweep.design = 'successive_halving'`) or Hyperband ('hyperband') of
-  one group, as a `stages.Policy`.
+  """Successive halving (`brackets` None) or Hyperband of one group, as a `stages.Policy`.
 
   Args:
     points: the group's points (`design.Point`s; Hyperband's carry their bracket in `tags`).
-    config: the group's config.
+    steps: `train.steps`.
+    eta, min_steps: the checked settings (`sweep.adaptive`).
+    brackets: Hyperband's brackets to run (0: all); None for successive halving.
   """
 
-  def __init__(self, points: Sequence[Any], config: ml_collections.ConfigDict):
-    self.points, self.eta = list(points), int(config.sweep.adaptive.eta)
-    steps, min_steps = int(config.train.steps), int(config.sweep.adaptive.min_steps)
+  def __init__(self, points: Sequence[Any], steps: int, eta: int, min_steps: int,
+               brackets: int | None = None):
+    self.points, self.eta = list(points), int(eta)
     self.brackets: list[tuple[list[list[int]], list[int]]] = []  # (value points, rungs)
-    if config.sweep.design == "hyperband":
+    if brackets is not None:
       by_bracket: dict[int, list[int]] = {}
       for i, p in enumerate(self.points):
-        by_bracket.setdefault(int(p.tags["bracket"]), []).append(i)
-      sizes = hyperband_brackets(steps, self.eta, min_steps, int(config.sweep.adaptive.brackets))
+        by_bracket.setdefault(int(p.tags[expdir.BRACKET_COLUMN]), []).append(i)
+      sizes = hyperband_brackets(steps, self.eta, min_steps, brackets)
       for b, (_, rungs) in enumerate(sizes):
         self.brackets.append((value_points(by_bracket[b], self.points), rungs))
     else:
@@ -160,3 +152,38 @@ class Policy:
     if bracket + 1 < len(self.brackets):
       return self._stage(stage.index + 1, bracket + 1, 0, self.brackets[bracket + 1][0], None)
     return None
+
+
+def hyperband_points(space: Any, steps: int | None, draw: Callable[[Any], list[list[Any]]]
+                     ) -> list[tuple[dict[str, float], dict[str, int]]]:
+  """Every bracket's value points, drawn by `sweep.adaptive.initial` with seed `sweep.seed +
+  bracket`, tagged with their bracket (design.csv's `bracket` column)."""
+  if steps is None:
+    raise ValueError("sweep.design: 'hyperband' sizes its brackets from train.steps.")
+  names, a, out = [f.name for f in space.vmapped], space.adaptive, []
+  for b, (n, _) in enumerate(hyperband_brackets(steps, a["eta"], a["min_steps"], a["brackets"])):
+    drawn = dataclasses.replace(space, num_points=n, seed=space.seed + b)
+    out += [({k: float(v) for k, v in zip(names, row, strict=True)}, {expdir.BRACKET_COLUMN: b})
+            for row in draw(drawn)]
+  return out
+
+
+def _successive_halving(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
+  return Policy(group.points, int(group.config.train.steps), settings["eta"],
+                settings["min_steps"])
+
+
+def _hyperband(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
+  return Policy(group.points, int(group.config.train.steps), settings["eta"],
+                settings["min_steps"], settings["brackets"])
+
+
+_ETA = registry.Setting("eta", 3, low=2, note="each rung keeps 1/eta of the points")
+_MIN_STEPS = registry.Setting("min_steps", 0, low=0, note="0: auto")
+successive_halving = registry.declare(_successive_halving, name="successive_halving",
+                                      settings=[_ETA, _MIN_STEPS], check=check)
+hyperband = registry.declare(
+    _hyperband, name="hyperband",
+    settings=[_ETA, _MIN_STEPS, registry.Setting("brackets", 0, low=0, note="0: all")],
+    initial=("random", "sobol", "lhs"), points=hyperband_points, tag=expdir.BRACKET_COLUMN,
+    check=check, initial_note="hyperband draws each bracket's points")

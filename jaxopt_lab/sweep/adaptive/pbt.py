@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, space, stages
+from jaxopt_lab.sweep import design, factors, space
+from jaxopt_lab.sweep.adaptive import registry, stages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +64,7 @@ class Settings:
   resample: float
   steps: int
   seed: int
-  factors: tuple[space.Factor, ...]
-
-
-def _is_number(x: Any) -> bool:
-  return (isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
-          and math.isfinite(x))
+  factors: tuple[factors.Factor, ...]
 
 
 def validate(config: Any) -> Settings:
@@ -86,26 +82,18 @@ def validate(config: Any) -> Settings:
       1), a resample probability outside [0, 1], fewer than 2 members per group, or a mistake
       in `sweep.factors` or `sweep.adaptive.initial` (from `space.parse_space`).
   """
-  adaptive, steps = config.sweep.adaptive, int(config.train.steps)
-  interval = adaptive.interval
-  if not isinstance(interval, int | np.integer) or isinstance(interval, bool) or not (
-      0 < interval < steps):
+  parsed = space.parse_space(config.sweep)  # the declared settings, the initial design
+  settings, steps = parsed.adaptive, int(config.train.steps)
+  interval = settings["interval"]
+  if not 0 < interval < steps:
     raise ValueError(f"sweep.adaptive.interval: PBT needs an int > 0 and < train.steps "
                      f"({steps}) (the steps between two exploit / explore steps), got "
                      f"{interval!r}.")
-  fraction = adaptive.fraction
-  if not _is_number(fraction) or not 0 < fraction <= 0.5:
-    raise ValueError(f"sweep.adaptive.fraction: must be a number in (0, 0.5] (the worst fraction "
-                     f"copies a member of the best fraction), got {fraction!r}.")
-  perturb = adaptive.perturb
-  if (isinstance(perturb, str) or not isinstance(perturb, Sequence) or not perturb
-      or not all(_is_number(p) and p > 0 for p in perturb) or all(p == 1 for p in perturb)):
+  perturb = settings["perturb"]
+  if not perturb or not all(math.isfinite(p) and p > 0 for p in perturb) or all(
+      p == 1 for p in perturb):
     raise ValueError(f"sweep.adaptive.perturb: must be a list of positive numbers, not all 1 "
                      f"(explore multiplies a value by one of them), got {perturb!r}.")
-  resample = adaptive.resample
-  if not _is_number(resample) or not 0 <= resample <= 1:
-    raise ValueError(f"sweep.adaptive.resample: must be a probability in [0, 1], got "
-                     f"{resample!r}.")
   points = design.make_design(config.sweep, steps)  # the points of sweep.adaptive.initial
   first_group = points[0].group
   members = sum(p.group == first_group and p.replicate == 0 for p in points)
@@ -113,10 +101,9 @@ def validate(config: Any) -> Settings:
     raise ValueError(f"sweep.factors: PBT needs at least 2 members (value points) per group, "
                      f"got {members}; sweep a vmapped value factor over 2 or more values (or "
                      "sweep.num_points >= 2 with a random initial design).")
-  parsed = space.parse_space(config.sweep)
-  space.check_ranges(parsed, config.optimizer.name)  # explore may go anywhere in a range
-  return Settings(int(interval), float(fraction), tuple(float(p) for p in perturb),
-                  float(resample), steps, parsed.seed, parsed.vmapped)
+  factors.check_ranges(parsed, config.optimizer.name)  # explore may go anywhere in a range
+  return Settings(interval, settings["fraction"], tuple(perturb), settings["resample"], steps,
+                  parsed.seed, parsed.vmapped)
 
 
 def _bound(x: float, up: bool, strict: bool) -> np.float32:
@@ -130,7 +117,7 @@ def _bound(x: float, up: bool, strict: bool) -> np.float32:
   return b
 
 
-def value_range(factor: space.Factor, optimizer: str) -> tuple[np.float32, np.float32]:
+def value_range(factor: factors.Factor, optimizer: str) -> tuple[np.float32, np.float32]:
   """The float32 interval explore keeps `factor` in: its declared range (the min and max of its
   `values`) intersected with optimizer `optimizer`'s valid range (exclusive ends excluded)."""
   if factor.values is not None:
@@ -147,7 +134,7 @@ def value_range(factor: space.Factor, optimizer: str) -> tuple[np.float32, np.fl
   return lo, hi
 
 
-def explore(value: float, factor: space.Factor, settings: Settings, lo: np.float32,
+def explore(value: float, factor: factors.Factor, settings: Settings, lo: np.float32,
             hi: np.float32, rng: np.random.Generator) -> np.float32:
   """One explore move of one value: a fresh draw with probability `resample`, else the value
   times a multiplier drawn uniformly from `perturb`; clipped into [lo, hi] (an 'int' scale
@@ -189,7 +176,7 @@ class Policy:
   """
 
   def __init__(self, group: Any, config: Any):
-    """`group`: a `programs.Group` (name, config, points, hparams); `config`: the experiment's."""
+    """`group`: a `grouping.Group` (name, config, points, hparams); `config`: the experiment's."""
     self.group = group
     self.settings = validate(config)
     self.optimizer = group.config.optimizer.name
@@ -240,3 +227,16 @@ class Policy:
             f"replicate 0): {copies}")
     return stages.Stage(index=index, slots=slots, end=self._end(index), source=source.ravel(),
                         hparams={k: v.ravel() for k, v in values.items()}, note=note)
+
+
+def _pbt(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
+  return Policy(group, group.config)
+
+
+pbt = registry.declare(
+    _pbt, name="pbt", check=lambda config, settings: validate(config), settings=[
+        registry.Setting("interval", 0, note="steps between two exploit / explore steps"),
+        registry.Setting("fraction", 0.25, low=0.0, high=0.5, include_low=False,
+                         note="the worst fraction copies a member of the best fraction"),
+        registry.Setting("perturb", [0.8, 1.25], what="a list of positive numbers, not all 1"),
+        registry.Setting("resample", 0.25, low=0.0, high=1.0, what="a probability")])
