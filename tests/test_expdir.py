@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from small_configs import classic_config, classic_sweep_config
 
-from jaxopt_lab import expdir, files, train
+from jaxopt_lab import expdir, files
 from jaxopt_lab import single as single_run
 from jaxopt_lab.analysis import findings, report, results
 from jaxopt_lab.sweep import driver
@@ -184,7 +184,7 @@ def test_write_volume_grows_linearly_with_the_run(tmp_path, kind):
     if kind == "single":
       config = classic_config(steps=steps, steps_per_call=1, log_every=1, eval_every=steps,
                               checkpoint_every=steps)
-      run = train.train
+      run = single_run.train
     else:
       config = classic_sweep_config(learning_rates=(0.01, 0.1), optimizers=("sgd",),
                                     replicates=2, steps=steps)

@@ -38,6 +38,24 @@ def test_each_rung_stops_the_points_worse_than_the_median_of_the_others():
   assert policy.next(fourth, np.array([0.3])) is None  # the last rung is the run's end
 
 
+@pytest.mark.parametrize("design, rungs, expected", [
+    (DESIGN, 0, "sweep.adaptive.rungs: must be an int >= 1 (rung k of the run's steps * k / "
+                "rungs), got 0."),
+    (DESIGN, 2.5, "sweep.adaptive.rungs: must be an int >= 1"),
+    ("median", 4, "sweep.design: unknown design 'median'; choices: grid, random, sobol, lhs, "
+                  "factorial, fractional_factorial, explicit, successive_halving, hyperband, pbt, "
+                  "optuna; or a plugin: 'path/to/file.py:name' or 'package.module:name'."),
+])
+def test_a_bad_setting_is_refused_in_one_line_before_anything_is_written(tmp_path, design,
+                                                                         rungs, expected):
+  config = _config(design)
+  config.sweep.adaptive.rungs = rungs  # a field the experiment file adds for its design
+  with pytest.raises(ValueError) as error:
+    driver.run_sweep(config, str(tmp_path / "w"))
+  assert str(error.value).startswith(expected) and "\n" not in str(error.value)
+  assert not (tmp_path / "w").exists()
+
+
 def _config(design: str):
   config = classic_sweep_config(learning_rates=LRS, optimizers=("sgd",), replicates=1, steps=40)
   config.train.update(dict(steps_per_call=10, log_every=10, eval_every=10, checkpoint_every=10))

@@ -1,4 +1,5 @@
-"""Population-based training's decisions (sweep/pbt.py): exploit, explore, replay, validation."""
+"""Population-based training's decisions (sweep/adaptive/pbt.py): exploit, explore, replay,
+validation."""
 
 from __future__ import annotations
 

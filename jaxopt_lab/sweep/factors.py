@@ -41,7 +41,7 @@ def structural_factors() -> dict[str, str]:
   return out
 
 def config_path(name: str) -> str:
-  """The config path a grouping factor sets: `STRUCTURAL_FACTORS[name]` or `optimizer.<name>`."""
+  """The config path a grouping factor sets: `structural_factors()[name]` or `optimizer.<name>`."""
   return structural_factors().get(name, f"optimizer.{name}")
 
 
@@ -70,7 +70,7 @@ class Factor:
   """One declared factor of a sweep.
 
   Attributes:
-    name: factor name, a key of `STRUCTURAL_FACTORS` or an entry of `VALUE_FACTORS`.
+    name: factor name, a key of `structural_factors()` or one of `factory.value_factors()`.
     vmap: True for a vmapped value factor; False for a grouping factor (structural, or a value
       factor declared with `vmap=False`).
     scale: 'log', 'linear' or 'int' for a range; None when given by `values` (or, in an explicit

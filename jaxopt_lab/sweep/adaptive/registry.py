@@ -247,7 +247,7 @@ def check(config: Any) -> dict[str, Any]:
   """Checks the settings of `config.sweep.design` (declared ranges, then the design's own
   checks); returns them. Raises one ValueError line naming the field."""
   design = resolve(config.sweep.design)
-  settings = design.read_settings(config.sweep.get("adaptive"))
+  settings = design.read_settings(config.sweep.adaptive)
   if design.check is not None:
     design.check(config, settings)
   return settings
