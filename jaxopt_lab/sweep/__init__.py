@@ -1,1 +1,3 @@
-"""Sweeps: design spaces and designs (`space`, `design`), the driver and the experiment store."""
+"""Sweeps: design spaces (`space`, `factors`), fixed designs (`design`), groups and their compiled
+programs (`grouping`, `programs`, `jobs`), the driver, the experiment store, and the adaptive
+designs (`adaptive`)."""
