@@ -34,6 +34,7 @@ def base_config(task: str, **model_overrides) -> ml_collections.ConfigDict:
   config.sweep = defaults.sweep_config()  # the design of a sweep and how it runs
   config.lock()
   config.optimizer.unlock()  # a plugin's own hyperparameters may be added
+  config.sweep.adaptive.unlock()  # a plugin design's own settings may be added
   if ":" in task:  # a plugin task's model and data fields are its own
     config.model.unlock()
     config.data.unlock()
