@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import math
 import os
 import subprocess
@@ -377,8 +378,7 @@ def test_an_exploit_copies_the_donors_checkpointed_state_exactly(pbt_run):
     assert not np.array_equal(params[copied[0][0]], old[copied[0][0]])
 
 
-def test_a_sweep_killed_mid_stage_resumes_to_the_same_population(pbt_run, tmp_path,
-                                                                monkeypatch):
+def test_a_sweep_killed_mid_stage_resumes_to_the_same_population(pbt_run, tmp_path, caplog):
   reference, _ = pbt_run
   workdir = str(tmp_path / "killed")
   # the 4th write: stage 1 (steps 10 -> 20) wrote step 20, before its checkpoint there
@@ -390,6 +390,16 @@ def test_a_sweep_killed_mid_stage_resumes_to_the_same_population(pbt_run, tmp_pa
   assert max(r["step"] for r in metrics) == 20
   stage_1 = os.path.join(workdir, expdir.CHECKPOINTS_DIR, rows[0]["group"], "stage-1")
   assert os.listdir(stage_1) == ["15"]  # the resume continues from inside the stage
+  # The rerun says where it resumed, and its first write (stopped there, before any save: a
+  # resume from the stage's start would otherwise end in orbax refusing to save over step 15)
+  # holds the uninterrupted run's rows up to step 20.
+  with caplog.at_level(logging.INFO), interrupt_after_flush(1), pytest.raises(train.Interrupted):
+    driver.run_sweep(e2e_config(**IN_PROCESS), workdir)
+  said = [m for m in caplog.messages if "resumed at step" in m]
+  assert len(said) == 1 and said[0].startswith(f"Group {rows[0]['group']}, stage 1: ")
+  assert said[0].endswith(" (resumed at step 15).")
+  assert files.read_jsonl(os.path.join(workdir, expdir.METRICS_FILE)) == [
+      r for r in files.read_jsonl(os.path.join(reference, expdir.METRICS_FILE)) if r["step"] <= 20]
   driver.run_sweep(e2e_config(**IN_PROCESS), workdir)
   for name in (expdir.METRICS_FILE, expdir.SUMMARY_FILE, expdir.DESIGN_FILE,
                expdir.STAGES_FILE):
