@@ -12,10 +12,12 @@ import logging
 import os
 import shutil
 
+import numpy as np
 import pytest
 from small_configs import classic_config, classic_sweep_config
+from workdir_faults import interrupt_after_flush
 
-from jaxopt_lab import checkpoints
+from jaxopt_lab import checkpoints, files, runloop
 from jaxopt_lab import single as single_run
 from jaxopt_lab.sweep import driver
 
@@ -115,6 +117,9 @@ def test_no_checkpoint_restores_is_one_error_naming_the_directory(single, tmp_pa
   assert {p: _read(p) for p in _files(folder)} == before  # nothing deleted: the user decides
 
 
+GROUP = "optimizer=adam"
+
+
 def _sweep_config():
   return classic_sweep_config(learning_rates=(0.1, 1.0), optimizers=("adam",), replicates=1)
 
@@ -131,7 +136,7 @@ def test_sweep_group_resumes_from_the_newest_checkpoint_that_restores(swept, tmp
   reference, rows = swept
   workdir = str(tmp_path / "w")
   shutil.copytree(reference, workdir)
-  newest = os.path.join(workdir, "checkpoints", "optimizer=adam", "40")
+  newest = os.path.join(workdir, "checkpoints", GROUP, "40")
   FAULTS[fault](newest)
   capfd.readouterr()
   with caplog.at_level(logging.WARNING):
@@ -140,3 +145,71 @@ def test_sweep_group_resumes_from_the_newest_checkpoint_that_restores(swept, tmp
   assert again == rows
   for name in ("metrics.jsonl", "summary.csv", "design.csv"):
     assert _read(os.path.join(workdir, name)) == _read(os.path.join(reference, name)), name
+
+
+@pytest.mark.parametrize("damaged", [{}, {40: "truncated"}, {40: "truncated", 30: "partial"}])
+def test_the_fallback_restores_the_newest_checkpoint_that_restores(tmp_path, damaged):
+  """Four checkpoints, the newest ones damaged: the newest good one is restored, not an older
+  one, and only the damaged ones are deleted."""
+  steps = (10, 20, 30, 40)
+  trees = {s: {"w": np.full((2, 3), s, np.float32), "count": np.int32(s)} for s in steps}
+  ckpt = checkpoints.Checkpointer(tmp_path, max_to_keep=len(steps))
+  for s in steps:
+    ckpt.save(s, trees[s])
+  ckpt.close()
+  for s, fault in damaged.items():
+    FAULTS[fault](str(tmp_path / str(s)))
+  newest_good = max(s for s in steps if s not in damaged)
+  ckpt = checkpoints.Checkpointer(tmp_path, max_to_keep=len(steps))
+  step, tree = ckpt.restore_latest(trees[10])
+  ckpt.close()
+  assert step == newest_good
+  np.testing.assert_array_equal(tree["w"], trees[newest_good]["w"])
+  assert int(tree["count"]) == newest_good
+  kept = sorted(int(n) for n in os.listdir(tmp_path) if n.isdigit())
+  assert kept == [s for s in steps if s not in damaged]
+
+
+def _resume_config():
+  config = _sweep_config()
+  config.train.update(dict(steps=60, log_every=10, eval_every=20, checkpoint_every=20))
+  return config
+
+
+@pytest.fixture(scope="module")
+def killed_at_50(tmp_path_factory):
+  """A sweep of 60 steps killed at its write of step 50 (checkpoints at 20 and 40 on disk), and
+  the same sweep uninterrupted."""
+  reference = str(tmp_path_factory.mktemp("whole"))
+  driver.run_sweep(_resume_config(), reference)
+  workdir = str(tmp_path_factory.mktemp("killed"))
+  with interrupt_after_flush(lambda st: st.rows[-1]["step"] == 50), pytest.raises(
+      runloop.Interrupted):
+    driver.run_sweep(_resume_config(), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", GROUP))) == ["20", "40"]
+  return workdir, reference
+
+
+@pytest.mark.parametrize("damaged, resumed", [((), 40), (("40",), 20)])
+def test_a_resumed_group_names_the_newest_checkpoint_that_restores(killed_at_50, tmp_path,
+                                                                   caplog, damaged, resumed):
+  """The resumed run says which step it resumed from, and its first write continues there.
+
+  The rerun is stopped at its first write, before it saves a checkpoint: a resume from an
+  older checkpoint (or from step 0) is seen in what it says and writes, not in orbax refusing
+  to save over a step that is on disk.
+  """
+  killed, reference = killed_at_50
+  workdir = str(tmp_path / "w")
+  shutil.copytree(killed, workdir)
+  for step in damaged:
+    _truncate(os.path.join(workdir, "checkpoints", GROUP, step))
+  with caplog.at_level(logging.INFO), interrupt_after_flush(1), pytest.raises(runloop.Interrupted):
+    driver.run_sweep(_resume_config(), workdir)
+  said = [m for m in caplog.messages if "resumed from the checkpoint" in m]
+  assert said == [f"Group {GROUP}: resumed from the checkpoint at step {resumed}."]
+  # Its first write: the rows up to the checkpoint, then those of the next log step.
+  rows = files.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  expected = [r for r in files.read_jsonl(os.path.join(reference, "metrics.jsonl"))
+              if r["step"] <= resumed + 10]
+  assert rows == expected

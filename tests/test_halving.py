@@ -12,6 +12,7 @@ import sys
 import ml_collections
 import numpy as np
 import pytest
+import recorded_rows
 from small_configs import classic_sweep_config
 from workdir_faults import interrupt_after_flush
 
@@ -162,6 +163,62 @@ def test_hyperband_brackets_from_the_script(tmp_path):
   assert (workdir / "report" / "report.html").exists()
 
 
+def _survivors_by_hand(workdir, metric: str, eta: int) -> list[tuple[list[str], list[str]]]:
+  """(survivors, their hand computation) of every rung after the first of each bracket.
+
+  From stages.csv and metrics.jsonl only: a rung's value points (rows with the same hp_* values,
+  in their recorded order) ranked by the mean of `metric` (maximised) over their replicates at
+  the rung's end; the best max(1, n // eta) kept, best first, each with its replicates.
+  """
+  valid = recorded_rows.valid_metric(workdir, metric)
+  by_stage = recorded_rows.stages(workdir)
+  out = []
+  for rung, after in zip(by_stage[:-1], by_stage[1:], strict=True):
+    if after[0]["source"] == "-1":  # a new bracket's fresh points: no selection
+      continue
+    end = int(rung[0]["end"])
+    value_points: dict[tuple, list[str]] = {}
+    for row in rung:
+      key = tuple(sorted((k, v) for k, v in row.items() if k.startswith("hp_")))
+      value_points.setdefault(key, []).append(row["point"])
+    vps = list(value_points.values())
+    means = np.array([np.mean([valid[(int(p), end)] for p in vp]) for vp in vps])
+    assert np.isfinite(means).all()
+    ranked = np.argsort(-means, kind="stable")[: max(1, len(vps) // eta)]
+    # The check has power: the worst points are not the best ones.
+    assert means[ranked].min() > means.min(), means
+    out.append(([r["point"] for r in after], [p for k in ranked for p in vps[k]]))
+  return out
+
+
+def test_halving_on_accuracy_keeps_the_most_accurate_points(tmp_path):
+  config = _config()
+  config.sweep.metric = "accuracy"  # maximised (the classic task's metric_modes)
+  config.sweep.slice_size = 0
+  driver.run_sweep(config, str(tmp_path))
+  checked = _survivors_by_hand(tmp_path, "accuracy", eta=3)
+  assert len(checked) == 2  # rungs at steps 10 and 30 (of 90): 9 -> 3 -> 1 value points
+  for survivors, by_hand in checked:
+    assert survivors == by_hand
+
+
+def test_hyperband_on_accuracy_keeps_the_most_accurate_points_of_each_bracket(tmp_path):
+  config = _config("hyperband", steps=36)
+  config.sweep.metric = "accuracy"
+  config.sweep.slice_size = 0
+  config.sweep.replicates = 1
+  config.sweep.adaptive.update(dict(initial="random", eta=3, min_steps=4))
+  config.sweep.factors = ml_collections.ConfigDict(
+      {"learning_rate": {"scale": "log", "low": 1e-3, "high": 30.0}})
+  config.train.update(dict(steps_per_call=4, log_every=4, eval_every=36, checkpoint_every=36))
+  driver.run_sweep(config, str(tmp_path))
+  checked = _survivors_by_hand(tmp_path, "accuracy", eta=3)
+  # brackets of 9 (rungs 4, 12, 36), 5 (12, 36) and 3 (36) value points: 3 selections
+  assert [len(by_hand) for _, by_hand in checked] == [3, 1, 1]
+  for survivors, by_hand in checked:
+    assert survivors == by_hand
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("eta", 1, "sweep.adaptive.eta: must be an int >= 2"),
     ("min_steps", 90, r"sweep.adaptive.min_steps: the first rung \(90 steps\) must come before"),
@@ -174,6 +231,22 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, field, va
   with pytest.raises(ValueError, match=message):
     driver.run_sweep(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("design_name", ["successive_halving", "pbt"])
+def test_a_metric_the_task_lacks_is_refused_before_a_step_trains(tmp_path, design_name):
+  # Misspelt, it scored every point inf: halving stopped all of them at the first rung and
+  # the sweep ended "complete".
+  config = _config(design_name)
+  config.sweep.metric = "acuracy"
+  config.sweep.adaptive.interval = 30
+  with pytest.raises(ValueError) as err:
+    driver.run_sweep(config, str(tmp_path))
+  assert str(err.value) == (f"sweep.metric: 'acuracy' is not a metric of task 'classic' (the "
+                            f"{design_name} design ranks points by it); choices: loss, accuracy")
+  assert not os.path.exists(tmp_path / "checkpoints")
+  assert not os.path.exists(tmp_path / "metrics.jsonl") or not files.read_jsonl(
+      tmp_path / "metrics.jsonl")
 
 
 def test_an_adaptive_design_needs_a_value_factor():

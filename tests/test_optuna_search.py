@@ -12,6 +12,7 @@ import types
 import ml_collections
 import numpy as np
 import pytest
+import recorded_rows
 from workdir_faults import interrupt_after_flush
 
 from jaxopt_lab import runloop
@@ -393,3 +394,27 @@ def test_the_sweep_script_refuses_bad_settings_in_one_line_and_writes_nothing(
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == expected
   assert os.listdir(workdir) == ["notes.txt"]
+
+
+def test_a_search_on_accuracy_tells_minus_the_mean_accuracy_and_picks_the_most_accurate(
+    tmp_path):
+  """sweep.metric = 'accuracy' is maximised: the study (which minimises) is told minus each
+  trial's mean valid accuracy over its replicates, read here from metrics.jsonl, so its best
+  trial is the trial whose points were the most accurate."""
+  config = sweep_config()
+  config.sweep.metric = "accuracy"
+  config.sweep.adaptive.rounds = 2
+  config.sweep.factors = ml_collections.ConfigDict(
+      {"learning_rate": {"scale": "log", "low": 1e-4, "high": 1.0}})
+  driver.run_sweep(config, str(tmp_path))
+  valid = recorded_rows.valid_metric(tmp_path, "accuracy")
+  trials = load(tmp_path).get_trials()
+  assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+  accuracy = np.array([np.mean([valid[(p, 20)] for p in t.user_attrs["points"]])
+                       for t in trials])
+  assert np.unique(accuracy).size > 1  # the choice has power
+  for t, a in zip(trials, accuracy, strict=True):
+    assert len(t.user_attrs["points"]) == 2
+    assert t.value == pytest.approx(-a, rel=1e-12)
+  best = load(tmp_path).best_trial
+  assert accuracy[best.number] == accuracy.max()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import math
 import os
 import subprocess
@@ -16,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+import recorded_rows
 from small_configs import classic_config
 from workdir_faults import interrupt_after_flush
 
@@ -380,8 +382,7 @@ def test_an_exploit_copies_the_donors_checkpointed_state_exactly(pbt_run):
     assert not np.array_equal(params[copied[0][0]], old[copied[0][0]])
 
 
-def test_a_sweep_killed_mid_stage_resumes_to_the_same_population(pbt_run, tmp_path,
-                                                                monkeypatch):
+def test_a_sweep_killed_mid_stage_resumes_to_the_same_population(pbt_run, tmp_path, caplog):
   reference, _ = pbt_run
   workdir = str(tmp_path / "killed")
   # the 4th write: stage 1 (steps 10 -> 20) wrote step 20, before its checkpoint there
@@ -393,6 +394,16 @@ def test_a_sweep_killed_mid_stage_resumes_to_the_same_population(pbt_run, tmp_pa
   assert max(r["step"] for r in metrics) == 20
   stage_1 = os.path.join(workdir, expdir.CHECKPOINTS_DIR, rows[0]["group"], "stage-1")
   assert os.listdir(stage_1) == ["15"]  # the resume continues from inside the stage
+  # The rerun says where it resumed, and its first write (stopped there, before any save: a
+  # resume from the stage's start would otherwise end in orbax refusing to save over step 15)
+  # holds the uninterrupted run's rows up to step 20.
+  with caplog.at_level(logging.INFO), interrupt_after_flush(1), pytest.raises(runloop.Interrupted):
+    driver.run_sweep(e2e_config(**IN_PROCESS), workdir)
+  said = [m for m in caplog.messages if "resumed at step" in m]
+  assert len(said) == 1 and said[0].startswith(f"Group {rows[0]['group']}, stage 1: ")
+  assert said[0].endswith(" (resumed at step 15).")
+  assert files.read_jsonl(os.path.join(workdir, expdir.METRICS_FILE)) == [
+      r for r in files.read_jsonl(os.path.join(reference, expdir.METRICS_FILE)) if r["step"] <= 20]
   driver.run_sweep(e2e_config(**IN_PROCESS), workdir)
   for name in (expdir.METRICS_FILE, expdir.SUMMARY_FILE, expdir.DESIGN_FILE,
                expdir.STAGES_FILE):
@@ -411,3 +422,61 @@ def test_a_bad_setting_from_the_script_is_one_line_and_writes_nothing(tmp_path):
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: sweep.adaptive.resample: must be a probability in [0, 1]")
   assert not workdir.exists()
+
+
+def accuracy_config() -> ml_collections.ConfigDict:
+  """The end-to-end PBT sweep tuned on valid accuracy (maximised), explore by perturbation only:
+  8 members (4 learning rates x 2 b1) x 2 replicates, decisions at steps 10 and 20."""
+  config = e2e_config()
+  config.sweep.metric = "accuracy"
+  config.sweep.factors = ml_collections.ConfigDict({
+      "learning_rate": {"scale": "log", "low": 1e-3, "high": 1.0, "num": 4},
+      "b1": {"values": [0.8, 0.9]},
+  }, sort_keys=False)
+  config.sweep.adaptive.update(dict(fraction=0.25, perturb=[0.8, 1.25], resample=0.0))
+  return config
+
+
+def test_pbt_on_accuracy_copies_the_best_members_values_times_a_perturbation(tmp_path):
+  """Checked from the recorded rows only (design.csv, stages.csv, metrics.jsonl).
+
+  At each decision the recipients are the worst n = 2 of the 8 members by their mean valid
+  accuracy over the replicates (ranked as the policy documents: best first, ties in design
+  order), each donor is one of the best 2, replicate r continues from the donor's replicate r,
+  and with resample = 0 each swept value of a recipient is its donor's value times 0.8 or 1.25,
+  in float32, clipped to the declared range (the float32 ends of [1e-3, 1] and [0.8, 0.9] lie
+  inside them and inside adam's valid ranges, so they are the clip's bounds).
+  """
+  driver.run_sweep(accuracy_config(), str(tmp_path))
+  points = {int(p["point"]): p for p in read_csv(tmp_path / expdir.DESIGN_FILE)}
+  member_of = {i: (p["learning_rate"], p["b1"]) for i, p in points.items()}
+  members = list(dict.fromkeys(member_of.values()))  # design order
+  replicates = {m: sorted((i for i in points if member_of[i] == m),
+                          key=lambda i: int(points[i]["replicate"])) for m in members}
+  valid = recorded_rows.valid_metric(tmp_path, "accuracy")
+  by_stage = recorded_rows.stages(tmp_path)
+  assert len(by_stage) == 3
+  bounds = {"learning_rate": (np.float32(1e-3), np.float32(1.0)),
+            "b1": (np.float32(0.8), np.float32(0.9))}
+  own_value_differs = False
+  for stage, after in zip(by_stage[:-1], by_stage[1:], strict=True):
+    end = int(stage[0]["end"])
+    accuracy = np.array([np.mean([valid[(i, end)] for i in replicates[m]]) for m in members])
+    rank = np.argsort(-accuracy, kind="stable")
+    best, worst = {members[i] for i in rank[:2]}, {members[i] for i in rank[-2:]}
+    assert accuracy[rank[:2]].mean() > accuracy[rank[-2:]].mean()  # the ranking has power
+    before = {int(r["point"]): r for r in stage}
+    copied = [r for r in after if r["source"] != r["point"]]
+    assert {member_of[int(r["point"])] for r in copied} == worst
+    assert len(copied) == 2 * 2
+    for row in copied:
+      point, donor = int(row["point"]), int(row["source"])
+      assert member_of[donor] in best
+      assert points[donor]["replicate"] == points[point]["replicate"]
+      for name, (lo, hi) in bounds.items():
+        donor_value = np.float32(before[donor][f"hp_{name}"])
+        allowed = {np.clip(np.float32(float(donor_value) * f), lo, hi) for f in (0.8, 1.25)}
+        new = np.float32(row[f"hp_{name}"])
+        assert new in allowed, (name, point, donor, new, allowed)
+        own_value_differs |= np.float32(before[point][f"hp_{name}"]) != donor_value
+  assert own_value_differs  # a recipient perturbing its own value would be seen
