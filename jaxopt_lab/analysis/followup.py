@@ -283,17 +283,17 @@ def _seeds_change(f: fnd.Findings, config: ml_collections.ConfigDict,
       notes.append(f"{names} share no finished seed: not compared.")
       continue
     spread = c.n >= 2 and math.isfinite(c.sd_diff) and c.sd_diff > 0
-    if spread and p.p_holm < vd.ALPHA:
+    if spread and p.distinguishable:
       continue  # the verdict tells them apart
     if not spread and c.n >= 2 and c.mean_diff != 0:
       continue  # the same difference on every seed: more seeds would not change it
     seeds_run = f"{c.n} seed" + ("" if c.n == 1 else "s")
     if spread:
-      needed = vd.seeds_needed(c, len(f.pairs))
-      asks = f"about {needed}" if needed is not None else f"more than {vd.MAX_SEEDS}"
-      targets.append((math.inf if needed is None else needed,
-                      f"{names} are not distinguishable with {seeds_run} (Holm p = "
-                      f"{p.p_holm:.3g}); the verdict's power computation asks for {asks}"))
+      low, high = vd.seeds_needed(p)
+      asks = f"{low} to {high}" if high is not None else f"at least {low}"
+      targets.append((low, f"{names} are not distinguishable with {seeds_run} (Bonferroni p = "
+                           f"{p.p_adjusted:.3g}); the verdict's range of seeds needed is {asks}, "
+                           "the follow-up runs its lower end"))
     else:
       targets.append((max(2 * seeds, 3), f"{names} are not distinguishable with {seeds_run} "
                                          "(no spread to estimate power from): twice the seeds, "
