@@ -56,6 +56,12 @@ def rounded(value: float, low: float, high: float) -> tuple[str, str, str]:
   if not (math.isfinite(half) and half > 0 and math.isfinite(value)):
     return fmt(value), fmt(low), fmt(high)
   places = max(1 - math.floor(math.log10(half)), 0)
+  # More places where rounding would carry an end onto 0 or across it: a printed interval
+  # keeps the side of 0 it lies on, so it reads as the decision beside it does.
+  while places < 15 and any((float(format(x, f".{places}f")) > 0) != (x > 0)
+                            or (float(format(x, f".{places}f")) < 0) != (x < 0)
+                            for x in (low, high)):
+    places += 1
   return tuple(format(x, f".{places}f") for x in (value, low, high))
 
 

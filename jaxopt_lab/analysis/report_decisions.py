@@ -101,6 +101,16 @@ def comparison_section(doc: Document, f: fnd.Findings, rows: list[dict[str, str]
   if not any(r["test_mean"] for r in rows):
     doc.para("No finished points yet.")
     return
+  if len(rows) == 1:
+    r = rows[0]
+    doc.para(
+        f"One group: {r['label']} at its best configuration (lr {cell(r['learning_rate'])}"
+        + (f", {r['settings']}" if r["settings"] else "") + f"), chosen on the mean final valid "
+        f"{exp.metric} over seeds: valid {cell(r['valid_mean'])} (the selection criterion, no "
+        f"interval); {tuned} {mean_ci(r, 'test', int(r['n'] or 0), bounds)} (95%, n={r['n']}; "
+        f"points {cell(r['best_points'])}). Budget: {r['configs']} configurations, "
+        f"{r['points']} points, {cell(r['steps'])} steps each.")
+    return
   doc.table(
       ["rank", "group", "recommended lr", "other settings", "budget (configs / points / steps)",
        f"valid {exp.metric} (selection criterion, no interval)",
