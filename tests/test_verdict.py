@@ -205,7 +205,8 @@ def test_clear_difference_is_called_and_test_does_not_choose(tmp_path):
   fx.write_expdir(tmp_path, optimizers=("adam", "sgd"), replicates=5, noise=0.002)
   v = verdict.verdict(findings.analyse(results.load_experiment(tmp_path), num_resamples=50))
   assert v.sentences[0].startswith("adam beats sgd: tuned test loss lower by ")
-  assert v.headline.startswith("1 of 1 pairs of optimizers are distinguishable at 5 seeds")
+  assert v.headline.startswith("The two optimizers are distinguishable at 5 seeds; best by "
+                               "validation: adam")
   path = os.path.join(tmp_path, "summary.csv")
   with open(path, newline="", encoding="utf-8") as f:
     rows = list(csv.DictReader(f))

@@ -111,13 +111,10 @@ def _md_cell(text: str) -> str:
 
 def to_markdown(doc: Document) -> str:
   out = []
-  sections = [b[2] for b in doc.blocks if b[0] == "heading" and b[1] == 2]
   for block in doc.blocks:
     kind = block[0]
     if kind == "heading":
       out.append("#" * block[1] + " " + block[2])
-      if block[1] == 1 and sections:
-        out.append("Contents: " + " · ".join(f"[{s}](#{_anchor(s)})" for s in sections))
     elif kind == "para":
       out.append(block[1])
     elif kind == "banner":

@@ -125,11 +125,14 @@ def verdict(f: fnd.Findings) -> Verdict:
                    f"({valid}; {test}).", ())
   seeds = max((p.comparison.n for p in f.versus_best if p.comparison), default=0)
   beaten = [p for p in f.pairs if p.comparison and p.distinguishable]
+  kind = "optimizer" if exp.structural_factors == ("optimizer",) else "group"
   if not beaten:
-    known = f"No optimizer is distinguishable from another at {_seeds(seeds)}"
+    known = f"No {kind} is distinguishable from another at {_seeds(seeds)}"
+  elif len(f.pairs) == 1:
+    known = f"The two {kind}s are distinguishable at {_seeds(seeds)}"
   else:
-    known = (f"{len(beaten)} of {len(f.pairs)} pairs of optimizers are distinguishable at "
-             f"{_seeds(seeds)} (sentences below)")
+    known = (f"{len(beaten)} of the {len(f.pairs)} pairs of {kind}s are distinguishable at "
+             f"{_seeds(seeds)}")
   headline = (f"{known}; best by validation: {best.group.label} at {setting_text(best)} "
               f"({valid}; {test}).")
   what = f"tuned {exp.test_split} {exp.metric}"
