@@ -22,13 +22,12 @@ import dataclasses
 import numpy as np
 
 from jaxopt_lab import expdir
-from jaxopt_lab.analysis import stats
+from jaxopt_lab.analysis import looks, stats
 from jaxopt_lab.analysis.compute import ComputeRow, compute_rows
 from jaxopt_lab.analysis.curves import LearningCurve, learning_curves, tuning
 from jaxopt_lab.analysis.effects import Effects, effects, second_factor
 from jaxopt_lab.analysis.results import Experiment, Group
 from jaxopt_lab.analysis.selection import (
-  ALPHA,
   NO_INTERVAL,
   Interval,
   Pair,
@@ -43,7 +42,7 @@ from jaxopt_lab.analysis.selection import (
 from jaxopt_lab.analysis.sensitivity import BASIN_TOLERANCES, LrCurve, Sensitivity, sensitivity
 
 __all__ = [
-    "ALPHA", "BASIN_TOLERANCES", "NO_INTERVAL", "ComputeRow", "Effects", "Findings", "Interval",
+    "BASIN_TOLERANCES", "NO_INTERVAL", "ComputeRow", "Effects", "Findings", "Interval",
     "LearningCurve", "LrCurve", "Pair", "Selection", "Sensitivity", "analyse", "compute_rows",
     "effects", "learning_curves", "metric_kind", "nan_mean", "pair", "pairs", "rank", "select",
     "second_factor", "sensitivity", "stats", "tuning"]
@@ -59,6 +58,8 @@ def metric_kind(exp: Experiment) -> str:
 class Findings:
   experiment: Experiment
   kind: str  # the metric's kind (`metric_kind`)
+  look: int  # 1, or which follow-up in a chain (`looks`)
+  alpha: float  # the level of this look's verdict (`looks.alpha_at`)
   sensitivities: list[Sensitivity]
   ranked: list[Selection]
   versus_best: list[Pair]  # (group, best group) for every ranked group after the first
@@ -93,15 +94,17 @@ def analyse(exp: Experiment, *, num_resamples: int = 2000, seed: int = 0) -> Fin
 
   `num_resamples` and `seed` are the tuning curves' bootstrap (the only resampling left).
   """
-  kind = metric_kind(exp)
+  kind, look = metric_kind(exp), looks.look_of(exp.workdir)
+  alpha = looks.alpha_at(look)
   selections = [select(g, exp.mode, kind) for g in exp.groups]
   ranked = rank(selections, exp.mode)
-  all_pairs = pairs(ranked)
+  all_pairs = pairs(ranked, alpha)
   return Findings(
-      experiment=exp, kind=kind,
+      experiment=exp, kind=kind, look=look, alpha=alpha,
       sensitivities=[sensitivity(g, exp.mode, kind) for g in exp.groups],
       ranked=ranked,
-      versus_best=[dataclasses.replace(pair(p.b, p.a, p.num_pairs), p_adjusted=p.p_adjusted)
+      versus_best=[dataclasses.replace(pair(p.b, p.a, p.num_pairs, alpha),
+                                       p_adjusted=p.p_adjusted)
                    for p in all_pairs if p.a is ranked[0]],
       pairs=all_pairs,
       tuning=[(g, tuning(g, exp.mode, num_resamples=num_resamples, seed=seed))

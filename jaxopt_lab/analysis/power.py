@@ -107,7 +107,9 @@ def effect_size_interval(
     hi = t + 10.0 * (np.abs(t) + 10.0)
     for _ in range(50):
       mid = (lo + hi) / 2.0
-      above = sp_stats.nct.cdf(t, df, mid) > target
+      cdf = sp_stats.nct.cdf(t, df, mid)
+      # SciPy's nct gives NaN far in a tail, where the cdf is 1 (nc far below t) or 0.
+      above = np.where(np.isnan(cdf), mid < t, cdf > target)
       lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
     return (lo + hi) / 2.0 / math.sqrt(n)
 

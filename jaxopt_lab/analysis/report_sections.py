@@ -4,6 +4,7 @@ compute and methods."""
 from __future__ import annotations
 
 from jaxopt_lab.analysis import findings as fnd
+from jaxopt_lab.analysis import looks
 from jaxopt_lab.analysis import verdict as vd
 from jaxopt_lab.analysis.document import NO_INTERVAL, Document, cell, fmt, interval_text
 
@@ -199,10 +200,12 @@ def methods(doc: Document, f: fnd.Findings) -> None:
       "on its test metric (the choosing is inside what is compared, so a lucky choice is not "
       "a win). Test metrics are reported, never used to choose.",
       f"Verdict: a group beats another when the paired t-test on the tuned test metric, "
-      f"Bonferroni-corrected over the {m} pair(s) of groups, gives p < {vd.ALPHA}; the interval "
-      f"of each difference is the simultaneous one at {1 - vd.ALPHA / max(m, 1):.2%}, so it "
+      f"Bonferroni-corrected over the {m} pair(s) of groups, gives p < {f.alpha:g} (look "
+      f"{f.look} of a chain of follow-ups: levels {looks.ALPHA:g} x {1 - looks.RATIO:g} x "
+      f"{looks.RATIO:g}^(look - 1), so all looks together keep {looks.ALPHA:g}); the interval "
+      f"of each difference is the simultaneous one at {1 - f.alpha / max(m, 1):.2%}, so it "
       "excludes 0 exactly when the verdict says \"beats\". Otherwise the seeds needed are a "
-      f"range: those for which the paired t-test at level {vd.ALPHA} / {m} has power "
+      f"range: those for which the paired t-test at level {f.alpha:g} / {m} has power "
       f"{vd.POWER}, over the {vd.RANGE_LEVEL:.0%} confidence interval of the effect size "
       "(noncentral t inverted; unbounded where that interval holds 0).",
       "Paired comparisons: replicates share seeds across groups (common random numbers); "

@@ -12,9 +12,9 @@
   metric over seeds. Its valid mean is the selection criterion: biased by the choice (the
   winner's curse) and shown without an interval.
 * **One rule for intervals and decisions**: the m pairs of groups are decided by the paired
-  t-test with Bonferroni's correction (adjusted p < `ALPHA`), and each pair's interval is the
-  simultaneous one at level 1 - ALPHA / m: it excludes 0 exactly when the decision says the
-  two differ.
+  t-test with Bonferroni's correction (adjusted p < alpha, the experiment's level
+  `looks.alpha_at`), and each pair's interval is the simultaneous one at level 1 - alpha / m:
+  it excludes 0 exactly when the decision says the two differ.
 
 A diverged point counts at the group's cap (`Group.scored`).
 """
@@ -30,8 +30,6 @@ import numpy as np
 
 from jaxopt_lab.analysis import stats
 from jaxopt_lab.analysis.results import Group
-
-ALPHA = 0.05  # family-wise error rate of the verdict over all pairs of groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,15 +160,16 @@ class Pair:
   comparison: stats.PairedComparison | None  # None when no replicate is finished in both
   p_adjusted: float = math.nan  # the t-test p, Bonferroni-adjusted over every pair of groups
   num_pairs: int = 1  # the family the adjustment and the interval's level are over
+  alpha: float = 0.05  # the family-wise level of the decision (`looks.alpha_at`)
 
   @property
   def level(self) -> float:
     """The level of `comparison`'s interval: simultaneous over the family."""
-    return stats.simultaneous_level(ALPHA, self.num_pairs)
+    return stats.simultaneous_level(self.alpha, self.num_pairs)
 
   @property
   def distinguishable(self) -> bool:
-    return self.p_adjusted < ALPHA
+    return self.p_adjusted < self.alpha
 
 
 def rank(selections: list[Selection], mode: str) -> list[Selection]:
@@ -181,21 +180,21 @@ def rank(selections: list[Selection], mode: str) -> list[Selection]:
   return sorted(selections, key=key)
 
 
-def pair(a: Selection, b: Selection, num_pairs: int = 1) -> Pair:
+def pair(a: Selection, b: Selection, num_pairs: int, alpha: float) -> Pair:
   """Paired comparison of the tuned test metric, a - b, over the replicates finished in both;
-  the interval at the simultaneous level of `num_pairs` comparisons."""
+  the interval at the simultaneous level of `num_pairs` comparisons at family level `alpha`."""
   both = np.isfinite(a.test_values) & np.isfinite(b.test_values)
   comparison = None
-  level = stats.simultaneous_level(ALPHA, num_pairs)
+  level = stats.simultaneous_level(alpha, num_pairs)
   if both.any():
     comparison = stats.paired_comparison(a.test_values[both], b.test_values[both], level=level)
   p = comparison.t_pvalue if comparison else math.nan
-  return Pair(a, b, comparison, p, num_pairs)
+  return Pair(a, b, comparison, p, num_pairs, alpha)
 
 
-def pairs(ranked: list[Selection]) -> list[Pair]:
-  """Every two ranked groups (a ranked before b), Bonferroni over all of them."""
+def pairs(ranked: list[Selection], alpha: float) -> list[Pair]:
+  """Every two ranked groups (a ranked before b), Bonferroni over all of them at `alpha`."""
   combos = list(itertools.combinations(ranked, 2))
-  found = [pair(a, b, len(combos)) for a, b in combos]
+  found = [pair(a, b, len(combos), alpha) for a, b in combos]
   adjusted = stats.bonferroni([p.p_adjusted for p in found], len(found))
   return [dataclasses.replace(p, p_adjusted=float(h)) for p, h in zip(found, adjusted, strict=True)]

@@ -4,12 +4,13 @@ ends with.
 Each group is tuned on the validation metric and compared on the test metric (`selection`):
 the compared quantity is the tuned optimizer (the configuration best on valid, chosen on each
 seed). A sentence says "A beats B" only when the paired t-test, Bonferroni-corrected over the m
-pairs of groups, gives p < `ALPHA`; the interval beside it is the simultaneous one at level
-1 - ALPHA / m, so it excludes 0 exactly then. The headline says what is known: which groups are
+pairs of groups, gives p < alpha (the experiment's level: `looks.alpha_at`, 0.04 for an
+experiment that follows from none); the interval beside it is the simultaneous one at level
+1 - alpha / m, so it excludes 0 exactly then. The headline says what is known: which groups are
 distinguishable at the seeds run, then the best by validation (the recommended configuration).
 Otherwise a sentence says the two are not distinguishable and gives the seeds that would
 resolve the difference as a range (`stats.seeds_range`): the seeds the paired t-test at level
-ALPHA / m needs for power `POWER`, over the `RANGE_LEVEL` interval of the effect size.
+alpha / m needs for power `POWER`, over the `RANGE_LEVEL` interval of the effect size.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ import math
 
 from jaxopt_lab.analysis import findings as fnd
 from jaxopt_lab.analysis import stats
-from jaxopt_lab.analysis.selection import ALPHA
 
 POWER = 0.8
 RANGE_LEVEL = 0.8  # coverage of the range of seeds needed
 MAX_SEEDS = 10_000
 
-__all__ = ["ALPHA", "MAX_SEEDS", "POWER", "RANGE_LEVEL", "Verdict", "pair_sentence",
+__all__ = ["MAX_SEEDS", "POWER", "RANGE_LEVEL", "Verdict", "pair_sentence",
            "seeds_needed", "setting_text", "verdict"]
 
 
@@ -55,22 +55,23 @@ def setting_text(sel: fnd.Selection) -> str:
   return ", ".join(parts) or "its only configuration"
 
 
-def seeds_needed(p: fnd.Pair) -> tuple[int, int | None]:
-  """The range of seeds a pair found not distinguishable would need (module docstring), each
-  end at least one more than it has; the upper end None when unbounded or past `MAX_SEEDS`.
+def seeds_needed(p: fnd.Pair, alpha: float | None = None) -> tuple[int, int | None]:
+  """The range of seeds a pair found not distinguishable would need (module docstring) at the
+  family level `alpha` (default: the pair's own), each end at least one more than it has; the
+  upper end None when unbounded or past `MAX_SEEDS`.
 
   `p.comparison` must have n >= 2 and a finite sd_diff > 0.
   """
   c = p.comparison
-  low, high = stats.seeds_range(c.mean_diff, c.sd_diff, c.n, alpha=ALPHA / p.num_pairs,
+  low, high = stats.seeds_range(c.mean_diff, c.sd_diff, c.n, alpha=(alpha or p.alpha) / p.num_pairs,
                                 power=POWER, level=RANGE_LEVEL, max_n=MAX_SEEDS)
   return max(low, c.n + 1), (None if high is None else max(high, c.n + 1))
 
 
 def _range_text(p: fnd.Pair) -> str:
   low, high = seeds_needed(p)
-  level = f"paired t-test at level {ALPHA:g}/{p.num_pairs}" if p.num_pairs > 1 else (
-      f"paired t-test at level {ALPHA:g}")
+  level = f"paired t-test at level {p.alpha:g}/{p.num_pairs}" if p.num_pairs > 1 else (
+      f"paired t-test at level {p.alpha:g}")
   span = (f"at least {low} seeds (no upper bound: the effect may be 0)" if high is None
           else f"{low} to {high} seeds")
   return (f"resolving a difference of this size would take {span} ({RANGE_LEVEL:.0%} "
@@ -126,6 +127,7 @@ def verdict(f: fnd.Findings) -> Verdict:
   seeds = max((p.comparison.n for p in f.versus_best if p.comparison), default=0)
   beaten = [p for p in f.pairs if p.comparison and p.distinguishable]
   kind = "optimizer" if exp.structural_factors == ("optimizer",) else "group"
+  at = f" (level {f.alpha:g}, look {f.look})" if f.look > 1 else ""
   if not beaten:
     known = f"No {kind} is distinguishable from another at {_seeds(seeds)}"
   elif len(f.pairs) == 1:
@@ -133,7 +135,7 @@ def verdict(f: fnd.Findings) -> Verdict:
   else:
     known = (f"{len(beaten)} of the {len(f.pairs)} pairs of {kind}s are distinguishable at "
              f"{_seeds(seeds)}")
-  headline = (f"{known}; best by validation: {best.group.label} at {setting_text(best)} "
+  headline = (f"{known}{at}; best by validation: {best.group.label} at {setting_text(best)} "
               f"({valid}; {test}).")
   what = f"tuned {exp.test_split} {exp.metric}"
   sentences = tuple(pair_sentence(p, mode=exp.mode, what=what) for p in f.versus_best)
