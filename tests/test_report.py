@@ -134,7 +134,7 @@ def test_comparison_matches_summary(grid):
   mean, low, high = document.rounded(*(float(sgd[k]) for k in ("diff_vs_best", "diff_ci_low",
                                                                 "diff_ci_high")))
   assert f"| {mean} [{low}, {high}] |" in md
-  assert sgd["diff_ci_level"] == "0.95"  # one pair: the simultaneous level is the level
+  assert sgd["diff_ci_level"] == "0.96"  # one pair at the first look's level 0.04
 
 
 def test_sensitivity_matches_summary(grid):

@@ -27,6 +27,7 @@ class LrCurve:
   config: np.ndarray  # [L] configuration index in the group
   values: np.ndarray  # [L, R] scored validation metric (diverged at the cap, unfinished NaN)
   diverged: np.ndarray  # bool [L, R]
+  clipped: np.ndarray  # bool [L, R]: finished, not diverged, worse than the cap: counted at it
   diverged_step: np.ndarray  # [L, R]
   mean: np.ndarray  # [L] mean over replicates
   low: np.ndarray  # [L] interval of the mean (`stats.mean_interval` of the metric's kind)
@@ -67,7 +68,11 @@ def lr_curve(group: Group, mode: str, kind: str) -> LrCurve | None:
     low.append(iv.low)
     high.append(iv.high)
     n.append(iv.n)
+  raw = group.valid[chosen]
+  worse = raw > group.cap if mode == "min" else raw < group.cap
+  clipped = group.finished[chosen] & ~group.diverged[chosen] & np.isfinite(raw) & worse
   return LrCurve(lr=lrs, config=chosen, values=values, diverged=group.diverged[chosen],
+                 clipped=clipped,
                  diverged_step=group.diverged_step[chosen], mean=np.array(mean),
                  low=np.array(low), high=np.array(high), n=np.array(n))
 
