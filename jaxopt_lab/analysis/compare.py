@@ -179,11 +179,20 @@ def overall(c: Comparison) -> list[str]:
       loser = y if winner == x else x
       lines.append(f"{winner} beats {loser} on every one of the {shared} tasks they share "
                    "(an intersection-union claim: it holds at each task's level).")
+    elif wins[x] == wins[y] == 0:
+      lines.append(f"{x} and {y} are not distinguishable on any of the {shared} tasks they "
+                   "share.")
     else:
       lines.append(f"{x} beats {y} on {wins[x]} and {y} beats {x} on {wins[y]} of the "
                    f"{shared} tasks they share; on the rest they are not distinguishable: no "
                    "overall winner.")
-  return lines or ["No two groups share a task: nothing to compare across tasks."]
+  if not lines:
+    return ["No two groups share a task: nothing to compare across tasks."]
+  everywhere = [line for line in lines if "on every one of" in line]
+  head = (f"{len(everywhere)} of {len(lines)} pairs of groups: one beats the other on every "
+          "task they share." if everywhere else
+          f"No group beats another on every task ({len(c.tasks)} tasks, each at its own level).")
+  return [head, *lines]
 
 
 def _matrix(c: Comparison, what: str) -> np.ndarray:
