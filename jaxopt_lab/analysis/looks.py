@@ -8,8 +8,9 @@ decides at level
 
 so the looks together spend at most ALPHA: the chance of any false "beats" over a whole chain
 is at most the sum, 0.05, however many follow-ups run (the looks are independent: fresh seeds).
-Most of it goes to the first look, the experiment most people run alone. Reusing the first
-run's seeds and retesting at the full level after a null look gave 6.8-7.2% over two runs.
+Most of it goes to the first look, the experiment most people run alone. Measured under no
+difference (3 groups, 3 then 12 seeds, 200,000 chains): 4.6% over two looks; reusing the first
+run's seeds and retesting at 0.05 after a null look: 8.9%.
 """
 
 from __future__ import annotations
