@@ -108,7 +108,10 @@ def tuned_per_seed(valid: np.ndarray, test: np.ndarray, mode: str) -> tuple[np.n
   key = np.where(np.isnan(key), np.inf, key)
   chosen = np.argmin(key, axis=-2)[..., None, :]
   ok = np.any(np.isfinite(valid), axis=-2)
-  pick = lambda x: np.where(ok, np.take_along_axis(x, chosen, axis=-2)[..., 0, :], np.nan)  # noqa: E731
+
+  def pick(x: np.ndarray) -> np.ndarray:
+    return np.where(ok, np.take_along_axis(x, chosen, axis=-2)[..., 0, :], np.nan)
+
   return np.where(ok, chosen[..., 0, :], -1), pick(valid), pick(test)
 
 
