@@ -79,12 +79,12 @@ def learned(g: results.Group) -> bool:
 
 
 def round_out(x: float, up: bool) -> float:
-  """`x` to 2 significant digits, rounded away from the range's inside."""
+  """`x` to 2 significant digits, rounded away from the range's inside (a decimal float)."""
   if not (math.isfinite(x) and x > 0):
     return x
-  scale = 10.0 ** (math.floor(math.log10(x)) - 1)
-  return float((math.ceil if up else math.floor)(x / scale * (1 - 1e-12 if up else 1 + 1e-12))
-               * scale)
+  exponent = math.floor(math.log10(x)) - 1
+  digits = (math.ceil if up else math.floor)(x / 10.0**exponent * (1 - 1e-12 if up else 1 + 1e-12))
+  return float(f"{digits}e{exponent}")  # parsed from decimal text: 0.47, not 0.47000000000000003
 
 
 def group_range(s: fnd.Sensitivity, log: bool) -> tuple[float, float, str] | None:
