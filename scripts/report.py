@@ -7,8 +7,9 @@ Reads only the experiment directory (config.json, design.csv, summary.csv, metri
 run.json); a sweep still running is reported with what is there. A directory of
 scripts/train.py (config.json, summary.json, metrics.jsonl) is read as a one-point experiment.
 The console ends with the verdict and the path of report.html. With several --workdir (e.g. the
-same optimizers on several tasks), each gets its report and --out gets their comparison:
-performance profiles and steps-to-target / time-to-target tables.
+same optimizers on several tasks), --out gets their comparison (a verdict per task and overall,
+a per-task table, performance profiles, steps and time to target, links to each report); the
+experiment directories are only read.
 """
 
 import os
@@ -33,6 +34,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _RESAMPLES.value < 1:
     raise ValueError(f"--num_resamples: must be >= 1, got {_RESAMPLES.value}")
+  if len(_WORKDIR.value) > 1:
+    first = os.path.abspath(_WORKDIR.value[0])
+    out = _OUT.value or os.path.join(os.path.dirname(first), "comparison")
+    logging.info("Comparison: %s", compare.write(_WORKDIR.value, out,
+                                                 num_resamples=_RESAMPLES.value))
+    return
   for workdir in _WORKDIR.value:
     try:
       written = report.write(workdir, num_resamples=_RESAMPLES.value)
@@ -42,10 +49,6 @@ def main(argv):
       raise ValueError(f"--workdir: {e}") from None
     for line in written.console_lines():  # an incomplete sweep's state among them
       logging.info("%s", line)
-  if len(_WORKDIR.value) > 1:
-    first = os.path.abspath(_WORKDIR.value[0])
-    out = _OUT.value or os.path.join(os.path.dirname(first), "comparison")
-    logging.info("Comparison: %s", compare.write(_WORKDIR.value, out))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp_stats
 
-from jaxopt_lab.analysis import findings, report, results
+from jaxopt_lab.analysis import document, findings, report, results
 
 RESAMPLES = 500
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,7 +69,9 @@ def test_report_has_every_section_and_figure(grid):
                                    "tuning_curves.png"])
   assert "One value factor, `learning_rate`" in md and "| term |" not in md
   # The verdict comes first, right after the title.
-  assert md.split("\n\n")[1] == "## Verdict" and md.split("\n\n")[2].startswith("> **Best")
+  assert md.split("\n\n")[1] == "## Verdict"
+  assert md.split("\n\n")[2].startswith("> **The two optimizers are distinguishable at 3 seeds; "
+                                        "best by validation: adam")
   for name in linked:
     with open(os.path.join(out, name), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -80,9 +82,16 @@ def test_report_has_every_section_and_figure(grid):
   with open(os.path.join(out, "report.html"), encoding="utf-8") as f:
     page = f.read()
   assert page.count('src="data:image/png;base64,') == len(linked)
-  assert "http" not in page and "href" not in page  # self-contained
+  assert "http" not in page  # self-contained: links go to sections and to the CSV files beside it
+  assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+  for target in re.findall(r'href="([^"]+)"', page):
+    assert target.startswith("#") or os.path.isfile(os.path.join(out, target)), target
+  for name in ("comparison.csv", "pairs.csv", "sensitivity.csv"):
+    assert f'href="{name}"' in page
   for section in report.SECTIONS:
-    assert f"<h2>{section}</h2>" in page
+    anchor = re.sub(r"[^a-z0-9]+", "-", section.lower()).strip("-")
+    assert f'<h2 id="{anchor}">{section}</h2>' in page
+    assert f'<li><a href="#{anchor}">{section}</a></li>' in page  # the contents
   assert "TensorBoard" in md
   assert page.count('<div class="scroll"><table>') == page.count("<table>") > 0
 
@@ -98,7 +107,10 @@ def test_comparison_matches_summary(grid):
     best_lr = min(configs, key=lambda lr: np.mean([_scored(r, "valid") for r in configs[lr]]))
     np.testing.assert_allclose(np.log10(best_lr), fx.LOG10_BEST_LR[opt])  # the ground truth
     reps = sorted(configs[best_lr], key=lambda r: int(r["replicate"]))
-    chosen[opt] = np.array([_scored(r, "test") for r in reps])
+    # The compared quantity: on each seed, the lr best on that seed's valid loss, its test loss.
+    per_seed = [min((rs[i] for rs in configs.values()), key=lambda r: _scored(r, "valid"))
+                for i in range(3)]
+    chosen[opt] = np.array([_scored(r, "test") for r in per_seed])
     row = rows[opt]
     assert _close(row["learning_rate"], best_lr, rel=1e-2)
     assert row["best_points"] == " ".join(r["point"] for r in reps)
@@ -106,16 +118,23 @@ def test_comparison_matches_summary(grid):
     assert _close(row["valid_mean"], np.mean([_scored(r, "valid") for r in reps]))
     assert row["n"] == "3" and row["configs"] == "7" and row["points"] == "21"
     assert float(row["test_ci_low"]) < float(row["test_mean"]) < float(row["test_ci_high"])
-    # The text shows the same strings.
+    # The text shows the same numbers, rounded to the interval's precision.
     assert f"| {row['rank']} | {opt} | {row['learning_rate']} |" in md
-    assert f"| {row['test_mean']} | [{row['test_ci_low']}, {row['test_ci_high']}] |" in md
+    mean, low, high = document.rounded(*(float(row[k]) for k in ("test_mean", "test_ci_low",
+                                                                   "test_ci_high")))
+    assert f"| {mean} [{low}, {high}] | 3 |" in md
+    assert len(high.split(".")[1]) == 1 - math.floor(math.log10((float(row["test_ci_high"])
+                                                                  - float(row["test_ci_low"])) / 2))
   assert rows["adam"]["rank"] == "1" and rows["sgd"]["rank"] == "2"
   sgd = rows["sgd"]
   assert _close(sgd["diff_vs_best"], np.mean(chosen["sgd"] - chosen["adam"]))
   ref = sp_stats.ttest_rel(chosen["sgd"], chosen["adam"])
-  assert sgd["t_pvalue"] == report.fmt_p(ref.pvalue)
+  assert sgd["t_pvalue"] == document.fmt_p(ref.pvalue)
   assert sgd["wilcoxon_pvalue"] == ""  # 3 pairs: too few for a Wilcoxon test
-  assert f"| {sgd['diff_vs_best']} | [{sgd['diff_ci_low']}, {sgd['diff_ci_high']}] |" in md
+  mean, low, high = document.rounded(*(float(sgd[k]) for k in ("diff_vs_best", "diff_ci_low",
+                                                                "diff_ci_high")))
+  assert f"| {mean} [{low}, {high}] |" in md
+  assert sgd["diff_ci_level"] == "0.96"  # one pair at the first look's level 0.04
 
 
 def test_sensitivity_matches_summary(grid):
@@ -247,18 +266,19 @@ def test_random_design_gives_variance_decomposition(tmp_path):
 
 
 def test_single_replicate_and_basin_width(tmp_path):
-  # A fine lr grid and no noise: the 5% basin of base + c (x - x0)^2 has width 2 sqrt(.05 b / c).
+  # A fine lr grid and no noise: the 5% basin of b + c (x - x0)^2 is where the curve stays
+  # within 5% of the improvement (l0 - b) from the initial loss l0: width 2 sqrt(.05 (l0 - b) / c).
   truth = fx.write_expdir(tmp_path, optimizers=("adam",), lrs=tuple(np.logspace(-4, -1, 31)),
                           replicates=1, noise=0.0, diverge=())
   md = open(report.write_report(tmp_path, num_resamples=50), encoding="utf-8").read()
   row = _read_csv(os.path.join(tmp_path, "report", "sensitivity.csv"))[0]
   best = min(p["valid"] for p in truth.points)
   for tol, tag in ((0.01, "1pct"), (0.05, "5pct")):
-    width = 2 * math.sqrt(tol * best / fx.CURVATURE)
+    width = 2 * math.sqrt(tol * (fx.INIT_LOSS - best) / fx.CURVATURE)
     assert abs(float(row[f"basin_{tag}_decades"]) - width) < 0.03, (tag, row)
     assert row[f"basin_{tag}_open"] == ""
   assert row["lr_sensitivity_ci_low"] == "" and row["n"] == "1"
-  assert report.NO_INTERVAL in md
+  assert document.NO_INTERVAL in md
   comp = _read_csv(os.path.join(tmp_path, "report", "comparison.csv"))[0]
   assert comp["test_ci_low"] == "" and comp["n"] == "1"
 

@@ -1,5 +1,6 @@
-"""report.html in a real browser: headless Chromium at 800 px loads every image and no table
-overflows the page (wide tables scroll inside their own box).
+"""report.html and the comparison page in a real browser: headless Chromium at 800 px loads
+every image and no table overflows the page (wide tables scroll inside their own box); the
+comparison's links reach the reports they name.
 
 Needs Debian's `chromium` package (`apt-get install -y chromium`; `.ci/run` installs it when it
 runs as root); skipped with a message where it is absent.
@@ -14,7 +15,7 @@ import subprocess
 import fixtures_expdir as fx
 import pytest
 
-from jaxopt_lab.analysis import report
+from jaxopt_lab.analysis import compare, report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 WIDTH = 800
@@ -77,6 +78,26 @@ def test_report_renders_at_800_px(tmp_path):
                   encoding="utf-8")
   spilled = _measure(browser, str(bare))
   assert spilled["scroll_width"] > spilled["page"] and not all(spilled["tables"]), spilled
+
+
+def test_comparison_page_renders_at_800_px_with_working_links(tmp_path):
+  browser = _browser()
+  fx.write_expdir(tmp_path / "a", optimizers=("adam", "sgd", "rmsprop"))
+  fx.write_expdir(tmp_path / "b", optimizers=("adam", "sgd"), seed=5)
+  report.write(tmp_path / "a", num_resamples=50)  # a has a report to link; b has none
+  html_path = compare.write([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "out"),
+                            num_resamples=50)
+  page = open(html_path, encoding="utf-8").read()
+  assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+  for target in re.findall(r'href="([^"#][^"]*)"', page):  # every file link resolves
+    assert os.path.isfile(os.path.join(tmp_path / "out", target)), target
+  assert 'href="../a/report/report.html"' in page
+  probe = tmp_path / "out" / "probe.html"
+  probe.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+  got = _measure(browser, str(probe))
+  assert len(got["images"]) == page.count("<img") >= 1 and all(got["images"]), got
+  assert len(got["tables"]) == page.count("<table>") >= 3 and all(got["tables"]), got
+  assert got["scroll_width"] <= got["page"], got
 
 
 def test_ci_installs_chromium_as_root():

@@ -10,57 +10,6 @@ from scipy import stats as sp_stats
 from jaxopt_lab.analysis import stats
 
 # ---------------------------------------------------------------------------------------------
-# Bootstrap intervals.
-
-
-@pytest.mark.parametrize("statistic", ["mean", "median"])
-def test_bootstrap_coverage_near_nominal(statistic):
-  # 400 independent data sets of 25 normal draws; the interval should cover the true mean
-  # (= median) in about 95% of them. The percentile bootstrap undercovers slightly at n = 25.
-  rng = np.random.default_rng(1)
-  data = rng.normal(3.0, 2.0, size=(400, 25))
-  low, high = stats.bootstrap_ci(data, statistic, num_resamples=1000, seed=2)
-  coverage = np.mean((low <= 3.0) & (3.0 <= high))
-  assert 0.90 <= coverage <= 0.98, coverage
-
-
-def test_bootstrap_matches_scipy_percentile():
-  x = np.random.default_rng(0).exponential(size=200)
-  low, high = stats.bootstrap_ci(x, "mean", num_resamples=20000, seed=0)
-  ref = sp_stats.bootstrap((x,), np.mean, method="percentile", n_resamples=20000,
-                           random_state=np.random.default_rng(1)).confidence_interval
-  width = ref.high - ref.low
-  assert abs(low - ref.low) < 0.05 * width
-  assert abs(high - ref.high) < 0.05 * width
-
-
-def test_bootstrap_median_matches_scipy_on_skewed_data():
-  # Exponential data: the median (log 2 = 0.69) and mean (1) differ, so a "median" computed
-  # as a mean would land elsewhere.
-  x = np.random.default_rng(11).exponential(size=101)
-  low, high = stats.bootstrap_ci(x, "median", num_resamples=20000, seed=0)
-  ref = sp_stats.bootstrap((x,), np.median, method="percentile", n_resamples=20000,
-                           rng=np.random.default_rng(1)).confidence_interval
-  width = ref.high - ref.low
-  assert abs(low - ref.low) < 0.1 * width and abs(high - ref.high) < 0.1 * width
-  assert high < np.mean(x)
-
-
-def test_bootstrap_single_value_has_no_interval():
-  low, high = stats.bootstrap_ci([1.5])
-  assert math.isnan(low) and math.isnan(high)
-
-
-def test_bootstrap_rejects_bad_arguments():
-  with pytest.raises(ValueError, match="statistic"):
-    stats.bootstrap_ci([1.0, 2.0], "mode")
-  with pytest.raises(ValueError, match="level"):
-    stats.bootstrap_ci([1.0, 2.0], level=95)
-  with pytest.raises(ValueError, match="at least one"):
-    stats.bootstrap_ci([])
-
-
-# ---------------------------------------------------------------------------------------------
 # Paired comparisons.
 
 
@@ -296,26 +245,45 @@ def test_lr_sensitivity_hand_worked():
 
 
 def test_basin_width_of_quadratic():
+  # l(x) = 1 + (x - x0)^2 with the reference (initial value) 2: the threshold is
+  # 1 + tol * (2 - 1), so the half-width is sqrt(tol) decades.
   lrs = np.logspace(-4, 0, 401)
   x0 = -2.0
   values = 1.0 + (np.log10(lrs) - x0) ** 2
   for tol in (0.01, 0.05):
-    basin = stats.basin_width(lrs, values, tol)
+    basin = stats.basin_width(lrs, values, tol, reference=2.0)
     np.testing.assert_allclose(basin.width_decades, 2 * math.sqrt(tol), atol=1e-3)
     assert not basin.open_low and not basin.open_high
-  # Accuracy-like: the same curve mirrored.
-  basin = stats.basin_width(lrs, 2.0 - (np.log10(lrs) - x0) ** 2, 0.05, "max")
-  np.testing.assert_allclose(basin.width_decades, 2 * math.sqrt(0.1), atol=1e-3)
+  # Accuracy-like: the same curve mirrored (best 2, reference 1).
+  basin = stats.basin_width(lrs, 2.0 - (np.log10(lrs) - x0) ** 2, 0.05, "max", reference=1.0)
+  np.testing.assert_allclose(basin.width_decades, 2 * math.sqrt(0.05), atol=1e-3)
+
+
+@pytest.mark.parametrize("offset", [0.05, 2.0, 100.0])
+def test_basin_width_does_not_depend_on_the_metric_offset(offset):
+  # The same curvature at best 0.05 and at best 2.0 (the issue: 0.10 vs 0.63 decades when the
+  # tolerance was relative to |best|): one basin whatever the offset, and whatever the scale.
+  lrs = np.logspace(-4, 0, 401)
+  shape = (np.log10(lrs) + 2.0) ** 2
+  ref = stats.basin_width(lrs, shape, 0.05, reference=1.0)
+  for scale in (1.0, 7.0):
+    basin = stats.basin_width(lrs, offset + scale * shape, 0.05, reference=offset + scale)
+    np.testing.assert_allclose(basin.width_decades, ref.width_decades, rtol=1e-9)
+  np.testing.assert_allclose(ref.width_decades, 2 * math.sqrt(0.05), atol=1e-3)
 
 
 def test_basin_width_edges_and_divergence():
   lrs = np.array([1e-4, 1e-3, 1e-2, 1e-1])
-  basin = stats.basin_width(lrs, [1.0, 1.0, 1.0, np.nan], 0.01)
+  basin = stats.basin_width(lrs, [1.0, 1.0, 1.0, np.nan], 0.01, reference=2.0)
   assert basin.open_low and not basin.open_high  # ends at the last stable lr
   np.testing.assert_allclose([basin.lr_low, basin.lr_high, basin.width_decades], [1e-4, 1e-2, 2])
-  # Linear crossing: 1.0 at 1e-3 and 2.0 at 1e-2, threshold 1.05 -> 0.05 decades to the right.
-  basin = stats.basin_width(lrs[:3], [3.0, 1.0, 2.0], 0.05)
+  # Linear crossing: 1.0 at 1e-3 and 2.0 at 1e-2, reference 2 (threshold 1 + 0.05 * 1 = 1.05)
+  # -> 0.05 decades to the right; 3.0 at 1e-4 -> 0.025 decades to the left.
+  basin = stats.basin_width(lrs[:3], [3.0, 1.0, 2.0], 0.05, reference=2.0)
   np.testing.assert_allclose(basin.lr_high, 10 ** (-3 + 0.05))
   np.testing.assert_allclose(basin.lr_low, 10 ** (-3 - 0.025))
+  # Without a reference the spread of the values (3 - 1) takes its place: threshold 1.1.
+  basin = stats.basin_width(lrs[:3], [3.0, 1.0, 2.0], 0.05)
+  np.testing.assert_allclose(basin.lr_high, 10 ** (-3 + 0.1))
   with pytest.raises(ValueError, match="distinct"):
     stats.basin_width([1e-3, 1e-3], [1.0, 2.0], 0.01)

@@ -48,6 +48,23 @@ def cell(text: str) -> str:
   return text if text != "" else "n/a"
 
 
+def rounded(value: float, low: float, high: float) -> tuple[str, str, str]:
+  """A mean and its interval as text, to the interval's precision: two significant digits of
+  the half-width (a loss of 0.8291 with [0.77, 0.89] reads 0.829 [0.770, 0.888]; the CSV
+  files keep every digit). Without a finite interval, `fmt`'s 5 significant digits."""
+  half = (high - low) / 2.0
+  if not (math.isfinite(half) and half > 0 and math.isfinite(value)):
+    return fmt(value), fmt(low), fmt(high)
+  places = max(1 - math.floor(math.log10(half)), 0)
+  # More places where rounding would carry an end onto 0 or across it: a printed interval
+  # keeps the side of 0 it lies on, so it reads as the decision beside it does.
+  while places < 15 and any((float(format(x, f".{places}f")) > 0) != (x > 0)
+                            or (float(format(x, f".{places}f")) < 0) != (x < 0)
+                            for x in (low, high)):
+    places += 1
+  return tuple(format(x, f".{places}f") for x in (value, low, high))
+
+
 def interval_text(low: str, high: str, n: int) -> str:
   if n == 1:
     return NO_INTERVAL
@@ -121,7 +138,13 @@ def to_markdown(doc: Document) -> str:
 def _inline_html(text: str) -> str:
   text = html.escape(text, quote=False)
   text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-  return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+  text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+  # Markdown links to the files beside the report (CSV tables): relative, so the folder moves.
+  return re.sub(r"\[([^\]]+)\]\(([\w./-]+)\)", r'<a href="\2">\1</a>', text)
+
+
+def _anchor(text: str) -> str:
+  return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 _CSS = """
@@ -135,17 +158,24 @@ th { background: #eee; }
 .verdict p { margin: 0.4em 0; } .verdict p:first-child { font-weight: bold; }
 figure { margin: 1em 0; } img { max-width: 100%; }
 code { background: #f4f4f4; padding: 0 0.2em; }
+nav.contents ul { columns: 2; margin: 0.3em 0 1em; } .warn { color: #8a4b00; }
 """
 
 
 def to_html(doc: Document, images: dict[str, bytes], title: str) -> str:
   """A self-contained HTML page: figures embedded as base64 PNG, no external resources."""
   out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+         '<meta name="viewport" content="width=device-width, initial-scale=1">',
          f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style></head><body>"]
+  sections = [b[2] for b in doc.blocks if b[0] == "heading" and b[1] == 2]
   for block in doc.blocks:
     kind = block[0]
     if kind == "heading":
-      out.append(f"<h{block[1]}>{_inline_html(block[2])}</h{block[1]}>")
+      out.append(f'<h{block[1]} id="{_anchor(block[2])}">{_inline_html(block[2])}</h{block[1]}>')
+      if block[1] == 1 and sections:  # the contents, under the title
+        out.append('<nav class="contents"><strong>Contents</strong><ul>' + "".join(
+            f'<li><a href="#{_anchor(s)}">{_inline_html(s)}</a></li>' for s in sections)
+                   + "</ul></nav>")
     elif kind == "para":
       out.append(f"<p>{_inline_html(block[1])}</p>")
     elif kind == "banner":

@@ -57,14 +57,19 @@ def y_range(values: np.ndarray, cap: float, mode: str) -> tuple[float, float] | 
 
 
 def _offscale(ax, x: np.ndarray, y: np.ndarray, lo: float, hi: float, color,
-              xlim: tuple[float, float] | None = None) -> None:
-  """Values outside [lo, hi] (and, with `xlim`, inside it) as triangles on the edge they passed."""
+              xlim: tuple[float, float] | None = None, label: bool = True) -> None:
+  """Values outside [lo, hi] (and, with `xlim`, inside it) as hollow triangles on the edge they
+  passed, each with its value written beside it (`label`): a clipped point is never silent."""
   x, y = np.asarray(x), np.asarray(y)
   inside = np.ones(x.shape, bool) if xlim is None else (x >= xlim[0]) & (x <= xlim[1])
-  for mask, edge, marker in ((inside & (y > hi), hi, "^"), (inside & (y < lo), lo, "v")):
+  for mask, edge, marker, dy in ((inside & (y > hi), hi, "^", -10), (inside & (y < lo), lo, "v",
+                                                                     4)):
     if mask.any():
-      ax.plot(x[mask], np.full(mask.sum(), edge), marker, color=color, ms=7, clip_on=False,
-              mec="black", mew=0.5)
+      ax.plot(x[mask], np.full(mask.sum(), edge), marker, mfc="none", mec=color, ms=8,
+              clip_on=False, mew=1.5)
+      for xi, yi in zip(x[mask], y[mask], strict=True) if label else ():
+        ax.annotate(f"{yi:.3g}", (xi, edge), textcoords="offset points", xytext=(4, dy),
+                    fontsize=6, color=color)
 
 
 def _scale_axis(ax, axis: str, scale: str | None, values: np.ndarray) -> None:
@@ -78,11 +83,13 @@ def _scale_axis(ax, axis: str, scale: str | None, values: np.ndarray) -> None:
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
 
 
+DIVERGED_MARKERS = ("x", "+", "1", "2", "3", "4")  # one per group, in the group's colour
+
+
 def _lr_panel(ax, f: fnd.Findings, items: list[fnd.Sensitivity], lo: float, hi: float,
               xlim: tuple[float, float] | None, legend: bool) -> None:
   exp = f.experiment
-  marked = False
-  for s, color in zip(items, _colors(len(items)), strict=True):
+  for i, (s, color) in enumerate(zip(items, _colors(len(items)), strict=True)):
     c = s.curve
     ax.plot(c.lr, c.mean, "o-", color=color, label=s.group.label if legend else None, ms=4)
     band = np.isfinite(c.low) & np.isfinite(c.high)
@@ -97,14 +104,20 @@ def _lr_panel(ax, f: fnd.Findings, items: list[fnd.Sensitivity], lo: float, hi: 
       ax.axhline(s.group.cap, color=color, ls="--", lw=0.8, alpha=0.7)
     div = c.diverged.any(axis=1)
     if div.any():
-      ax.plot(c.lr[div], np.full(div.sum(), s.group.cap), "x", color="red", ms=9, mew=2,
-              label=None if marked or not legend else "diverged (at the cap)")
-      marked = True
+      ax.plot(c.lr[div], np.full(div.sum(), s.group.cap), DIVERGED_MARKERS[i % 6],
+              color=color, ms=10, mew=2,
+              label=f"{s.group.label}: diverged (at the cap)" if legend else None)
       steps = c.diverged_step[div][0]
       steps = steps[np.isfinite(steps)]
       if steps.size and legend:  # one note per group, at its smallest diverged lr
         ax.annotate(f"step {int(steps.min())}", (c.lr[div][0], s.group.cap),
-                    textcoords="offset points", xytext=(-10, -12), fontsize=7, color="red")
+                    textcoords="offset points", xytext=(-10, -12 - 8 * i), fontsize=7,
+                    color=color)
+    clipped = c.clipped.any(axis=1) & ~div
+    if clipped.any():  # seeds worse than the cap, counted at it: say so on the plot
+      ax.plot(c.lr[clipped], np.full(clipped.sum(), s.group.cap), "s", mfc="none", mec=color,
+              ms=9, mew=1.2, label=f"{s.group.label}: a seed worse than at initialisation, "
+              "counted at the cap" if legend else None)
   _scale_axis(ax, "x", exp.factor_scale("learning_rate") or "log", items[0].curve.lr)
   ax.set_ylim(lo, hi)
   if xlim:
@@ -141,7 +154,8 @@ def lr_sensitivity(f: fnd.Findings) -> Figure | None:
   _lr_panel(ax_zoom, f, items, zoom[0], zoom[1], xlim, legend=False)
   ax_zoom.set_title("Zoom on the best (triangles: beyond the axis)", fontsize=9)
   fig.legend(loc="outside lower center", ncol=len(items) + 1, fontsize=8)
-  fig.suptitle("Learning-rate sensitivity: mean over seeds, 95% t band, best lr starred",
+  fig.suptitle(f"Learning-rate sensitivity: final valid {exp.metric}, mean over seeds with its "
+               f"95% band ({fnd.stats.interval_method(3, f.kind)}), best lr starred",
                fontsize=10)
   return fig
 
@@ -162,10 +176,15 @@ def learning_curves(f: fnd.Findings) -> Figure | None:
     shown = []
     for c in curves:
       color, width = styles[c.role]
-      ax.plot(c.step, c.valid, "-", color=color, lw=width, label=f"{c.role} {c.lr:.3g} (valid)")
+      # Markers at the evaluations: the lines between them are not measurements.
+      ax.plot(c.step, c.valid, "-o", color=color, lw=width, ms=3,
+              label=f"{c.role} {c.lr:.3g} (valid, {len(c.points)} seeds)")
+      if len(c.points) > 1:  # the seed band: lowest to highest seed at each evaluation
+        ax.fill_between(c.step, c.valid_low, c.valid_high, color=color, alpha=0.15, lw=0)
       shown.append(c.valid)
       if c.train is not None:
-        ax.plot(c.train_step, c.train, "--", color=color, lw=0.8, alpha=0.7)
+        ax.plot(c.train_step, c.train, "--", color=color, lw=0.8, alpha=0.7,
+                label=f"{c.role} (train)")
         shown.append(c.train)
     # The top: the cap, or the curves' own start where it lies beyond (the cap is a median).
     starts = [c.valid[0] for c in curves if np.isfinite(c.valid[0])]
@@ -181,7 +200,8 @@ def learning_curves(f: fnd.Findings) -> Figure | None:
     ax.set_ylabel(exp.metric)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-  fig.suptitle("Learning curves, mean over seeds (dashed: train)", fontsize=10)
+  fig.suptitle(f"Learning curves: {exp.metric}, mean over seeds (band: lowest to highest "
+               "seed; markers: evaluations; dashed: train)", fontsize=10)
   return fig
 
 
