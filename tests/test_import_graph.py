@@ -13,14 +13,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PKG = ROOT / "jaxopt_lab"
 LIMIT = 400
-# Being split by another change (issue 21: analysis/; optim/transform.py after it): the lead
-# removes each entry once the split is merged (the last test fails for an entry under the limit).
+# Being split by another change (optim/transform.py): removed once the split is merged (the last test fails for an entry under the limit).
 OVER_LIMIT_FOR_NOW = {
-    "jaxopt_lab/analysis/findings.py",
-    "jaxopt_lab/analysis/followup.py",
-    "jaxopt_lab/analysis/report.py",
-    "jaxopt_lab/analysis/results.py",
-    "jaxopt_lab/analysis/stats.py",
     "jaxopt_lab/optim/transform.py",
 }
 JAX_FAMILY = {"jax", "jaxlib", "flax", "optax", "orbax"}
