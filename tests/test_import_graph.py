@@ -13,7 +13,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PKG = ROOT / "jaxopt_lab"
 LIMIT = 400
-# Being split by another change (optim/transform.py): removed once the split is merged (the last test fails for an entry under the limit).
+# Over the limit until split (the last test fails for an entry once it is under the limit).
 OVER_LIMIT_FOR_NOW = {
     "jaxopt_lab/optim/transform.py",
 }
