@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 
 from jaxopt_lab import checkpoints, files, hardware, runloop, textmetrics, train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, programs, space, store
+from jaxopt_lab.sweep import design, preflight, programs, space, store
 
 
 def default_cpu_devices(config: ml_collections.ConfigDict, cores: int | None) -> int:
@@ -99,6 +99,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   groups = programs.build_groups(config, points)
   mesh = programs.make_mesh(int(config.sweep.data_parallel))
   check_groups(groups, mesh)
+  preflight.check(groups)  # a user's optimizer or task fails here, before anything is written
   st = _open_store(workdir, config, points)
   try:
     logging.info("Device mesh: %s over %d device(s) %s.", dict(mesh.shape), mesh.devices.size,
