@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from jaxopt_lab import files
+from jaxopt_lab import fairness, files
 from jaxopt_lab.analysis import adaptive, followup, plots, results
 from jaxopt_lab.analysis import findings as fnd
 from jaxopt_lab.analysis import verdict as vd
@@ -282,6 +282,10 @@ def _comparison(doc: Document, f: fnd.Findings, rows: list[dict[str, str]],
       "t-test inverted, so it excludes 0 exactly when p < 0.05), paired t-test "
       "(`scipy.stats.ttest_rel`) with Holm's correction over all pairs, and Wilcoxon "
       f"signed-rank test (`scipy.stats.wilcoxon`, from {fnd.stats.WILCOXON_MIN_PAIRS} pairs).")
+  unfair = fairness.unfair(fairness.from_summary(
+      exp.summary.get("group", ()), exp.summary)) if "group" in exp.summary else []
+  if unfair:
+    doc.para("Not like for like: " + "; ".join(unfair) + ".")
   if not any(r["test_mean"] for r in rows):
     doc.para("No finished points yet.")
     return

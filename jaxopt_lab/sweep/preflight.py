@@ -7,19 +7,21 @@ and only when its group's turn comes: after earlier groups trained and the workd
 `check` builds each group's first point and traces `init`, two training steps and the
 evaluation with `jax.eval_shape` (nothing is compiled or run: a second or two a group), and turns
 any failure into one line naming the file and line of the user's code, the optimizer and task,
-and the likely cause.
+and the likely cause. It also warns of groups that ignore a setting another group uses
+(`fairness`).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxopt_lab import plugins, train
+from jaxopt_lab import fairness, plugins, train
 from jaxopt_lab.optim import factory
 
 _TRACED = (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
@@ -40,6 +42,8 @@ def check(groups: Sequence[Any]) -> None:
     ValueError: one line: `group <name>: <file>:<line>: optimizer <name> on task <name> fails
       when traced (<error>); likely cause: <cause>`.
   """
+  for line in fairness.unfair({g.name: g.hparams for g in groups}):
+    logging.warning('Fair comparison: %s.', line)
   for group in groups:
     try:
       _trace(group.config, group.task, list(group.hparams))
