@@ -58,16 +58,12 @@ def _trajectory(opt, start=PARAMS0):
 
 
 def _bounds(run_refs, grid):
-  """{case: B_t per leaf, [points, STEPS]}: the rounding bound of each reference run, from
+  """{case: [B_t per leaf, one per point]}: the rounding bound of each reference run, from
   float64 runs of `run_refs(hp, start) -> {case: trajectory}` over the grid (vmapped)."""
-  start = rounding.to_float64(PARAMS0)
-  with jax.enable_x64(True):
-    hp = {k: np.asarray(v, np.float64) for k, v in grid.items()}
-    run = jax.jit(jax.vmap(run_refs, in_axes=(0, None)))
-    exact, moved = (jax.tree.map(np.asarray, run(hp, p)) for p in (start, rounding.nudged(start)))
-  n = len(next(iter(grid.values())))
-  return {case: [rounding.bound_from_runs(start, *(jax.tree.map(lambda x, i=i: x[i], r[case])
-                                                   for r in (exact, moved)))
+  exact, moved = rounding.vmapped_runs(run_refs, grid, PARAMS0)
+  start, n = rounding.to_float64(PARAMS0), len(next(iter(grid.values())))
+  pick = lambda tree, case, i: jax.tree.map(lambda x: x[i], tree[case])  # noqa: E731
+  return {case: [rounding.bound_from_runs(start, pick(exact, case, i), pick(moved, case, i))
                  for i in range(n)] for case in exact}
 
 

@@ -23,6 +23,9 @@ default problem float32 runs lie 10 to 100 times inside it (tests/test_optim_tes
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import jax
 import numpy as np
 import optax
@@ -38,8 +41,21 @@ ULPS_PER_STEP = 16
 
 
 def to_float64(tree: Params) -> Params:
-  """`tree` as float64 NumPy arrays (the same numbers; call inside `jax.enable_x64`)."""
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
+  """`tree` as float64 (complex128 for complex leaves) NumPy arrays: the same numbers."""
+  return jax.tree.map(
+      lambda x: np.asarray(x, np.complex128 if np.iscomplexobj(x) else np.float64), tree)
+
+
+def vmapped_runs(run: Callable[[dict[str, Any], Params], Any], grid: Mapping[str, Any],
+                 start: Params) -> tuple[Any, Any]:
+  """`(exact, moved)`: float64 runs of `run(hparams, start)` over a grid of hyperparameters
+  (vmapped: one compilation), from `start` and from `nudged(start)`; leaves [points, steps,
+  ...]. `bound_from_runs(start64, exact[i], moved[i])` is then point i's bound."""
+  start = to_float64(start)
+  with jax.enable_x64(True):
+    hp = {k: np.asarray(v, np.float64) for k, v in grid.items()}
+    program = jax.jit(jax.vmap(run, in_axes=(0, None)))
+    return tuple(jax.tree.map(np.asarray, program(hp, p)) for p in (start, nudged(start)))
 
 
 def float64_trajectory(opt: optax.GradientTransformation, steps: int,

@@ -63,7 +63,8 @@ class OptimizerCheckError(AssertionError):
 
 def _leaves(tree: Params) -> list[tuple[str, np.ndarray]]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return [(jax.tree_util.keystr(path) or '<root>', np.asarray(x, np.float64)) for path, x in flat]
+  return [(jax.tree_util.keystr(path) or '<root>',
+           np.asarray(x, np.complex128 if np.iscomplexobj(x) else np.float64)) for path, x in flat]
 
 
 def compare(check: str, ours: Params, reference: Params, rtol: float = 0.0, atol: float = 0.0,
