@@ -262,6 +262,8 @@ def check_traceable(opt_cfg: Any, total_steps: int) -> None:
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
             jax.errors.TracerIntegerConversionError) as e:
       return e
+    except ValueError:  # our own one-line errors (a builder returning no transformation)
+      raise
     except Exception:  # noqa: BLE001  (not a traced value's: the sweep's preflight names it)
       return None
     return None

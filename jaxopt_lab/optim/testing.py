@@ -15,6 +15,12 @@ The problem they run is a fixed pytree of parameters (`default_params`) and a gr
 changes with the step (`default_grads`), unless you pass your own. Checks that take `make_opt`
 call it with keyword hyperparameters (`make_opt(learning_rate=..., b1=...)`), as numbers or as
 traced float32 arrays.
+
+Tolerances are derived, not fitted: two float32 runs of the same math lie within twice the
+rounding bound of `rounding.error_bound` (ulps x steps x the trajectory's conditioning, measured
+on float64 runs), so a correct optimizer passes on any CPU. Without a reference implementation,
+`check_float32_matches_float64`, `check_scale_invariance` and `check_constant_gradient_updates`
+(from `properties`) check the math itself.
 """
 
 from __future__ import annotations
