@@ -2,7 +2,8 @@
 
 The optimizer and task registries use this to resolve names they do not hold. Nothing is loaded
 before a config names it; a file is loaded once per process (like a config file, by path) and
-every failure is one line naming the file or module and the cause.
+every failure is one line naming the file or module and the cause. While a file loads, its
+directory is on `sys.path`, so it may import the modules beside it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import importlib
 import importlib.util
 import os
 import sys
+import sysconfig
+import traceback
 from typing import Any
 
 FORMS = "'path/to/file.py:name' or 'package.module:name'"
+# Where the library, Python and installed packages live: a frame elsewhere is a user's code.
+_NOT_USER = (os.path.dirname(os.path.abspath(__file__)), *{
+    sysconfig.get_paths()[k] for k in ('stdlib', 'purelib', 'platlib')})
 
 
 def is_spec(name: Any) -> bool:
@@ -35,10 +41,16 @@ def _load_file(path: str, where: str) -> Any:
     return sys.modules[module_name]
   spec = importlib.util.spec_from_file_location(module_name, full)
   module = importlib.util.module_from_spec(spec)
+  # The file's directory is importable while it loads, as for `python file.py`: a user's file
+  # imports the helper module beside it (`import nadamw_math`) without PYTHONPATH.
+  folder = os.path.dirname(full)
+  sys.path.insert(0, folder)
   try:
     spec.loader.exec_module(module)
   except Exception as e:  # A user's file: any failure is reported as one line.
     raise ValueError(f'{where}: {path} failed to import: {type(e).__name__}: {e}') from e
+  finally:
+    sys.path.remove(folder)
   sys.modules[module_name] = module
   return module
 
@@ -74,3 +86,23 @@ def load(spec: str, where: str) -> Any:
       raise ValueError(f'{where}: {origin} has no {attr!r}; it defines: {", ".join(names)}')
     obj = getattr(obj, part)
   return obj
+
+
+def user_frame(error: BaseException) -> str:
+  """'file:line: ' of the innermost frame of `error` (or of the errors it was raised from) in a
+  user's code, outside this library, Python and installed packages (JAX, Optax); '' if none."""
+  found, seen = '', set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    for frame in traceback.extract_tb(error.__traceback__):
+      path = os.path.abspath(frame.filename)
+      if not path.startswith(_NOT_USER) and not frame.filename.startswith('<'):
+        found = f'{short_path(path)}:{frame.lineno}: '
+    error = error.__cause__ or error.__context__
+  return found
+
+
+def short_path(path: str) -> str:
+  """`path` relative to the current directory when it lies below it, else absolute."""
+  relative = os.path.relpath(path)
+  return path if relative.startswith('..') else relative

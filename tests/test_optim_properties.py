@@ -56,10 +56,10 @@ def _make(name):
 
 @pytest.mark.parametrize('name', list(BUILDERS))
 def test_vmap_over_hyperparameters_equals_separate_runs(name):
-  # About one float32 ulp: XLA may fuse a multiply-add into an FMA in one program and not in
-  # the other. (Centered RMSprop is left out: it divides by sqrt(v - m^2), where v and m^2
-  # nearly cancel, so such a rounding difference grows to a few parts in 1e6 over 50 steps.)
-  testing.check_vmap_equals_separate_runs(_make(name), GRID, steps=50, rtol=1e-7)
+  # XLA may fuse a multiply-add into an FMA in one program and not in the other (differently on
+  # each CPU): within the kit's derived rounding bound. (Centered RMSprop is checked with
+  # complex parameters in test_optim_complex.py.)
+  testing.check_vmap_equals_separate_runs(_make(name), GRID, steps=50)
 
 
 @pytest.mark.parametrize('name', list(BUILDERS))
@@ -70,7 +70,7 @@ def test_new_hyperparameter_values_do_not_recompile(name):
 
 @pytest.mark.parametrize('name', list(BUILDERS))
 def test_jit_equals_eager(name):
-  testing.check_jit_equals_eager(BUILDERS[name](HP), steps=2, rtol=1e-7)
+  testing.check_jit_equals_eager(BUILDERS[name](HP), steps=2)
 
 
 @pytest.mark.parametrize('lr', [0.0, np.float32(0.0)], ids=['python', 'float32'])

@@ -7,6 +7,7 @@ unadjusted, and live in the fair comparison, outside the verdict box.
 
 from __future__ import annotations
 
+from jaxopt_lab import fairness
 from jaxopt_lab.analysis import findings as fnd
 from jaxopt_lab.analysis import verdict as vd
 from jaxopt_lab.analysis.document import Document, cell, interval_text, rounded
@@ -98,6 +99,10 @@ def comparison_section(doc: Document, f: fnd.Findings, rows: list[dict[str, str]
       f"(`scipy.stats.wilcoxon`, from {fnd.stats.WILCOXON_MIN_PAIRS} pairs, unadjusted). "
       "Numbers in the text are rounded to their interval's precision; every digit is in "
       "[comparison.csv](comparison.csv) and [pairs.csv](pairs.csv).")
+  unfair = fairness.unfair(fairness.from_summary(
+      exp.summary.get("group", ()), exp.summary)) if "group" in exp.summary else []
+  if unfair:
+    doc.para("Not like for like: " + "; ".join(unfair) + ".")
   if not any(r["test_mean"] for r in rows):
     doc.para("No finished points yet.")
     return

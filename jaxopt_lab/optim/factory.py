@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import optax
 
+from jaxopt_lab import plugins
 from jaxopt_lab.optim import _checks, clipping, registry, schedules
 
 SCHEDULES = ('constant', 'cosine', 'wsd')
@@ -215,13 +216,13 @@ def build(
     spec.check(hp[spec.name], f'hparams[{spec.name!r}]')
   flags = _flags(opt_cfg, optimizer)
   lr = _schedule(opt_cfg, hp['learning_rate'], hp['warmup'] * total_steps, total_steps)
-  if not optimizer.schedule:
-    warmup = _checks.concrete_values(hp['warmup'], 'warmup')
-    if _field(opt_cfg, 'schedule') != 'constant' or (warmup is not None and warmup.any()):
-      raise ValueError(f'optimizer.schedule: {optimizer.name!r} takes a number as its learning '
-                       "rate, not a schedule; use schedule='constant' and warmup=0")
-    lr = hp['learning_rate']
-  opt = optimizer.build(lr, {k: hp[k] for k in optimizer.value_names}, flags)
+  values = {k: hp[k] for k in optimizer.value_names}
+  if optimizer.schedule:
+    opt = optimizer.build(lr, values, flags)
+  else:  # a builder that takes a number: rebuilt at each step with the schedule's value there
+    optimizer.build(hp['learning_rate'], values, flags)  # checked now, not at the first step
+    opt = optax.inject_hyperparams(
+        lambda learning_rate: optimizer.build(learning_rate, values, flags))(learning_rate=lr)
   return optax.chain(clipping.clip_by_global_norm(hp['clip_norm']), opt)
 
 
@@ -252,6 +253,10 @@ def check_traceable(opt_cfg: Any, total_steps: int) -> None:
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
             jax.errors.TracerIntegerConversionError) as e:
       return e
+    except ValueError:  # our own one-line errors (a builder returning no transformation)
+      raise
+    except Exception:  # noqa: BLE001  (not a traced value's: the sweep's preflight names it)
+      return None
     return None
 
   if fails(tuple(hp)) is None:
@@ -261,8 +266,9 @@ def check_traceable(opt_cfg: Any, total_steps: int) -> None:
     error = fails((name,))
     if error is not None:
       raise ValueError(
-          f'optimizer.{name}: {optimizer.name!r} uses value hyperparameter {name!r} in Python '
-          'control flow, so a sweep cannot vmap it; declare it structural '
+          f'optimizer.{name}: {plugins.user_frame(error)}{optimizer.name!r} uses value '
+          f'hyperparameter {name!r} in Python control flow (a Python `if` on a traced value), '
+          'so a sweep cannot vmap it; declare it structural '
           f'(registry.Flag({name!r}, ...)) or compute with it as an array '
           f'({type(error).__name__})')
   raise ValueError(f'optimizer.name: {optimizer.name!r} cannot be traced with its values as '

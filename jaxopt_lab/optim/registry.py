@@ -15,8 +15,10 @@ A config names an optimizer by a registered name or by a plugin spec, loaded whe
 
 The object is a declaration (`declare(...)`) or a plain factory function: its float keyword
 arguments (with their defaults) are then its value hyperparameters and its bool / str / int
-arguments its structural flags. Its first argument is `learning_rate`, which receives the
-config's schedule (a function of the step), as Optax's aliases accept.
+arguments its structural flags. Its first argument is `learning_rate`: annotated as a schedule
+(`optax.ScalarOrSchedule`, a `Callable`) it receives the config's schedule (a function of the
+step), as Optax's aliases accept; unannotated or annotated as a number it receives the
+schedule's value at each step, a number (`-learning_rate * u` works).
 
 Example (a user's file):
 
@@ -140,8 +142,9 @@ class Optimizer:
     builder: `builder(learning_rate, **values, **flags) -> optax.GradientTransformation`.
     values: value hyperparameters, `learning_rate` first.
     flags: structural flags.
-    schedule: whether `learning_rate` may be a schedule (else it receives the peak number,
-      and the config must use a constant schedule without warmup).
+    schedule: whether the builder takes `learning_rate` as a schedule (a function of the step,
+      as Optax's aliases do); else it receives the schedule's value at each step, a 0-d array
+      (the builder is called again at every step, as `optax.inject_hyperparams` does).
   """
 
   name: str
@@ -179,11 +182,11 @@ def _infer(builder: Callable[..., Any], where: str) -> tuple[list[Value], list[F
     raise ValueError(f'{where}: the builder {getattr(builder, "__name__", builder)!r} must take '
                      "'learning_rate' as its first argument")
   lr = params[0]
-  # A learning rate annotated as a plain number or array (as some of Optax's typed aliases are)
-  # takes no schedule; unannotated, or ScalarOrSchedule / Callable, it does.
+  # A learning rate annotated as a schedule (optax.ScalarOrSchedule, optax.Schedule, a Callable)
+  # receives the config's schedule; any other, or none (`-learning_rate * u`, as most papers'
+  # code is written), receives its value at each step, a number (see `Optimizer.schedule`).
   annotation = str(lr.annotation)
-  schedule = lr.annotation is inspect.Parameter.empty or any(
-      word in annotation for word in ('Callable', 'Schedule'))
+  schedule = any(word in annotation for word in ('Callable', 'Schedule'))
   lr_default = lr.default if isinstance(lr.default, float) else 1e-3
   values = [Value('learning_rate', lr_default, low=0.0, scale='log')]
   flags = []
@@ -212,7 +215,9 @@ def declare(builder: Callable[..., optax.GradientTransformation], *, name: str |
       name read from the signature (float defaults), and a name given here that the signature
       reads as a flag becomes a value.
     flags: structural flags with choices; likewise replace the signature's.
-    schedule: whether `learning_rate` may be a schedule (default: read from its annotation).
+    schedule: whether the builder takes `learning_rate` as a schedule (default: True when its
+      annotation names a schedule or a Callable, as `optax.ScalarOrSchedule` does; False, a
+      number at each step, when it is unannotated or a number).
 
   Returns:
     The `Optimizer`; pass it to `register`, or leave it in a plugin file for a config to name.
@@ -327,22 +332,22 @@ def _matrices(params: Any) -> Any:
 _MASKS = {'all': None, 'matrices': _matrices}
 
 
-def _sgd(learning_rate, momentum=0.0, *, nesterov=False):
+def _sgd(learning_rate: optax.ScalarOrSchedule, momentum=0.0, *, nesterov=False):
   return alias.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
 
 
-def _adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, *, nesterov=False):
+def _adam(learning_rate: optax.ScalarOrSchedule, b1=0.9, b2=0.999, eps=1e-8, *, nesterov=False):
   return alias.adam(learning_rate, b1=b1, b2=b2, eps=eps, nesterov=nesterov)
 
 
-def _adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, *, nesterov=False,
-           decay_mask='all'):
+def _adamw(learning_rate: optax.ScalarOrSchedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4,
+           *, nesterov=False, decay_mask='all'):
   return alias.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                      mask=_MASKS[decay_mask], nesterov=nesterov)
 
 
-def _rmsprop(learning_rate, decay=0.9, eps=1e-8, momentum=0.0, *, centered=False,
-             nesterov=False):
+def _rmsprop(learning_rate: optax.ScalarOrSchedule, decay=0.9, eps=1e-8, momentum=0.0, *,
+             centered=False, nesterov=False):
   return alias.rmsprop(learning_rate, decay=decay, eps=eps, centered=centered,
                        momentum=momentum, nesterov=nesterov)
 

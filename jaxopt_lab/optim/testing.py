@@ -15,6 +15,12 @@ The problem they run is a fixed pytree of parameters (`default_params`) and a gr
 changes with the step (`default_grads`), unless you pass your own. Checks that take `make_opt`
 call it with keyword hyperparameters (`make_opt(learning_rate=..., b1=...)`), as numbers or as
 traced float32 arrays.
+
+Tolerances are derived, not fitted: two float32 runs of the same math lie within twice the
+rounding bound of `rounding.error_bound` (ulps x steps x the trajectory's conditioning, measured
+on float64 runs), so a correct optimizer passes on any CPU. Without a reference implementation,
+`check_float32_matches_float64`, `check_scale_invariance` and `check_constant_gradient_updates`
+(from `properties`) check the math itself.
 """
 
 from __future__ import annotations
@@ -27,103 +33,64 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-Params = Any
-GradFn = Callable[[Params, jax.Array], Params]
+from jaxopt_lab.optim import rounding
+from jaxopt_lab.optim.properties import (
+    check_constant_gradient_updates,
+    check_float32_matches_float64,
+    check_scale_invariance,
+)
+from jaxopt_lab.optim.trajectories import (
+    GradFn,
+    OptimizerCheckError,
+    Params,
+    compare,
+    default_grads,
+    default_params,
+    trajectory,
+)
+
 MakeOpt = Callable[..., optax.GradientTransformation]
 
 
-class OptimizerCheckError(AssertionError):
-  """A check of the kit failed; the message names the check, the step, the leaf and the error."""
-
-
-def default_params(dtype: Any = jnp.float32) -> Params:
-  """A small pytree with a matrix, a vector and a scalar leaf (fixed random values)."""
-  k = jax.random.split(jax.random.key(0), 3)
-  return {
-      'w': jax.random.normal(k[0], (3, 4), dtype),
-      'b': (jax.random.normal(k[1], (4,), dtype), jax.random.normal(k[2], (), dtype)),
-  }
-
-
-def default_grads(params: Params, step: jax.Array) -> Params:
-  """A gradient field that changes with the step: 1.5 (x - 0.3) + 0.1 sin(t x)."""
-  t = jnp.asarray(step, jnp.float32)
-  return jax.tree.map(lambda x: (1.5 * (x - 0.3) + 0.1 * jnp.sin(t * x)).astype(x.dtype), params)
-
-
-def trajectory(opt: optax.GradientTransformation, steps: int, params: Params | None = None,
-               grad_fn: GradFn = default_grads) -> Params:
-  """The parameters after each of `steps` updates, each leaf with a leading axis [steps].
-
-  Uses `lax.scan` (the state is its carry, so its types may not change); not jitted here.
-  """
-  params = default_params() if params is None else params
-
-  def step(carry, t):
-    p, s = carry
-    u, s = opt.update(grad_fn(p, t), s, p)
-    p = optax.apply_updates(p, u)
-    return (p, s), p
-
-  return jax.lax.scan(step, (params, opt.init(params)), jnp.arange(steps))[1]
-
-
-def _leaves(tree: Params) -> list[tuple[str, np.ndarray]]:
-  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return [(jax.tree_util.keystr(path) or '<root>', np.asarray(x, np.float64)) for path, x in flat]
-
-
-def compare_trajectories(ours: Params, reference: Params, *, rtol: float, atol: float = 0.0,
+def compare_trajectories(ours: Params, reference: Params, *, rtol: float = 0.0, atol: float = 0.0,
+                         bound: Params | None = None,
                          check: str = 'compare_trajectories') -> None:
-  """Raises at the first step (then leaf) where max|ours - ref| > atol + rtol * max|ref|.
+  """Raises at the first step (then leaf) where max|ours - ref| > atol + rtol * max|ref| (+ that
+  step's `bound`, e.g. `rounding.float32_tolerance(...)`, when given).
 
   For trajectories computed your own way (e.g. many cases vmapped in one program): each leaf
   has a leading axis [steps]; step numbers in the message start at 1.
   """
-  _compare(check, ours, reference, rtol, atol)
+  compare(check, ours, reference, rtol, atol, bound)
 
 
-def _compare(check: str, ours: Params, reference: Params, rtol: float, atol: float,
-             first_step: int = 1, stepped: bool = True) -> None:
-  """Raises at the first step (then leaf) where |ours - ref| > atol + rtol * max|ref|."""
-  a_leaves, b_leaves = _leaves(ours), _leaves(reference)
-  if [n for n, _ in a_leaves] != [n for n, _ in b_leaves]:
-    raise OptimizerCheckError(
-        f'{check}: tree structures differ: {[n for n, _ in a_leaves]} vs '
-        f'{[n for n, _ in b_leaves]}')
-  worst = None  # (step, leaf, error, tolerance)
-  for (name, a), (_, b) in zip(a_leaves, b_leaves, strict=True):
-    if a.shape != b.shape:
-      raise OptimizerCheckError(f'{check}: leaf {name}: shape {a.shape} vs {b.shape}')
-    if not stepped:
-      a, b = a[None], b[None]
-    axes = tuple(range(1, a.ndim))
-    err = np.max(np.abs(a - b), axis=axes) if axes else np.abs(a - b)
-    tol = atol + rtol * (np.max(np.abs(b), axis=axes) if axes else np.abs(b))
-    bad = np.flatnonzero(~(err <= tol))  # NaN counts as a failure
-    if bad.size and (worst is None or bad[0] < worst[0]):
-      worst = (int(bad[0]), name, float(err[bad[0]]), float(tol[bad[0]]))
-  if worst is not None:
-    step, name, err, tol = worst
-    where = f'step {step + first_step}, ' if stepped else ''
-    raise OptimizerCheckError(
-        f'{check}: {where}leaf {name}: max abs error {err:.3g} > tolerance {tol:.3g}')
+def _tolerance(rtol: float | None, opt: optax.GradientTransformation, steps: int,
+               params: Params | None, grad_fn: GradFn) -> tuple[float, Params | None]:
+  """(rtol, bound): a number given by the user, or (None) the derived float32 bound of `opt`."""
+  if rtol is not None:
+    return rtol, None
+  return 0.0, rounding.float32_tolerance(opt, steps, params, grad_fn)
 
 
 def check_against_reference(opt: optax.GradientTransformation,
                             reference: optax.GradientTransformation, steps: int = 200, *,
                             params: Params | None = None, grad_fn: GradFn = default_grads,
-                            rtol: float = 1e-5, atol: float = 1e-7) -> None:
+                            rtol: float | None = None, atol: float = 0.0) -> None:
   """`opt` follows the same parameter trajectory as `reference` (e.g. Optax's alias) for `steps`.
 
+  The tolerance is derived, not fitted: both float32 runs lie within the rounding bound of the
+  reference's exact trajectory (`rounding.error_bound`, from two float64 runs of `reference`),
+  so within twice it of each other, on any CPU. A number `rtol` replaces the bound by `atol +
+  rtol * max|reference leaf|`.
+
   Raises:
-    OptimizerCheckError: at the first step and leaf where they differ by more than
-      `atol + rtol * max|reference leaf|`.
+    OptimizerCheckError: at the first step and leaf where they differ by more than that.
   """
   run = jax.jit(lambda: (trajectory(opt, steps, params, grad_fn),
                          trajectory(reference, steps, params, grad_fn)))
   ours, ref = run()
-  _compare('check_against_reference', ours, ref, rtol, atol)
+  rtol, bound = _tolerance(rtol, reference, steps, params, grad_fn)
+  compare('check_against_reference', ours, ref, rtol, atol, bound)
 
 
 def _stack(hparams_grid: Mapping[str, Sequence[float]]) -> tuple[dict[str, jax.Array], int]:
@@ -137,15 +104,17 @@ def _stack(hparams_grid: Mapping[str, Sequence[float]]) -> tuple[dict[str, jax.A
 def check_vmap_equals_separate_runs(make_opt: MakeOpt,
                                     hparams_grid: Mapping[str, Sequence[float]],
                                     steps: int = 50, *, params: Params | None = None,
-                                    grad_fn: GradFn = default_grads, rtol: float = 1e-6) -> None:
+                                    grad_fn: GradFn = default_grads,
+                                    rtol: float | None = None) -> None:
   """One `jax.vmap` over a grid of hyperparameter values = a separate run per point.
 
   Args:
     make_opt: builds the optimizer from keyword hyperparameters (traced float32 arrays here).
     hparams_grid: name -> values, one value per point (all of the same length, >= 2).
     steps: updates per run.
-    rtol: tolerance relative to each leaf's largest magnitude (XLA may fuse a multiply-add in
-      one program and not in the other: about an ulp per step).
+    rtol: None (default): each point's derived rounding bound (`rounding.float32_tolerance` of
+      `make_opt` at its values; XLA fuses multiply-adds in one program and not in the other);
+      a number: that tolerance relative to each leaf's largest magnitude.
 
   Raises:
     OptimizerCheckError: naming the point, the step and the leaf that differ, or when every
@@ -161,8 +130,10 @@ def check_vmap_equals_separate_runs(make_opt: MakeOpt,
   for i in range(n):
     separate = single({k: v[i] for k, v in grid.items()})
     point = jax.tree.map(lambda x, i=i: x[i], batched)
+    values = {k: float(v[i]) for k, v in grid.items()}
+    point_rtol, bound = _tolerance(rtol, make_opt(**values), steps, params, grad_fn)
     try:
-      _compare('check_vmap_equals_separate_runs', point, separate, rtol, 0.0)
+      compare('check_vmap_equals_separate_runs', point, separate, point_rtol, 0.0, bound)
     except OptimizerCheckError as e:
       raise OptimizerCheckError(f'{e} (point {i})') from None
   finals = [np.concatenate([np.ravel(x[i, -1]) for x in jax.tree.leaves(batched)])
@@ -174,8 +145,9 @@ def check_vmap_equals_separate_runs(make_opt: MakeOpt,
 
 def check_jit_equals_eager(opt: optax.GradientTransformation, steps: int = 3, *,
                            params: Params | None = None, grad_fn: GradFn = default_grads,
-                           rtol: float = 1e-6) -> None:
-  """`jax.jit(opt.update)` gives the parameters that op-by-op execution gives.
+                           rtol: float | None = None) -> None:
+  """`jax.jit(opt.update)` gives the parameters that op-by-op execution gives, within the
+  derived rounding bound of `opt` (or `rtol` of each leaf's largest magnitude, if a number).
 
   Raises:
     OptimizerCheckError: naming the step and the leaf that differ.
@@ -183,12 +155,14 @@ def check_jit_equals_eager(opt: optax.GradientTransformation, steps: int = 3, *,
   p_e = p_j = default_params() if params is None else params
   s_e = s_j = opt.init(p_e)
   update = jax.jit(opt.update)
+  rtol, bound = _tolerance(rtol, opt, steps, p_e, grad_fn)
   for t in range(steps):
     u_e, s_e = opt.update(grad_fn(p_e, jnp.asarray(t)), s_e, p_e)
     u_j, s_j = update(grad_fn(p_j, jnp.asarray(t)), s_j, p_j)
     p_e, p_j = optax.apply_updates(p_e, u_e), optax.apply_updates(p_j, u_j)
     try:
-      _compare('check_jit_equals_eager', p_j, p_e, rtol, 0.0, stepped=False)
+      at_t = None if bound is None else jax.tree.map(lambda b, t=t: b[t], bound)
+      compare('check_jit_equals_eager', p_j, p_e, rtol, 0.0, at_t, stepped=False)
     except OptimizerCheckError as e:
       raise OptimizerCheckError(str(e).replace(': leaf', f': step {t + 1}, leaf')) from None
 
@@ -237,10 +211,11 @@ def check_no_recompile(make_opt: MakeOpt, hparams_a: Mapping[str, float],
 def check_zero_learning_rate_is_identity(opt: optax.GradientTransformation, steps: int = 10, *,
                                          params: Params | None = None,
                                          grad_fn: GradFn = default_grads,
-                                         rtol: float = 0.0) -> None:
-  """`opt`, built with learning rate 0, leaves the parameters where they started: exactly, or
-  within `rtol` of each leaf's largest magnitude for an optimizer that recomputes the parameters
-  from its state (schedule-free methods round there).
+                                         rtol: float | None = 0.0) -> None:
+  """`opt`, built with learning rate 0, leaves the parameters where they started: exactly, or,
+  with `rtol=None`, within its derived rounding bound (for an optimizer that recomputes the
+  parameters from its state: schedule-free methods round there), or within a number `rtol` of
+  each leaf's largest magnitude.
 
   Raises:
     OptimizerCheckError: naming the first step and leaf that moved.
@@ -248,7 +223,8 @@ def check_zero_learning_rate_is_identity(opt: optax.GradientTransformation, step
   start = default_params() if params is None else params
   path = jax.jit(lambda: trajectory(opt, steps, start, grad_fn))()
   still = jax.tree.map(lambda x: jnp.broadcast_to(x, (steps, *x.shape)), start)
-  _compare('check_zero_learning_rate_is_identity', path, still, rtol, 0.0)
+  rtol, bound = _tolerance(rtol, opt, steps, start, grad_fn)
+  compare('check_zero_learning_rate_is_identity', path, still, rtol, 0.0, bound)
 
 
 def check_state_dtypes_stable(opt: optax.GradientTransformation,
@@ -317,3 +293,12 @@ def check_descends_on_quadratic(opt: optax.GradientTransformation, steps: int = 
         f'{best + 1} (best), {losses[-1]:.4g} at step {steps}; expected < {factor * start:.4g}')
 
 
+
+
+__all__ = [
+    'OptimizerCheckError', 'check_against_reference', 'check_constant_gradient_updates',
+    'check_descends_on_quadratic', 'check_float32_matches_float64', 'check_jit_equals_eager',
+    'check_no_recompile', 'check_scale_invariance', 'check_state_dtypes_stable',
+    'check_vmap_equals_separate_runs', 'check_zero_learning_rate_is_identity',
+    'compare_trajectories', 'default_grads', 'default_params', 'trajectory',
+]

@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from jaxopt_lab import defaults, hardware, runloop, train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, grouping, jobs, programs, store
+from jaxopt_lab.sweep import design, grouping, jobs, preflight, programs, store
 from jaxopt_lab.sweep.adaptive import registry as designs
 from jaxopt_lab.sweep.adaptive import runner
 
@@ -96,6 +96,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   groups = grouping.build_groups(config, points)
   mesh = programs.make_mesh(int(config.sweep.data_parallel))
   check_groups(groups, mesh)
+  preflight.check(groups)  # a user's optimizer or task fails here, before anything is written
   st = _open_store(workdir, config, points)
   try:
     logging.info("Device mesh: %s over %d device(s) %s.", dict(mesh.shape), mesh.devices.size,
