@@ -21,7 +21,7 @@ JAX_FAMILY = {"jax", "jaxlib", "flax", "optax", "orbax"}
 # Layers, lowest first (DESIGN.md, "Layers"): a module imports only from its own layer or lower.
 LAYERS = [
     {"files", "plugins", "hardware"},
-    {"defaults", "expdir", "configs", "checkpoints", "workdirs", "tblog"},
+    {"defaults", "expdir", "fairness", "configs", "checkpoints", "workdirs", "tblog"},
     {"optim", "data", "models"},
     {"tasks", "textmetrics", "runloop", "launch"},
     {"train"},
@@ -127,7 +127,7 @@ def test_what_a_component_may_import(module, allowed):
 
 
 @pytest.mark.parametrize("component, through_others", [
-    ("analysis", True), ("expdir", True), ("defaults", True),
+    ("analysis", True), ("expdir", True), ("defaults", True), ("fairness", True),
     ("runloop", False),  # its own code has no JAX; its checkpoints are orbax's
 ])
 def test_these_import_no_jax(component, through_others):
