@@ -400,6 +400,8 @@ def group_config(config: ml_collections.ConfigDict, point: design.Point
           f"sweep.factors: {path!r} is not a field of task {cfg.task!r}'s config; "
           f"{section} fields: {', '.join(sorted(cfg[section].keys()))}")
     cfg[section][field] = value
+  if "train" in cfg:  # a horizon factor's steps (train.steps) meet the checks of the base's
+    train.validate_train_config(cfg)
   return cfg
 
 
