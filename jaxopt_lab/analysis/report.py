@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from jaxopt_lab import files
-from jaxopt_lab.analysis import adaptive, followup, plots, results
+from jaxopt_lab.analysis import adaptive, followup, plots, results, scale
 from jaxopt_lab.analysis import findings as fnd
 from jaxopt_lab.analysis import verdict as vd
 from jaxopt_lab.analysis.document import (
@@ -519,6 +519,9 @@ def build(f: fnd.Findings, v: vd.Verdict
            "two_factor.png" if "two_factor.png" in figures else None)
   _learning(doc, f, "learning_curves.png" if "learning_curves.png" in figures else None)
   more_figures, more_tables = adaptive.section(doc, exp.workdir)  # nothing for a fixed design
+  figures.update(more_figures)
+  tables.update(more_tables)
+  more_figures, more_tables = scale.section(doc, exp.workdir)  # nothing without a scale factor
   figures.update(more_figures)
   tables.update(more_tables)
   _setup(doc, f)

@@ -45,7 +45,7 @@ _TASK_FACTORS: dict[str, str] = {
     "parametrization": "model.parametrization",
     "base_width": "model.base_width",
     "qk_norm": "model.qk_norm",
-    "steps": "train.steps",
+    "horizon": "train.steps",  # (not "steps": a column of summary.csv already)
     "z_loss": "train.z_loss",
 }
 

@@ -73,8 +73,8 @@ class Store:
     self.stage_rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     self.eval_splits: tuple[str, ...] = ()
     self.total_steps = int(config.train.steps)
-    # A point's horizon: its group's where train.steps is a grouping factor ('steps').
-    self.point_steps = {p.point: int(p.structural.get("steps", self.total_steps))
+    # A point's horizon: its group's where train.steps is a grouping factor ('horizon').
+    self.point_steps = {p.point: int(p.structural.get("horizon", self.total_steps))
                         for p in self.points}
     # Timings add up over every run of the command: those of the earlier runs (killed ones
     # included, up to their last write) come from run.json.
