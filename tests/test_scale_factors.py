@@ -16,6 +16,8 @@ from jaxopt_lab import tasks, train
 from jaxopt_lab.analysis import scale
 from jaxopt_lab.sweep import design, driver, programs
 
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
 
 def _rows(workdir):
   with open(os.path.join(workdir, "summary.csv")) as f:
@@ -91,18 +93,20 @@ def test_z_loss_adds_the_mean_squared_log_partition():
 
 
 def test_mup_reaches_a_plugin_optimizer_unchanged():
-  # The per-parameter multipliers scale the update of any optimizer (here plain SGD declared as
-  # a plugin function would be): one step of μP's SGD at lr equals lr * multiplier per leaf.
+  # A user's optimizer (a plain function returning an optax transformation, examples/) trains
+  # under μP with no change: each leaf's update is the optimizer's own update times the
+  # declared multiplier.
   config = tiny_lm_config(parametrization="mup", base_width=16)
-  config.optimizer.name = "sgd"
+  config.optimizer.name = os.path.join(EXAMPLES, "sign_momentum.py") + ":sign_momentum"
   config.optimizer.learning_rate = 0.1
   task, hparams = train.validate(config)
   state = train.init_state(task, config, hparams, 0)
   batch = jax.tree.map(lambda x: x[0], task.train_batches(0, 0, 1))
   new, _ = train.make_train_step(task, config)(state, batch, hparams)
   grads = jax.grad(lambda p: task.loss_fn(p, batch)[0])(state.params)
-  expected = jax.tree.map(lambda p, g, c: p - 0.1 * c * g, state.params, grads,
-                          task.lr_multipliers)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), new.params,
+  plain = train.make_optimizer(config, hparams)  # the user's optimizer alone
+  updates, _ = plain.update(grads, plain.init(state.params), state.params)
+  expected = jax.tree.map(lambda p, u, c: p + c * u, state.params, updates, task.lr_multipliers)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), new.params,
                expected)
   assert task.lr_multipliers["blocks"]["0"]["attn"]["qkv"]["kernel"] == 0.5
