@@ -171,7 +171,7 @@ def test_qk_norm_bounds_the_attention_logits():
     ('qk_norm', 'yes', 'model.qk_norm: must be True or False'),
 ])
 def test_bad_model_options(field, value, message):
-  values = dict(width=32, heads=4, parametrization='mup', base_width=32, **{field: value})
+  values = {**dict(width=32, heads=4, parametrization='mup', base_width=32), field: value}
   with pytest.raises(ValueError, match=message.replace('(', r'\(')):
     T.TransformerConfig(**values)
 
