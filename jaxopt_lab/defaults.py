@@ -57,6 +57,9 @@ def lm_size_config(size: str) -> ml_collections.ConfigDict:
   model.norm = 'rmsnorm'  # 'rmsnorm' or 'layernorm' (pre-norm blocks and final norm).
   model.dtype = dtype  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
   model.attention = 'dense'  # 'dense' (einsums) or 'fused' (jax.nn.dot_product_attention).
+  model.parametrization = 'sp'  # 'sp' (GPT-2's) or 'mup' (Yang et al. 2022; see base_width).
+  model.base_width = width  # 'mup': the width at which it equals 'sp' (a multiple of heads).
+  model.qk_norm = False  # Layer-normalise each head's queries and keys (Wortsman et al. 2023).
   data = ml_collections.ConfigDict()
   data.batch_size = batch_size  # Windows per training step.
   data.paths = ''  # Comma-separated text files/dirs/globs; '' = the Python stdlib's .py files.
@@ -78,6 +81,8 @@ def default_model_config(task: str) -> ml_collections.ConfigDict:
   if task == 'digits':
     model.hidden = (256, 256)  # Hidden widths of the MLP (input 64, output 10 from the data).
     model.activation = 'relu'  # 'relu', 'gelu' or 'tanh'.
+    model.parametrization = 'sp'  # 'sp' or 'mup' (Yang et al. 2022; see base_width).
+    model.base_width = 256  # 'mup': the hidden width at which it equals 'sp'.
   model.dtype = COMPUTE_DTYPE  # Compute dtype, 'float32' or 'bfloat16'; params stay float32.
   return model
 
@@ -148,6 +153,7 @@ def train_config() -> ml_collections.ConfigDict:
           log_every=50,  # steps between training-metric rows (mean over those steps)
           eval_every=250,  # steps between held-out evaluations (and one at the end)
           checkpoint_every=500,  # steps between checkpoints (a multiple of log_every)
+          z_loss=0.0,  # lm: coefficient of mean(log^2 Z) of the output logits in the loss (PaLM)
           tensorboard=False,  # also write TensorBoard event files, WORKDIR/tb (tensorboardX)
       )
   )

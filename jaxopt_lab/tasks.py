@@ -49,6 +49,11 @@ from jaxopt_lab.defaults import (  # noqa: F401  (the task defaults, public here
   default_model_config,
   lm_size_config,
 )
+from jaxopt_lab.losses import (  # noqa: F401  (public here too)
+  binary_loss,
+  mean_over_batches,
+  softmax_loss,
+)
 
 Batch = dict[str, np.ndarray | jax.Array]
 Params = Any  # pytree of float32 arrays
@@ -85,6 +90,9 @@ class Task:
       continuation (jittable, vmappable over params; ``steps`` static); None for tasks that
       generate no text. With ``config.eval.generation`` on, ``build`` adds prompts to the
       held-out splits and their ``generated`` continuations to ``eval_metrics`` (textmetrics).
+    lr_multipliers: a tree shaped like the parameters of per-parameter factors on the
+      optimizer's updates (μP's learning-rate scaling, ``models.parametrization``), which the
+      trainer applies after any optimizer (``optim.multipliers``); None: all 1.
   """
 
   name: str
@@ -100,6 +108,7 @@ class Task:
   flops_per_step: float | None
   param_count: int
   generate: Callable[[Params, jax.Array, int], jax.Array] | None = None
+  lr_multipliers: Params | None = None
 
   def train_batches(self, data_seed: int, start_step: int, num_steps: int) -> Batch:
     """The batches of steps ``start_step ...`` for ``data_seed``: numpy arrays of leading axes
@@ -150,8 +159,13 @@ def resolve(name: Any) -> TaskBuilder:
   return builder
 
 
-def _check_fields(group: str, config: ml_collections.ConfigDict, allowed: set[str]) -> dict:
-  values = config.to_dict()
+def _check_fields(group: str, config: ml_collections.ConfigDict, allowed: set[str],
+                  optional: dict[str, Any] | None = None) -> dict:
+  """The group's fields: exactly ``allowed``, plus those of ``optional`` (filled with its
+  values where absent, for configs written before they existed)."""
+  optional = optional or {}
+  values = {**optional, **config.to_dict()}
+  allowed = allowed | set(optional)
   unknown = sorted(set(values) - allowed)
   if unknown:
     raise ValueError(
@@ -165,45 +179,6 @@ def _check_fields(group: str, config: ml_collections.ConfigDict, allowed: set[st
 
 
 # ----------------------------------------------------------------------------- losses
-
-
-def _loss_dtype(logits: jax.Array) -> Any:
-  """Losses are float32 (float64 under the float64 compute dtype of numerical checks)."""
-  return jnp.promote_types(logits.dtype, jnp.float32)
-
-
-def binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Mean BCE ``-[y log s(z) + (1 - y) log s(-z)]`` and accuracy of ``z > 0``."""
-  z = logits.astype(_loss_dtype(logits))
-  y = labels.astype(z.dtype)
-  loss = -(y * jax.nn.log_sigmoid(z) + (1.0 - y) * jax.nn.log_sigmoid(-z))
-  accuracy = ((z > 0) == (y > 0.5)).astype(jnp.float32)
-  return loss.mean(), accuracy.mean()
-
-
-def softmax_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Mean cross-entropy ``logsumexp(z) - z[y]`` and accuracy of ``argmax z``."""
-  z = logits.astype(_loss_dtype(logits))
-  y = labels.astype(jnp.int32)
-  picked = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0]
-  loss = jax.nn.logsumexp(z, axis=-1) - picked
-  accuracy = (jnp.argmax(z, axis=-1) == y).astype(jnp.float32)
-  return loss.mean(), accuracy.mean()
-
-
-def _mean_over_batches(
-    per_batch: Callable[[Params, Batch], dict[str, jax.Array]], params: Params, data: Batch
-) -> dict[str, jax.Array]:
-  """Averages ``per_batch`` over the leading axis of ``data`` (equal batches) with a scan."""
-  shapes = jax.eval_shape(per_batch, params, jax.tree.map(lambda a: a[0], data))
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-  def body(carry, batch):
-    return jax.tree.map(jnp.add, carry, per_batch(params, batch)), None
-
-  sums, _ = jax.lax.scan(body, zeros, data)
-  count = jax.tree.leaves(data)[0].shape[0]
-  return jax.tree.map(lambda s: s / count, sums)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -220,6 +195,7 @@ def classifier_task(
     splits: Splits,
     batch_size: int,
     loss: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
+    lr_multipliers: Params | None = None,
 ) -> Task:
   """A classification task: `model` on `splits` ({'inputs', 'labels'}), minibatches of
   `batch_size` reshuffled every epoch, `loss` (`binary_loss` or `softmax_loss`) and accuracy.
@@ -247,12 +223,13 @@ def classifier_task(
       train_data=dict(splits.train),
       batch_indices=batch_indices,
       eval_data={s: _whole_split(splits[s]) for s in ('valid', 'test')},
-      eval_metrics=lambda params, data: _mean_over_batches(per_batch, params, data),
+      eval_metrics=lambda params, data: mean_over_batches(per_batch, params, data),
       metric_modes={'loss': 'min', 'accuracy': 'max'},
       steps_per_epoch=num_train // batch_size,
       tokens_per_step=None,
       flops_per_step=float(6 * model.param_count * batch_size),
       param_count=model.param_count,
+      lr_multipliers=lr_multipliers,
   )
 
 
@@ -284,14 +261,19 @@ def _build_tabular(
     m = _check_fields('model', model_cfg, {'dtype'})
     model = _logistic_model(features, m['dtype'])
     return classifier_task(name, model, splits, d['batch_size'], binary_loss)
-  m = _check_fields('model', model_cfg, {'hidden', 'activation', 'dtype'})
+  m = _check_fields('model', model_cfg, {'hidden', 'activation', 'dtype'},
+                    {'parametrization': 'sp', 'base_width': 256})
   models.mlp.activation_fn(m['activation'])
   models.compute_dtype(m['dtype'])
   widths = (features, *m['hidden'], int(splits.train['labels'].max()) + 1)
-  model = models.pure(
-      lambda rngs: models.MLP(widths, m['activation'], dtype=m['dtype'], rngs=rngs)
-  )
-  return classifier_task(name, model, splits, d['batch_size'], softmax_loss)
+  kind, base = m['parametrization'], m['base_width']
+  models.mlp.mlp_multipliers(widths, kind, base)  # validates them (one line) before tracing
+  model = models.pure(lambda rngs: models.MLP(
+      widths, m['activation'], dtype=m['dtype'], parametrization=kind, base_width=base,
+      rngs=rngs))
+  multipliers = (models.mlp.mlp_lr_multipliers(widths, kind, base, model.param_shapes)
+                 if kind != 'sp' else None)
+  return classifier_task(name, model, splits, d['batch_size'], softmax_loss, multipliers)
 
 
 def _evenly_spaced(windows: np.ndarray, count: int, batch_size: int, split: str) -> Batch:
@@ -307,7 +289,10 @@ def _evenly_spaced(windows: np.ndarray, count: int, batch_size: int, split: str)
   return {'tokens': tokens.reshape(n // batch_size, batch_size, tokens.shape[-1])}
 
 
-def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict):
+def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.ConfigDict,
+              z_loss: float = 0.0):
+  """The LM task; ``z_loss`` (``train.z_loss``) adds ``z_loss * mean(log^2 Z)`` of the output
+  logits to the training loss (PaLM, Chowdhery et al. 2022); held-out losses leave it out."""
   cfg = models.transformer_from_config(model_cfg)
   d = _check_fields('data', data_cfg, set(default_data_config('lm')))
   for field in ('eval_windows', 'eval_batch_size'):
@@ -320,23 +305,37 @@ def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Con
   windows = splits.train['tokens']
   batch_size = d['batch_size']
   batching.check_batch_size(batch_size, len(windows), f'windows of {cfg.context + 1} bytes')
-  model, generator = _lm_model(cfg), _lm_generator(cfg)
+  model, generator, probe = (_lm_pure(cfg, m) for m in (
+      models.Transformer, models.GreedyGenerator, models.transformer.Probe))
 
-  def token_loss(params: Params, tokens: jax.Array) -> jax.Array:
-    tokens = tokens.astype(jnp.int32)
-    logits = model.apply(params, tokens[..., :-1]).astype(jnp.float32)
-    targets = tokens[..., 1:]
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return (jax.nn.logsumexp(logits, axis=-1) - picked).mean()
+  def token_loss(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Next-token cross-entropy and log-partition ``log Z`` per position (float32)."""
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, tokens[..., 1:, None], axis=-1)[..., 0]
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    return log_z - picked, log_z
 
   def loss_fn(params: Params, batch: Batch):
-    return token_loss(params, batch['tokens']), {}
+    tokens = batch['tokens'].astype(jnp.int32)
+    loss, log_z = token_loss(model.apply(params, tokens[..., :-1]), tokens)
+    if z_loss:  # structure: a zero coefficient leaves the step as it was
+      return loss.mean() + z_loss * jnp.mean(log_z**2), {}
+    return loss.mean(), {}
+
+  def held_out(params: Params, batch: Batch) -> dict[str, jax.Array]:
+    # One forward pass gives the loss and Wortsman et al.'s instability signals: the mean log Z,
+    # the largest output logit (absolute) and the largest attention logit.
+    tokens = batch['tokens'].astype(jnp.int32)
+    seen = probe.apply(params, tokens[..., :-1])
+    loss, log_z = token_loss(seen['logits'], tokens)
+    return {'loss': loss.mean(), 'log_z': log_z.mean(),
+            'max_output_logit': jnp.max(jnp.abs(seen['logits'].astype(jnp.float32))),
+            'max_attention_logit': seen['max_attention_logit']}
 
   def eval_metrics(params: Params, data: Batch):
-    loss = _mean_over_batches(
-        lambda p, b: {'loss': token_loss(p, b['tokens'])}, params, data
-    )['loss']
-    return {'loss': loss, 'perplexity': jnp.exp(loss), 'bits_per_byte': loss / math.log(2.0)}
+    metrics = mean_over_batches(held_out, params, data)
+    loss = metrics['loss']
+    return {**metrics, 'perplexity': jnp.exp(loss), 'bits_per_byte': loss / math.log(2.0)}
 
   def batch_indices(data_seed: int, start_step: int, num_steps: int) -> np.ndarray:
     return batching.batch_indices(len(windows), batch_size, data_seed, start_step, num_steps)
@@ -353,25 +352,24 @@ def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Con
           for s in ('valid', 'test')
       },
       eval_metrics=eval_metrics,
-      metric_modes={'loss': 'min', 'perplexity': 'min', 'bits_per_byte': 'min'},
+      metric_modes={'loss': 'min', 'perplexity': 'min', 'bits_per_byte': 'min',
+                    'log_z': 'min', 'max_attention_logit': 'min', 'max_output_logit': 'min'},
       steps_per_epoch=len(windows) // batch_size,
       tokens_per_step=tokens_per_step,
       flops_per_step=float(models.flops_per_token(cfg) * tokens_per_step),
       param_count=model.param_count,
       generate=generator.apply,
+      lr_multipliers=(models.transformer.lr_multipliers(cfg, model.param_shapes)
+                      if cfg.parametrization != 'sp' else None),
   )
 
 
-@functools.lru_cache(maxsize=16)
-def _lm_model(cfg: models.TransformerConfig) -> models.PureModel:
-  """The transformer's ``PureModel``, one per structure (so repeated builds share functions)."""
-  return models.pure(lambda rngs: models.Transformer(cfg, rngs=rngs))
-
-
-@functools.lru_cache(maxsize=16)
-def _lm_generator(cfg: models.TransformerConfig) -> models.PureModel:
-  """``apply(params, prompts, steps)``: greedy decoding with the transformer's parameters."""
-  return models.pure(lambda rngs: models.GreedyGenerator(cfg, rngs=rngs))
+@functools.lru_cache(maxsize=48)
+def _lm_pure(cfg: models.TransformerConfig, module: type) -> models.PureModel:
+  """``module``'s ``PureModel`` (``Transformer``; ``GreedyGenerator``: ``apply(params, prompts,
+  steps)``; ``Probe``: layer outputs and attention logits; all on the same parameters), one per
+  structure, so repeated builds share functions."""
+  return models.pure(lambda rngs: module(cfg, rngs=rngs))
 
 
 def build(config: ml_collections.ConfigDict) -> Task:
@@ -381,7 +379,14 @@ def build(config: ml_collections.ConfigDict) -> Task:
 
   Unknown names, fields or values raise a ValueError naming the field (and the valid choices).
   """
-  task = resolve(config.task)(config.model, config.data)
+  z_loss = config.train.z_loss if 'train' in config and 'z_loss' in config.train else 0.0
+  if isinstance(z_loss, bool) or not isinstance(z_loss, int | float) or not z_loss >= 0:
+    raise ValueError(f'train.z_loss: must be a number >= 0; got {z_loss!r}')
+  if z_loss and config.task != 'lm':
+    raise ValueError(f'train.z_loss: only the lm task has output logits to regularise; '
+                     f'task is {config.task!r} (set train.z_loss = 0)')
+  builder = functools.partial(_build_lm, z_loss=float(z_loss)) if z_loss else resolve(config.task)
+  task = builder(config.model, config.data)
   if not isinstance(task, Task):
     raise ValueError(f'task: {config.task!r} returned {type(task).__name__}, not a tasks.Task')
   if 'eval' in config:

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from jaxopt_lab import tasks
-from jaxopt_lab.optim import factory
+from jaxopt_lab.optim import factory, multipliers
 
 Params = Any
 Batch = Mapping[str, Any]
@@ -60,10 +60,12 @@ def point_keys(seed: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
 
 
 def make_optimizer(
-    config: ml_collections.ConfigDict, hparams: HParams
+    config: ml_collections.ConfigDict, hparams: HParams, lr_multipliers: Params | None = None
 ) -> optax.GradientTransformation:
-  """The optimizer (with schedule and clipping) of `config.optimizer` at the values `hparams`."""
-  return factory.build(config.optimizer, hparams, config.train.steps)
+  """The optimizer (with schedule and clipping) of `config.optimizer` at the values `hparams`,
+  its updates scaled per parameter by the task's `lr_multipliers` (μP; `optim.multipliers`)."""
+  return multipliers.with_multipliers(
+      factory.build(config.optimizer, hparams, config.train.steps), lr_multipliers)
 
 
 def init_state(
@@ -75,7 +77,7 @@ def init_state(
   """The initial state of one point; pure, so `jax.vmap` over (hparams, seed) initialises many."""
   init_key, key = point_keys(seed)
   params = task.init_params(init_key)
-  opt_state = make_optimizer(config, hparams).init(params)
+  opt_state = make_optimizer(config, hparams, task.lr_multipliers).init(params)
   return TrainState(jnp.zeros((), jnp.int32), params, opt_state, key)
 
 
@@ -155,7 +157,7 @@ def make_train_step(
     loss, grads, aux = loss_and_grads(state.params, batch, log)
     if data_axis is not None:
       loss, grads = jax.lax.pmean((loss, grads), data_axis)
-    updates, opt_state = make_optimizer(config, hparams).update(
+    updates, opt_state = make_optimizer(config, hparams, task.lr_multipliers).update(
         grads, state.opt_state, state.params
     )
     params = optax.apply_updates(state.params, updates)

@@ -115,7 +115,9 @@ def test_task_interface(name):
     assert extra == {}
     assert task.tokens_per_step == data.batch_size * cfg.context
     assert task.flops_per_step == models.flops_per_token(cfg) * task.tokens_per_step
-    assert task.metric_modes == {'loss': 'min', 'perplexity': 'min', 'bits_per_byte': 'min'}
+    assert task.metric_modes == {'loss': 'min', 'perplexity': 'min', 'bits_per_byte': 'min',
+                                 'log_z': 'min', 'max_attention_logit': 'min',
+                                 'max_output_logit': 'min'}
     # An untrained byte model is close to uniform: about 8 bits per byte.
     assert 7.0 < metrics['bits_per_byte'] < 8.5
   else:

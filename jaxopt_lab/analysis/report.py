@@ -22,7 +22,7 @@ import dataclasses
 import os
 
 from jaxopt_lab import files
-from jaxopt_lab.analysis import adaptive, followup, plots, results
+from jaxopt_lab.analysis import adaptive, followup, plots, results, scale
 from jaxopt_lab.analysis import findings as fnd
 from jaxopt_lab.analysis import report_sections as sections
 from jaxopt_lab.analysis import report_tables as tb
@@ -74,6 +74,9 @@ def build(f: fnd.Findings, v: vd.Verdict
   sections.effects(doc, f, eff, _have(figures, "effects.png"), _have(figures, "two_factor.png"))
   sections.learning(doc, f, _have(figures, "learning_curves.png"))
   more_figures, more_tables = adaptive.section(doc, exp.workdir)  # nothing for a fixed design
+  figures.update(more_figures)
+  tables.update(more_tables)
+  more_figures, more_tables = scale.section(doc, exp.workdir)  # nothing without a scale factor
   figures.update(more_figures)
   tables.update(more_tables)
   sections.setup(doc, f)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxopt_lab.models import parametrization
 from jaxopt_lab.models.core import compute_dtype, param_dtype
 
 ACTIVATIONS = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu, 'tanh': jnp.tanh}
@@ -26,7 +28,10 @@ class MLP(nnx.Module):
   """Dense layers ``widths[0] -> widths[1] -> ... -> widths[-1]``, activation between them.
 
   The last layer has no activation: for a classifier its outputs are the logits. Parameters are
-  ``{'layers': {'0': {'kernel', 'bias'}, '1': ...}}``.
+  ``{'layers': {'0': {'kernel', 'bias'}, '1': ...}}``. Under ``parametrization='mup'`` the width
+  multiplier of a layer is its fan-in over ``base_width`` (the hidden widths are the ones that
+  grow): the readout's initialisation std times ``sqrt(m)`` and its outputs times ``1 / m``
+  (``parametrization.py``); hidden kernels keep Flax's ``1 / fan_in`` variance, which is μP's.
   """
 
   def __init__(
@@ -35,18 +40,25 @@ class MLP(nnx.Module):
       activation: str = 'relu',
       *,
       dtype: str = 'float32',
+      parametrization: str = 'sp',
+      base_width: int = 256,
       rngs: nnx.Rngs,
   ):
     """Args: widths: input, hidden and output sizes (at least two); activation: 'relu', 'gelu'
-    or 'tanh'; dtype: compute dtype (parameters stay float32); rngs: init."""
+    or 'tanh'; dtype: compute dtype (parameters stay float32); parametrization: 'sp' or 'mup';
+    base_width: the hidden width at which 'mup' is 'sp'; rngs: init."""
     widths = tuple(int(w) for w in widths)
     if len(widths) < 2 or min(widths) < 1:
       raise ValueError(f'model.widths: need at least two positive sizes; got {widths}')
     self.activation = activation_fn(activation)
     dt = compute_dtype(dtype)
+    readout = mlp_multipliers(widths, parametrization, base_width)
+    self.output_scale = readout.output
+    init = nnx.initializers.variance_scaling(readout.output_init**2, 'fan_in', 'truncated_normal')
     self.layers = nnx.List([
-        nnx.Linear(a, b, dtype=dt, param_dtype=param_dtype(dtype), rngs=rngs)
-        for a, b in zip(widths[:-1], widths[1:], strict=True)
+        nnx.Linear(a, b, dtype=dt, param_dtype=param_dtype(dtype), rngs=rngs,
+                   **({'kernel_init': init} if i == len(widths) - 2 and readout.width != 1 else {}))
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
     ])
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -54,4 +66,29 @@ class MLP(nnx.Module):
       if i:
         x = self.activation(x)
       x = layer(x)
-    return x
+    return parametrization.scaled(x, self.output_scale)
+
+
+def mlp_multipliers(widths: Sequence[int], kind: str, base_width: int
+                    ) -> parametrization.Multipliers:
+  """The readout's multipliers: of its fan-in ``widths[-2]`` against ``base_width`` (SP's all 1,
+  and so a one-layer model's: its readout reads the input, which does not grow)."""
+  if len(widths) < 3:
+    parametrization.check(kind, base_width)
+    return parametrization.multipliers('sp', 1, 1)
+  return parametrization.multipliers(kind, widths[-2], base_width)
+
+
+def mlp_lr_multipliers(widths: Sequence[int], kind: str, base_width: int, params: Any) -> Any:
+  """Per-parameter learning-rate multipliers of the MLP of ``widths``: μP's ``base_width /
+  fan_in`` on the hidden kernels (neither the first nor the last layer's), 1 elsewhere."""
+  last = len(widths) - 2
+
+  def of(path, _):
+    names = [str(getattr(k, 'key', k)) for k in path]
+    i = int(names[-2])
+    if names[-1] != 'kernel' or i in (0, last):
+      return 1.0
+    return parametrization.multipliers(kind, widths[i], base_width).hidden_lr
+
+  return jax.tree_util.tree_map_with_path(of, params)

@@ -22,8 +22,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxopt_lab.models import parametrization
 from jaxopt_lab.models.attention import causal_attention
 from jaxopt_lab.models.core import compute_dtype
+from jaxopt_lab.models.counts import (  # noqa: F401  (public here too)
+  flops_per_token,
+  nonembedding_param_count,
+  param_count,
+)
+from jaxopt_lab.models.layers import apply_rope, dense_matmul, project  # noqa: F401
 
 POSITIONS = ('learned', 'rope')
 NORMS = ('rmsnorm', 'layernorm')
@@ -49,6 +56,11 @@ class TransformerConfig:
       ``attention.causal_attention``, the same math with a hand-written backward) or 'fused'
       (``jax.nn.dot_product_attention`` with ``is_causal``: cuDNN's flash attention on a GPU in
       bfloat16, XLA's implementation elsewhere).
+    parametrization: 'sp' (GPT-2's, below) or 'mup' (``parametrization.py``: hidden init and
+      learning rates, the attention scale and the logits scaled by ``width / base_width``).
+    base_width: the width at which 'mup' is 'sp' exactly (its head size ``base_width / heads``).
+    qk_norm: layer-normalise the queries and keys of each head before their product (a scale
+      and bias per head channel; Dehghani et al. 2023, Wortsman et al. 2023).
   """
 
   vocab: int = 256
@@ -60,6 +72,9 @@ class TransformerConfig:
   norm: str = 'rmsnorm'
   dtype: str = 'float32'
   attention: str = 'dense'
+  parametrization: str = 'sp'
+  base_width: int = 128
+  qk_norm: bool = False
 
   def __post_init__(self):
     for name in ('vocab', 'width', 'depth', 'heads', 'context'):
@@ -81,6 +96,12 @@ class TransformerConfig:
           f"{', '.join(ATTENTIONS)}"
       )
     compute_dtype(self.dtype)
+    parametrization.check(self.parametrization, self.base_width)
+    if self.parametrization == 'mup' and self.base_width % self.heads:
+      raise ValueError(f'model.base_width: {self.base_width} is not divisible by heads '
+                       f'{self.heads} (the base head size)')
+    if not isinstance(self.qk_norm, bool):
+      raise ValueError(f'model.qk_norm: must be True or False; got {self.qk_norm!r}')
     if self.width % self.heads:
       raise ValueError(
           f'model.heads: width {self.width} is not divisible by heads {self.heads}'
@@ -92,58 +113,16 @@ class TransformerConfig:
       )
 
 
-def _norm_params(cfg: TransformerConfig) -> int:
-  return cfg.width if cfg.norm == 'rmsnorm' else 2 * cfg.width
+def _multipliers(cfg: TransformerConfig) -> parametrization.Multipliers:
+  return parametrization.multipliers(cfg.parametrization, cfg.width, cfg.base_width)
 
 
-def nonembedding_param_count(cfg: TransformerConfig) -> int:
-  """Parameters outside the token and position embeddings: ``depth * (12 width^2 + 2 norms) +
-  final norm`` (a norm has ``width`` scales for RMSNorm, plus ``width`` biases for LayerNorm)."""
-  per_block = 12 * cfg.width**2 + 2 * _norm_params(cfg)
-  return cfg.depth * per_block + _norm_params(cfg)
-
-
-def param_count(cfg: TransformerConfig) -> int:
-  """All parameters: ``vocab * width`` (embedding, shared with the head) ``+ context * width``
-  (learned positions only) ``+ nonembedding_param_count(cfg)``."""
-  positions = cfg.context * cfg.width if cfg.positions == 'learned' else 0
-  return cfg.vocab * cfg.width + positions + nonembedding_param_count(cfg)
-
-
-def flops_per_token(cfg: TransformerConfig) -> int:
-  """Model FLOPs of one forward and backward pass, per token of a full-context window.
-
-  Kaplan et al. (2020, Table 1) style, counting only matmuls, 2 FLOPs per multiply-add and
-  backward = 2 x forward::
-
-      flops_per_token = 6 * N + 6 * depth * context * width,
-      N = 12 * depth * width^2 + vocab * width.
-
-  ``N`` is the number of matmul weights a token meets: per block the fused QKV projection
-  (3 width^2), the attention output (width^2) and the MLP (8 width^2); plus the tied output head
-  (vocab * width), which Kaplan et al. leave out but which is several percent at byte vocabularies
-  and small widths. Norm scales and the embedding lookup (a gather) do no matmul work.
-  The attention term: a query meets on average ``context / 2`` keys under the causal mask, in two
-  matmuls (Q K^T and A V), so ``2 * 2 * (context / 2) * width`` forward FLOPs per block. A dense
-  implementation (ours) also computes the masked half, i.e. executes
-  ``6 * N + 12 * depth * context * width``; the formula counts useful work, as MFU does.
-  Softmax, norms and activations (a few percent at these sizes) are not counted.
-
-  Args:
-    cfg: the model structure (a ``TransformerConfig`` or anything with the same attributes).
-
-  Returns:
-    The FLOPs per token, an integer.
-  """
-  n = 12 * cfg.depth * cfg.width**2 + cfg.vocab * cfg.width
-  return 6 * n + 6 * cfg.depth * cfg.context * cfg.width
-
-
-def _make_norm(cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.Module:
+def _make_norm(cfg: TransformerConfig, rngs: nnx.Rngs, kind: str | None = None,
+               size: int | None = None) -> nnx.Module:
   kwargs = dict(dtype=compute_dtype(cfg.dtype), param_dtype=jnp.float32, rngs=rngs)
-  if cfg.norm == 'rmsnorm':
-    return nnx.RMSNorm(cfg.width, epsilon=1e-6, **kwargs)
-  return nnx.LayerNorm(cfg.width, epsilon=1e-6, **kwargs)
+  if (kind or cfg.norm) == 'rmsnorm':
+    return nnx.RMSNorm(size or cfg.width, epsilon=1e-6, **kwargs)
+  return nnx.LayerNorm(size or cfg.width, epsilon=1e-6, **kwargs)
 
 
 def _dense(n_in: int, n_out: int, cfg: TransformerConfig, std: float, rngs: nnx.Rngs) -> nnx.Linear:
@@ -153,58 +132,6 @@ def _dense(n_in: int, n_out: int, cfg: TransformerConfig, std: float, rngs: nnx.
   )
 
 
-@jax.custom_vjp
-def dense_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """``x @ kernel`` [..., in] x [in, out] whose kernel gradient is computed as ``(g^T x)^T``.
-
-  The same values as ``x @ kernel`` and its gradients (up to the order of a sum). For the kernel
-  gradient ``x^T g`` (contracting the tokens) XLA's CPU layout assignment writes the incoming
-  gradient ``g`` [tokens, out] transposed, in a loop fusion with whatever produced ``g``: for
-  the MLP's up projection the GELU's backward, 11 ms of lm_tiny's 100 ms step per block at 2
-  threads (benchmarks/README.md, "Where the LM step's time goes on a CPU"). Contracting ``g``
-  as the left operand keeps its layout; the transpose moves to the small [out, in] result.
-  """
-  return x @ kernel
-
-
-def _linear_fwd(x, kernel):
-  return x @ kernel, (x, kernel)
-
-
-def _linear_bwd(residuals, g):
-  x, kernel = residuals
-  tokens_g, tokens_x = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
-  kernel_grad_t = jax.lax.dot_general(tokens_g, tokens_x, (((0,), (0,)), ((), ())))
-  return g @ kernel.T, kernel_grad_t.T.astype(kernel.dtype)
-
-
-dense_matmul.defvjp(_linear_fwd, _linear_bwd)
-
-
-def _project(layer: nnx.Linear, x: jax.Array) -> jax.Array:
-  """``layer(x)`` (no bias), through ``dense_matmul`` on a CPU (measured there only)."""
-  if jax.default_backend() != 'cpu':
-    return layer(x)
-  return dense_matmul(x.astype(layer.dtype), layer.kernel[...].astype(layer.dtype))
-
-
-def apply_rope(x: jax.Array, base: float = 10000.0, start: jax.typing.ArrayLike = 0) -> jax.Array:
-  """Rotary position embedding of ``x`` [..., time, heads, head_size] (Su et al., 2021).
-
-  Channel ``i`` and ``i + head_size / 2`` form a pair rotated by ``t * base^(-2i / head_size)`` at
-  position ``t = start, start + 1, ...``. Computed in float32, returned in ``x.dtype``.
-  """
-  time, size = x.shape[-3], x.shape[-1]
-  half = size // 2
-  freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  positions = jnp.arange(time, dtype=jnp.float32) + jnp.asarray(start, jnp.float32)
-  angles = positions[:, None] * freqs[None, :]
-  sin, cos = jnp.sin(angles)[:, None, :], jnp.cos(angles)[:, None, :]
-  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
-  return out.astype(x.dtype)
-
-
 class CausalSelfAttention(nnx.Module):
   """Multi-head self-attention where position t attends to positions <= t."""
 
@@ -212,25 +139,49 @@ class CausalSelfAttention(nnx.Module):
     self.heads = cfg.heads
     self.rope = cfg.positions == 'rope'
     self.fused = cfg.attention == 'fused'
-    self.qkv = _dense(cfg.width, 3 * cfg.width, cfg, _INIT_STD, rngs)
-    self.out = _dense(cfg.width, cfg.width, cfg, _INIT_STD / math.sqrt(2 * cfg.depth), rngs)
+    mult = _multipliers(cfg)
+    self.query_scale = mult.attention
+    std = _INIT_STD * mult.hidden_init
+    self.qkv = _dense(cfg.width, 3 * cfg.width, cfg, std, rngs)
+    self.out = _dense(cfg.width, cfg.width, cfg, std / math.sqrt(2 * cfg.depth), rngs)
+    if cfg.qk_norm:
+      size = cfg.width // cfg.heads
+      self.q_norm = _make_norm(cfg, rngs, 'layernorm', size)
+      self.k_norm = _make_norm(cfg, rngs, 'layernorm', size)
+
+  def _qkv(self, x: jax.Array, start: jax.typing.ArrayLike = 0):
+    """Queries (scaled by μP's attention factor), keys and values [batch, time, heads, size]
+    of positions ``start, ...``: qk-norm, then rope."""
+    batch, time, width = x.shape
+    qkv = project(self.qkv, x).reshape(batch, time, 3, self.heads, width // self.heads)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if hasattr(self, 'q_norm'):
+      q, k = self.q_norm(q), self.k_norm(k)
+    if self.rope:
+      q, k = apply_rope(q, start=start), apply_rope(k, start=start)
+    return parametrization.scaled(q, self.query_scale), k, v
+
+  def max_logit(self, x: jax.Array) -> jax.Array:
+    """The largest attention logit (scaled, as the softmax sees it) over the causal pairs,
+    heads and batch of ``x``; float32."""
+    q, k, _ = self._qkv(x)
+    logits = jnp.einsum('btnh,bsnh->bnts', q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
+    causal = jnp.tril(jnp.ones(logits.shape[-2:], dtype=bool))
+    return jnp.max(jnp.where(causal, logits, -jnp.inf))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     batch, time, width = x.shape
     size = width // self.heads
-    qkv = _project(self.qkv, x).reshape(batch, time, 3, self.heads, size)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    if self.rope:
-      q, k = apply_rope(q), apply_rope(k)
+    q, k, v = self._qkv(x)
     if self.fused:
       # jax picks XLA's implementation unless told: cuDNN's flash attention takes 16-bit inputs.
       cudnn = jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16)
       y = jax.nn.dot_product_attention(
           q, k, v, is_causal=True, implementation='cudnn' if cudnn else 'xla')
-      return _project(self.out, y.reshape(batch, time, width))
+      return project(self.out, y.reshape(batch, time, width))
     if jax.default_backend() == 'cpu' and q.dtype == jnp.float32:
       # The same math with a hand-written backward (models/attention.py; measured on a CPU only).
-      return _project(self.out, causal_attention(q, k, v).reshape(batch, time, width))
+      return project(self.out, causal_attention(q, k, v).reshape(batch, time, width))
     # Logits in the compute dtype, softmax in float32. (A float32-output einsum of bfloat16 inputs
     # would make the backward pass multiply float32 by bfloat16, which XLA's GPU matmuls don't
     # take natively; measured a few percent slower on an H200.)
@@ -239,7 +190,7 @@ class CausalSelfAttention(nnx.Module):
     logits = jnp.where(causal, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     y = jnp.einsum('bnts,bsnh->btnh', probs, v).reshape(batch, time, width)
-    return _project(self.out, y)
+    return project(self.out, y)
 
   def extend(self, x: jax.Array, cache: KVCache, start: jax.Array) -> tuple[jax.Array, KVCache]:
     """Attention of ``x`` [batch, time, width] at positions ``start, ...`` to themselves and to
@@ -248,10 +199,7 @@ class CausalSelfAttention(nnx.Module):
     key axis; ``__call__`` of the whole prefix gives the same outputs up to rounding."""
     batch, time, width = x.shape
     size = width // self.heads
-    qkv = _project(self.qkv, x).reshape(batch, time, 3, self.heads, size)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    if self.rope:
-      q, k = apply_rope(q, start=start), apply_rope(k, start=start)
+    q, k, v = self._qkv(x, start)
     keys = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), start, axis=1)
     values = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), start, 1)
     logits = jnp.einsum('btnh,bsnh->bnts', q, keys).astype(jnp.float32) / math.sqrt(size)
@@ -259,18 +207,19 @@ class CausalSelfAttention(nnx.Module):
     logits = jnp.where(seen, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
     y = jnp.einsum('bnts,bsnh->btnh', probs, values).reshape(batch, time, width)
-    return _project(self.out, y), (keys, values)
+    return project(self.out, y), (keys, values)
 
 
 class FeedForward(nnx.Module):
   """``width -> 4 width -> width`` with a GELU."""
 
   def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
-    self.up = _dense(cfg.width, 4 * cfg.width, cfg, _INIT_STD, rngs)
-    self.down = _dense(4 * cfg.width, cfg.width, cfg, _INIT_STD / math.sqrt(2 * cfg.depth), rngs)
+    std = _INIT_STD * _multipliers(cfg).hidden_init
+    self.up = _dense(cfg.width, 4 * cfg.width, cfg, std, rngs)
+    self.down = _dense(4 * cfg.width, cfg.width, cfg, std / math.sqrt(2 * cfg.depth), rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return _project(self.down, jax.nn.gelu(_project(self.up, x)))
+    return project(self.down, jax.nn.gelu(project(self.up, x)))
 
 
 class Block(nnx.Module):
@@ -327,8 +276,29 @@ class Transformer(nnx.Module):
       x = x + self.pos_embed[:time].astype(x.dtype)
     for block in self.blocks:
       x = block(x)
+    return self.readout(x).reshape(*lead, time, self.cfg.vocab)
+
+  def readout(self, x: jax.Array) -> jax.Array:
+    """Logits of the last block's output: the tied head after the final norm, times μP's
+    output multiplier (Table 8's readout of a tied embedding)."""
     logits = self.embed.attend(self.final_norm(x))
-    return logits.reshape(*lead, time, self.cfg.vocab)
+    return parametrization.scaled(logits, _multipliers(self.cfg).output)
+
+  def probe(self, tokens: jax.Array) -> dict[str, jax.Array]:
+    """What a scale study watches, of ``tokens`` [batch, time]: each layer's output
+    (``embedding``, ``block_<i>``, ``logits``) and the largest attention logit of any block."""
+    table = self.embed.embedding[...]
+    x = jnp.take(table, tokens.astype(jnp.int32), axis=0).astype(compute_dtype(self.cfg.dtype))
+    if self.cfg.positions == 'learned':
+      x = x + self.pos_embed[:tokens.shape[-1]].astype(x.dtype)
+    out, attention = {'embedding': x}, []
+    for i, block in enumerate(self.blocks):
+      attention.append(block.attn.max_logit(block.attn_norm(x)))
+      x = block(x)
+      out[f'block_{i}'] = x
+    out['logits'] = self.readout(x)
+    out['max_attention_logit'] = jnp.max(jnp.stack(attention))
+    return out
 
   def init_cache(self, batch: int, length: int) -> list[KVCache]:
     """Zero keys and values of ``length`` positions, one pair per block (compute dtype)."""
@@ -350,7 +320,7 @@ class Transformer(nnx.Module):
     for block, kv in zip(self.blocks, cache, strict=True):
       x, kv = block.extend(x, kv, start)
       new_cache.append(kv)
-    return self.embed.attend(self.final_norm(x)), new_cache
+    return self.readout(x), new_cache
 
   def generate(self, prompts: jax.Array, steps: int) -> jax.Array:
     """Greedy continuation: ``steps`` tokens [batch, steps] (int32) after ``prompts``
@@ -377,6 +347,26 @@ class Transformer(nnx.Module):
     positions = jnp.arange(length, length + steps - 1, dtype=jnp.int32)
     (last, _), tokens = jax.lax.scan(step, (first, cache), positions)
     return jnp.concatenate([tokens.T, last[:, None]], axis=1)
+
+
+class Probe(Transformer):
+  """A ``Transformer`` (same parameters) whose call is ``probe(tokens)``."""
+
+  def __call__(self, tokens: jax.Array) -> dict[str, jax.Array]:  # type: ignore[override]
+    return self.probe(tokens)
+
+
+def lr_multipliers(cfg: TransformerConfig, params: Any) -> Any:
+  """The per-parameter learning-rate multipliers of ``cfg``'s parametrization, a tree of
+  Python floats shaped like ``params``: μP's ``1 / m`` on the hidden matrices (the kernels of
+  ``qkv``, ``out``, ``up``, ``down``), 1 elsewhere (``parametrization.py``)."""
+  hidden = _multipliers(cfg).hidden_lr
+
+  def of(path, _):
+    names = [str(getattr(k, 'key', k)) for k in path]
+    return hidden if names[-1] == 'kernel' and names[-2] in ('qkv', 'out', 'up', 'down') else 1.0
+
+  return jax.tree_util.tree_map_with_path(of, params)
 
 
 class GreedyGenerator(Transformer):

@@ -29,6 +29,13 @@ _TASK_FACTORS: dict[str, str] = {
     "dtype": "model.dtype",
     "batch_size": "data.batch_size",
     "hidden": "model.hidden",
+    # Scale studies: the parametrization and stability options, and the horizon (whose schedule
+    # follows it: the schedules are fractions of train.steps).
+    "parametrization": "model.parametrization",
+    "base_width": "model.base_width",
+    "qk_norm": "model.qk_norm",
+    "horizon": "train.steps",  # (not "steps": a column of summary.csv already)
+    "z_loss": "train.z_loss",
 }
 
 

@@ -77,7 +77,13 @@ def group_config(config: ml_collections.ConfigDict, point: design.Point
       raise ValueError(
           f"sweep.factors: {path!r} is not a field of task {cfg.task!r}'s config; "
           f"{section} fields: {', '.join(sorted(cfg[section].keys()))}")
-    cfg[section][field] = value
+    try:
+      cfg[section][field] = value
+    except TypeError:  # ml_collections keeps a field's type: a bool stays a bool
+      raise ValueError(f"sweep.factors: {path} must be a {type(cfg[section][field]).__name__}, "
+                       f"got {value!r}") from None
+  if "train" in cfg:  # a horizon factor's steps (train.steps) meet the checks of the base's
+    train.validate_train_config(cfg)
   return cfg
 
 

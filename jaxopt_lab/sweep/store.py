@@ -74,6 +74,9 @@ class Store:
     self.stage_rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     self.eval_splits: tuple[str, ...] = ()
     self.total_steps = int(config.train.steps)
+    # A point's horizon: its group's where train.steps is a grouping factor ('horizon').
+    self.point_steps = {p.point: int(p.structural.get("horizon", self.total_steps))
+                        for p in self.points}
     # Timings add up over every run of the command: those of the earlier runs (killed ones
     # included, up to their last write) come from run.json.
     self._started = time.perf_counter()
@@ -131,7 +134,7 @@ class Store:
                     diverged_step: np.ndarray) -> None:
     for i, point in enumerate(ids):
       if alive[i]:
-        status = "ok" if step == self.total_steps else "running"
+        status = "ok" if step == self.point_steps[point] else "running"
         self.status[point] = {"status": status, "diverged_step": "", "steps": step}
       else:
         d = int(diverged_step[i])
@@ -193,7 +196,8 @@ class Store:
         "points": n_points,
         "compile_seconds": compile_seconds,
         "train_seconds": train_seconds,
-        "steps": self.total_steps,
+        "steps": max((self.point_steps[p.point] for p in self.points if p.group == group),
+                     default=self.total_steps),
         "steps_trained": steps_trained,
         # Over every run: steps trained again after a resume from an earlier checkpoint count.
         "steps_run": steps_run,

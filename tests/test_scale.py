@@ -1,0 +1,104 @@
+"""The scale analysis (analysis/scale.py) against closed forms and numpy.polyfit."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from jaxopt_lab import expdir
+from jaxopt_lab.analysis import scale
+
+
+def test_vertex_is_the_parabola_s_minimum():
+  rng = np.random.default_rng(0)
+  for _ in range(50):
+    x = np.sort(rng.uniform(-4, 0, 6))
+    c2, c1, c0 = rng.uniform(0.5, 3), rng.uniform(-2, 2), rng.uniform(0, 1)
+    y = c2 * x**2 + c1 * x + c0 + rng.normal(0, 0.05, x.size)
+    k = int(np.argmin(y))
+    got, edge = scale.vertex(x, y)
+    if 0 < k < x.size - 1:
+      ref = np.polyfit(x[k - 1:k + 2], y[k - 1:k + 2], 2)
+      assert not edge
+      np.testing.assert_allclose(got, -ref[1] / (2 * ref[0]), rtol=1e-9, atol=1e-9)
+    else:
+      assert edge and got == x[k]
+
+
+def test_vertex_edges_and_divergence():
+  x = np.arange(5.0)
+  assert scale.vertex(x, np.array([1.0, 2, 3, 4, 5])) == (0.0, True)  # best at the edge
+  assert scale.vertex(x, np.array([3.0, 2, 1, np.inf, 5])) == (2.0, True)  # a diverged neighbour
+  assert math.isnan(scale.vertex(x, np.full(5, np.inf))[0])
+
+
+def test_fit_line_matches_polyfit():
+  rng = np.random.default_rng(1)
+  x, y = rng.normal(size=10), rng.normal(size=10)
+  np.testing.assert_allclose(scale.fit_line(x[:, None], y)[::-1], np.polyfit(x, y, 1),
+                             rtol=1e-10)
+  assert np.isnan(scale.fit_line(np.ones((3, 1)), y[:3])).all()  # singular
+
+
+def _synthetic(b_true, noise, seeds=5, widths=(32, 64, 128, 256), a_true=-1.0, seed=0):
+  """Losses (log10 lr - log10 lr*(w))^2 + 3 - 0.1 log2 w + noise, lr*(w) = 10^a w^b."""
+  rng = np.random.default_rng(seed)
+  log_lrs = np.arange(-5.0, -0.49, 0.25)
+  groups = {}
+  for w in widths:
+    star = a_true + b_true * math.log10(w)
+    base = (log_lrs - star) ** 2 + 3 - 0.1 * math.log2(w)
+    groups[("all", (float(w),))] = base[:, None] + rng.normal(0, noise, (log_lrs.size, seeds))
+  return scale.Study(("width",), log_lrs, groups)
+
+
+@pytest.mark.parametrize("b_true", [-1.0, 0.0])
+def test_fit_recovers_the_exponent_and_predicts_the_held_out_width(b_true):
+  result = scale.analyse(_synthetic(b_true, noise=0.002), resamples=200)
+  fit = result.fit_rows[0]
+  # Noise-free, each vertex is exact (the loss is a parabola in log lr), so b is exact; the
+  # noise (0.002 against a curvature of 1 per decade^2) moves a vertex by ~0.002 / 0.25 decades.
+  assert abs(fit["b"] - b_true) < 0.05
+  assert fit["b_low"] <= b_true <= fit["b_high"]
+  assert abs(fit["error_grid_steps"]) < 0.5
+  # The best loss on the grid exceeds the parabola's minimum by at most (step / 2)^2 = 1/64; a
+  # line through 3 equally spaced log widths extrapolated one step weighs them -2/3, 1/3, 4/3:
+  # an error within 5/3 of that (plus the noise's share).
+  np.testing.assert_allclose(fit["predicted_loss"], 3 - 0.1 * 8, atol=5 / 3 / 64 + 0.005)
+  assert [r["role"] for r in result.group_rows].count("held_out") == 1
+
+
+def test_noise_free_parabolas_give_the_exact_exponent():
+  result = scale.analyse(_synthetic(-0.7, noise=0.0), resamples=10)
+  np.testing.assert_allclose(result.fit_rows[0]["b"], -0.7, atol=1e-9)
+  np.testing.assert_allclose(result.fit_rows[0]["a"], -1.0, atol=1e-9)
+  for row in result.group_rows:
+    w = float(row["scale"].split("=")[1])
+    np.testing.assert_allclose(row["lr_star"], 10 ** (-1.0 - 0.7 * math.log10(w)), rtol=1e-9)
+
+
+def test_load_reads_an_experiment_directory(tmp_path):
+  study = _synthetic(-1.0, noise=0.001, seeds=3)
+  rows = []
+  for (_, (w,)), grid in study.groups.items():
+    for i, lr in enumerate(10**study.log_lrs):
+      for r in range(3):
+        status = "diverged" if lr > 0.2 else "ok"
+        rows.append({"point": len(rows), "group": f"optimizer=adam,width={w:g}",
+                     "replicate": r, "optimizer": "adam", "width": int(w),
+                     "learning_rate": lr, "status": status,
+                     "final_valid_loss": "" if status == "diverged" else grid[i, r]})
+  with open(tmp_path / expdir.SUMMARY_FILE, "w", newline="") as f:
+    writer = csv.DictWriter(f, list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  (tmp_path / expdir.CONFIG_FILE).write_text(json.dumps({"sweep": {"metric": "loss"}}))
+  loaded = scale.load(tmp_path)
+  assert loaded.factors == ("width",)
+  assert set(loaded.groups) == {("optimizer=adam", (w,)) for w in (32.0, 64.0, 128.0, 256.0)}
+  grid = loaded.groups[("optimizer=adam", (32.0,))]
+  assert np.isinf(grid[10**loaded.log_lrs > 0.2]).all()
+  np.testing.assert_allclose(grid[10**loaded.log_lrs < 0.2], study.groups[("all", (32.0,))][
+      10**study.log_lrs < 0.2], rtol=1e-12)
