@@ -22,7 +22,7 @@ JAX_FAMILY = {"jax", "jaxlib", "flax", "optax", "orbax"}
 LAYERS = [
     {"files", "plugins", "hardware"},
     {"defaults", "expdir", "fairness", "configs", "checkpoints", "workdirs", "tblog"},
-    {"optim", "data", "models"},
+    {"optim", "data", "models", "losses"},
     {"tasks", "textmetrics", "runloop", "launch"},
     {"train"},
     {"single"},

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from small_configs import classic_sweep_config, tiny_lm_config
 
+from jaxopt_lab import single as single_run
 from jaxopt_lab import tasks, train
 from jaxopt_lab.analysis import scale
-from jaxopt_lab.sweep import design, driver, programs
+from jaxopt_lab.sweep import design, driver, grouping
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
@@ -44,7 +45,7 @@ def test_horizon_is_a_grouping_factor(tmp_path):
   single.train.steps = 20
   single.optimizer.name, single.optimizer.learning_rate = "adam", 0.1
   single.seed = int(point["seed"])
-  task, hparams = train.validate(single)
+  task, hparams = single_run.validate(single)
   state = train.init_state(task, single, hparams, single.seed)
   step = jax.jit(train.with_fixed_hparams(train.make_train_step(task, single), hparams))
   batches = task.train_batches(single.seed, 0, 20)
@@ -67,7 +68,7 @@ def test_bad_scale_factor_values(factor, values, message):
       "learning_rate": {"values": [1e-3]}, factor: {"values": values}})
   points = design.make_design(config.sweep, config.train.steps)
   with pytest.raises(ValueError, match=message):
-    programs.build_groups(config, points)
+    grouping.build_groups(config, points)
 
 
 def test_z_loss_adds_the_mean_squared_log_partition():
@@ -99,7 +100,7 @@ def test_mup_reaches_a_plugin_optimizer_unchanged():
   config = tiny_lm_config(parametrization="mup", base_width=16)
   config.optimizer.name = os.path.join(EXAMPLES, "sign_momentum.py") + ":sign_momentum"
   config.optimizer.learning_rate = 0.1
-  task, hparams = train.validate(config)
+  task, hparams = single_run.validate(config)
   state = train.init_state(task, config, hparams, 0)
   batch = jax.tree.map(lambda x: x[0], task.train_batches(0, 0, 1))
   new, _ = train.make_train_step(task, config)(state, batch, hparams)

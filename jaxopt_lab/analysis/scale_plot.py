@@ -3,10 +3,13 @@ series (the layout of Yang et al. 2022, Figure 1)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxopt_lab.analysis import scale
+if TYPE_CHECKING:  # scale imports this module to draw its section
+  from jaxopt_lab.analysis import scale
 from jaxopt_lab.analysis.plots import png  # noqa: F401  (the report's PNG writer, public here)
 
 
