@@ -53,9 +53,15 @@ def validate_sweep_config(config: ml_collections.ConfigDict) -> None:
 
 
 def check_groups(groups: Sequence[grouping.Group], mesh: Mesh) -> None:
-  """Raises ValueError for a group the mesh or the slice settings cannot run."""
+  """Raises ValueError for a group the mesh or the slice settings cannot run, or whose task
+  lacks `sweep.metric` (every point would score inf: an adaptive design would stop or copy
+  nothing without a word, and the summary's best point would be none)."""
   for group in groups:
     cfg = group.config
+    metric, modes = cfg.sweep.metric, group.task.metric_modes
+    if metric not in modes:
+      raise ValueError(f"sweep.metric: {metric!r} is not a metric of task {group.task.name!r}; "
+                       f"choices: {', '.join(modes)}")
     programs.slice_width(cfg, 1)
     if cfg.data.batch_size % mesh.shape["data"]:
       raise ValueError(f"sweep.data_parallel: {mesh.shape['data']} must divide the batch size "

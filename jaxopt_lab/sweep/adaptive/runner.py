@@ -39,16 +39,6 @@ def make_policy(group: grouping.Group, workdir: str) -> stages.Policy:
   return design.policy(group, settings, workdir)
 
 
-def check_metric(group: programs.Group) -> None:
-  """Raises ValueError when `sweep.metric` is not a metric of the group's task: every point
-  would score inf, and the design would stop or copy nothing without a word."""
-  metric, modes = group.config.sweep.metric, group.task.metric_modes
-  if metric not in modes:
-    raise ValueError(f"sweep.metric: {metric!r} is not a metric of task {group.task.name!r} "
-                     f"(the {group.config.sweep.design} design ranks points by it); choices: "
-                     f"{', '.join(modes)}")
-
-
 def sizes(full: int, devices: int) -> list[int]:
   """The padded population sizes of a group's stages: its first layout's points per device
   halved (rounding up) down to one, times the devices, largest first."""
@@ -143,7 +133,6 @@ def _scores(st: store.Store, ids: list[int], step: int, alive: np.ndarray) -> np
 def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runloop.Position,
                 progress: runloop.Progress) -> None:
   """Trains (or resumes) `group` stage by stage as its design's policy decides."""
-  check_metric(group)
   cfg = group.config
   recorded = jobs.read_layout(st, group)
   ladder = _Programs(group, mesh, recorded["width"] if recorded else None)
