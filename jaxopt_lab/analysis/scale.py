@@ -15,8 +15,10 @@ other grouping factors, a *series*, e.g. `parametrization=mup`, at one scale) ge
 * fitted on all but the largest value of the first scale factor, the predicted ``lr*`` and best
   loss there (the loss from a line in log scale), against what was measured, in grid steps.
 
-With 3 seeds a bootstrap over seeds has 10 distinct resamples: its intervals are rough and their
-coverage is not checked by simulation at that size; read them as such (the study pages do).
+The percentile bootstrap over seeds under-covers at the sizes run: simulated on parabolic loss
+curves with 0.05 nats of seed noise (tests/test_scale.py's `_synthetic`, 100 studies), the 95 %
+interval on ``b`` covered the true exponent 74 % of the time with 3 seeds and 87 % with 10.
+Read the intervals as rough (the study pages do); a calibrated interval is still to be built.
 The analysis reads summary.csv and config.json only (no JAX); `section` adds the report's
 "Scale" section, `scale_plot` draws Yang et al. (2022)'s Figure 1 layout.
 """
