@@ -19,6 +19,7 @@ from jaxopt_lab.optim.factory import (
     value_factors,
 )
 from jaxopt_lab.optim.registry import Flag, Optimizer, Value, declare, register, registered
+from jaxopt_lab.optim.rms import ScaleByRmsState, ScaleByStddevState, scale_by_rms, scale_by_stddev
 from jaxopt_lab.optim.schedules import (
     constant_schedule,
     warmup_cosine_decay_schedule,
@@ -27,15 +28,11 @@ from jaxopt_lab.optim.schedules import (
 from jaxopt_lab.optim.transform import (
     AddDecayedWeightsState,
     ScaleByAdamState,
-    ScaleByRmsState,
     ScaleByScheduleState,
-    ScaleByStddevState,
     TraceState,
     add_decayed_weights,
     scale_by_adam,
     scale_by_learning_rate,
-    scale_by_rms,
-    scale_by_stddev,
     trace,
 )
 

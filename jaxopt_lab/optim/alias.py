@@ -15,7 +15,7 @@ from typing import Any
 
 import optax
 
-from jaxopt_lab.optim import _checks, transform
+from jaxopt_lab.optim import _checks, rms, transform
 from jaxopt_lab.optim.transform import ArrayLike, ScalarOrSchedule
 
 
@@ -323,7 +323,7 @@ def rmsprop(
   _checks.check(decay, 'decay', 'unit_closed')
   _checks.check(eps, 'eps', 'nonnegative')
   _checks.check(initial_scale, 'initial_scale', 'nonnegative')
-  scale_by = transform.scale_by_stddev if centered else transform.scale_by_rms
+  scale_by = rms.scale_by_stddev if centered else rms.scale_by_rms
   if momentum is None:
     last = optax.identity()
   else:
