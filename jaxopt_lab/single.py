@@ -26,11 +26,11 @@ from jaxopt_lab import (
   runloop,
   tasks,
   tblog,
-  textmetrics,
   workdirs,
 )
 from jaxopt_lab import train as core
 from jaxopt_lab.optim import factory
+from jaxopt_lab.tasks import textmetrics
 
 
 def validate(config: ml_collections.ConfigDict) -> tuple[tasks.Task, dict[str, np.ndarray]]:

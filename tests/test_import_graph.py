@@ -19,7 +19,7 @@ LAYERS = [
     {"files", "plugins", "hardware"},
     {"defaults", "expdir", "fairness", "configs", "checkpoints", "workdirs", "tblog"},
     {"optim", "data", "models", "losses"},
-    {"tasks", "textmetrics", "runloop", "launch"},
+    {"tasks", "runloop", "launch"},
     {"train"},
     {"single"},
     {"sweep"},

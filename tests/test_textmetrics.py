@@ -17,9 +17,10 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from small_configs import classic_config, tiny_lm_config
 
-from jaxopt_lab import files, models, tasks, textmetrics, train
+from jaxopt_lab import files, models, tasks, train
 from jaxopt_lab import single as single_run
 from jaxopt_lab.sweep import driver
+from jaxopt_lab.tasks import textmetrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,8 +16,9 @@ import os
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxopt_lab import checkpoints, expdir, files, runloop, textmetrics
+from jaxopt_lab import checkpoints, expdir, files, runloop
 from jaxopt_lab.sweep import grouping, programs, store
+from jaxopt_lab.tasks import textmetrics
 
 
 def read_layout(st: store.Store, group: grouping.Group) -> dict[str, int] | None:

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxopt_lab import models, plugins, textmetrics
+from jaxopt_lab import models, plugins
 from jaxopt_lab.data import batching, synthetic, tabular, text
 from jaxopt_lab.data.splits import Splits
 from jaxopt_lab.defaults import (  # noqa: F401  (the task defaults, public here too)
@@ -54,10 +54,10 @@ from jaxopt_lab.losses import (  # noqa: F401  (public here too)
   mean_over_batches,
   softmax_loss,
 )
+from jaxopt_lab.tasks import textmetrics
 
 Batch = dict[str, np.ndarray | jax.Array]
 Params = Any  # pytree of float32 arrays
-
 
 
 @dataclasses.dataclass(frozen=True)
