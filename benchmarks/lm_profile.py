@@ -49,7 +49,7 @@ CLASSES = (
     "other (copies, transposes, ...)",
 )
 ATT_SOFTMAX = "attention softmax / mask / scale"
-# The source expression (transformer.py, tasks.py) an HLO instruction comes from -> class.
+# The source expression (transformer.py, tasks/lm.py) an HLO instruction comes from -> class.
 _SOURCE = (
     ("self.qkv", "matmul qkv"), ("'btnh,bsnh->bnts'", "matmul attention scores (QK^T)"),
     ("'bnts,bsnh->btnh'", "matmul attention x values"), ("self.out", "matmul out proj"),

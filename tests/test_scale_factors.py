@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from small_configs import classic_sweep_config, tiny_lm_config
 
+from jaxopt_lab import models, tasks, train
 from jaxopt_lab import single as single_run
-from jaxopt_lab import tasks, train
 from jaxopt_lab.analysis import scale
 from jaxopt_lab.sweep import design, driver, grouping
 
@@ -78,8 +78,8 @@ def test_z_loss_adds_the_mean_squared_log_partition():
   with_z = tasks.build(config)
   params = plain.init_params(jax.random.key(0))
   batch = {"tokens": plain.train_data["tokens"][:4]}
-  logits = np.asarray(tasks._lm_pure(tasks.models.transformer_from_config(config.model),
-                                     tasks.models.Transformer).apply(
+  logits = np.asarray(tasks.lm._lm_pure(models.transformer_from_config(config.model),
+                                        models.Transformer).apply(
       params, batch["tokens"][:, :-1].astype(np.int32)), np.float64)
   log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
   expected = float(plain.loss_fn(params, batch)[0]) + 1e-2 * np.mean(log_z**2)

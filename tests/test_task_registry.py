@@ -23,6 +23,17 @@ def test_the_built_ins_are_registered():
     tasks.resolve("nope")
 
 
+def test_defaults_names_exactly_the_built_in_tasks():
+  # defaults (plain data, no JAX) keeps its own list for the default configs: the names the
+  # package's own modules register, in their order.
+  def home(builder):
+    return getattr(builder, "func", builder).__module__
+
+  built_in = tuple(n for n in tasks.registered()
+                   if home(tasks.resolve(n)).startswith("jaxopt_lab.tasks."))
+  assert built_in == defaults.TASKS
+
+
 def test_a_task_file_builds_a_task():
   config = configs.base_config(WINE)
   config.model.hidden = 8

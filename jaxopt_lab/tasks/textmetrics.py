@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-  from jaxopt_lab.tasks import Task
+  from jaxopt_lab.tasks.registry import Task
 
 MODES = {'bleu': 'max', 'rougeL': 'max'}
 _GENERATED = 'generated'
