@@ -78,7 +78,7 @@ def test_z_loss_adds_the_mean_squared_log_partition():
   with_z = tasks.build(config)
   params = plain.init_params(jax.random.key(0))
   batch = {"tokens": plain.train_data["tokens"][:4]}
-  logits = np.asarray(tasks.lm._lm_pure(models.transformer_from_config(config.model),
+  logits = np.asarray(tasks.lm.lm_pure(models.transformer_from_config(config.model),
                                         models.Transformer).apply(
       params, batch["tokens"][:, :-1].astype(np.int32)), np.float64)
   log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)

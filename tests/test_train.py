@@ -50,7 +50,7 @@ def test_packed_hyperparameters_round_trip_by_name():
   config.optimizer.clip_norm = 0.5
   _, hparams, _ = _setup(config)
   names = factory.hparam_names(config.optimizer.name)
-  pack, unpack = programs._hparam_packing(names)
+  pack, unpack = programs.hparam_packing(names)
   packed = pack(hparams)
   assert packed.shape == (len(names),) and packed.dtype == np.float32
   np.testing.assert_array_equal(packed, [np.float32(hparams[n]) for n in names])

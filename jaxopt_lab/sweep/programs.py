@@ -81,7 +81,7 @@ def make_point_step(task: tasks.Task, config: ml_collections.ConfigDict,
   return point_step
 
 
-def _hparam_packing(names: Sequence[str]) -> tuple[
+def hparam_packing(names: Sequence[str]) -> tuple[
     Callable[[Mapping[str, Any]], np.ndarray], Callable[[jax.Array], dict[str, jax.Array]]]:
   """The sweep's one packing of a group's hyperparameters: `(pack, unpack)` over `names`.
 
@@ -132,7 +132,7 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   metric_names: list[str] = []
   data_axis = "data" if mesh.shape["data"] > 1 else None
   point_step = make_point_step(task, config, data_axis)
-  _, unpack = _hparam_packing(factory.hparam_names(config.optimizer.name))
+  _, unpack = hparam_packing(factory.hparam_names(config.optimizer.name))
   eval_step = train.make_eval_step(task)
   pts = P("points")
   # The training set (replicated) and the chunk's example indices [seeds, steps, batch]; the
@@ -244,7 +244,7 @@ class GroupPrograms:
     evaluate: jitted `(params, eval_data) -> {'<split>_<metric>': [padded]}`.
     hparams, replicate, seeds, train_data, eval_data: the programs' arguments, placed on the
       mesh (the data replicated on every device); `hparams`
-      is the points' values packed in one array, [padded, values] (`_hparam_packing`, in the
+      is the points' values packed in one array, [padded, values] (`hparam_packing`, in the
       order of `factory.hparam_names`).
   """
 
@@ -278,7 +278,7 @@ class GroupPrograms:
     if len(group.points) > self.padded:
       raise ValueError(f"{len(group.points)} points do not fit a program of {self.padded}")
     self.group, self.n = group, len(group.points)
-    pack, _ = _hparam_packing(factory.hparam_names(group.config.optimizer.name))
+    pack, _ = hparam_packing(factory.hparam_names(group.config.optimizer.name))
     self.hparams = to_global(_pad(pack(group.hparams), self.padded), self.sharding)
     self.replicate = to_global(_pad(group.replicate, self.padded), self.sharding)
     self.seeds = to_global(_pad(group.seeds, self.padded), self.sharding)
@@ -328,7 +328,7 @@ class GroupPrograms:
 
   def _init_fn(self):
     task, cfg = self.group.task, self.group.config
-    _, unpack = _hparam_packing(factory.hparam_names(cfg.optimizer.name))
+    _, unpack = hparam_packing(factory.hparam_names(cfg.optimizer.name))
 
     def init(packed, seeds):
       hparams = unpack(packed)

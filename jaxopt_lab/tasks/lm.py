@@ -48,7 +48,7 @@ def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Con
   windows = splits.train['tokens']
   batch_size = d['batch_size']
   batching.check_batch_size(batch_size, len(windows), f'windows of {cfg.context + 1} bytes')
-  model, generator, probe = (_lm_pure(cfg, m) for m in (
+  model, generator, probe = (lm_pure(cfg, m) for m in (
       models.Transformer, models.GreedyGenerator, models.transformer.Probe))
 
   def token_loss(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -108,7 +108,7 @@ def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Con
 
 
 @functools.lru_cache(maxsize=48)
-def _lm_pure(cfg: models.TransformerConfig, module: type) -> models.PureModel:
+def lm_pure(cfg: models.TransformerConfig, module: type) -> models.PureModel:
   """``module``'s ``PureModel`` (``Transformer``; ``GreedyGenerator``: ``apply(params, prompts,
   steps)``; ``Probe``: layer outputs and attention logits; all on the same parameters), one per
   structure, so repeated builds share functions."""
