@@ -2,7 +2,8 @@
 
 * `paired_comparison`: the t interval of the mean difference (the paired t-test inverted, so the
   two always agree), the paired t-test and the Wilcoxon signed-rank test.
-* `holm` and `bonferroni`: adjusted p-values over a family of comparisons.
+* `bonferroni`: adjusted p-values over a family of comparisons, and `simultaneous_level`: the
+  level of the intervals that agree with them (Holm was dropped: no interval matches its steps).
 """
 
 from __future__ import annotations
