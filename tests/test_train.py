@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from float_bounds import assert_within, float64_config, step_ulps, tolerance
 from small_configs import classic_config, tiny_lm_config
 
 from jaxopt_lab import checkpoints, files, runloop, tasks, train
 from jaxopt_lab import single as single_run
-from jaxopt_lab.optim import factory
+from jaxopt_lab.optim import factory, rounding
 from jaxopt_lab.sweep import programs
 
 
@@ -25,22 +26,52 @@ def _setup(config):
   return task, hparams, state
 
 
-def test_scan_of_steps_equals_a_loop_of_steps():
-  config = classic_config()
-  task, hparams, state = _setup(config)
+def _float64(config, state):
+  """Under `jax.enable_x64`: `config`'s task computing in float64 and the float32 run's start
+  as float64 (the same numbers), for the float64 twin of a float32 comparison. The twin keeps
+  the float32 hyperparameters: a single run compiles them as float32 constants
+  (`with_fixed_hparams`), and the optimizer's arithmetic on them (1 - b1, the bias
+  corrections) is then the same in both twins."""
+  config64 = float64_config(config)
+  return config64, tasks.build(config64), rounding.to_float64(state)
+
+
+def _scan_bound(config, task, state, batches, hparams, steps):
+  """`(B, exact)` of `steps` scanned steps of `config` from the float32 `state`
+  (`rounding.program_bound` on float64 runs; `step_ulps` the rounding a step adds)."""
+  with jax.enable_x64(True):
+    config64, task64, _ = _float64(config, state)
+    scan = train.scan_steps(train.make_train_step(task64, config64))
+    return rounding.program_bound(lambda s: scan(s, batches, hparams), state, steps,
+                                  ulps_per_step=step_ulps(config, task.param_count))
+
+
+def _loop_and_scan(task, config, state, batches, hparams):
   step = jax.jit(train.make_train_step(task, config))
-  batches = task.train_batches(0, 0, 5)
-  looped = state
-  losses = []
-  for i in range(5):
+  looped, losses = state, []
+  for i in range(len(batches["labels"])):
     looped, metrics = step(looped, jax.tree.map(lambda x, i=i: x[i], batches), hparams)
     losses.append(metrics["loss"])
   scanned, scan_metrics = jax.jit(train.scan_steps(train.make_train_step(task, config)))(
       state, batches, hparams)
-  for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(scanned), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(scan_metrics["loss"], np.array(losses), rtol=1e-6)
-  assert int(scanned.step) == 5
+  return (looped, np.array(losses)), (scanned, scan_metrics["loss"])
+
+
+def test_scan_of_steps_equals_a_loop_of_steps():
+  """The same 5 steps scanned and looped (XLA compiles a scan's body and a lone step apart):
+  within 2 B of each other, in float64 (B 2^29 times tighter) and in float32."""
+  config = classic_config()
+  task, hparams, state = _setup(config)
+  batches = jax.device_put(task.train_batches(0, 0, 5))
+  looped, scanned = _loop_and_scan(task, config, state, batches, hparams)
+  bound, _ = _scan_bound(config, task, state, batches, hparams, 5)
+  tol = (bound[0], bound[1]["loss"])
+  assert_within(looped, scanned, tolerance(tol), "scan vs loop, float32")
+  with jax.enable_x64(True):
+    config64, task64, state64 = _float64(config, state)
+    looped64, scanned64 = _loop_and_scan(task64, config64, state64, batches, hparams)
+  assert_within(looped64, scanned64, tolerance(tol, float64=True), "scan vs loop, float64")
+  assert int(scanned[0].step) == int(scanned64[0].step) == 5
 
 
 def test_packed_hyperparameters_round_trip_by_name():
@@ -74,12 +105,18 @@ def test_fixed_hyperparameters_give_the_same_steps(clip_norm):
   config.optimizer.clip_norm = clip_norm
   task, hparams, state = _setup(config)
   step = train.scan_steps(train.make_train_step(task, config))
-  batches = task.train_batches(0, 0, 20)
+  batches = jax.device_put(task.train_batches(0, 0, 20))
   traced = jax.jit(step)(state, batches, hparams)
   fixed_program = jax.jit(train.with_fixed_hparams(step, hparams))
   fixed = fixed_program(state, batches)
-  for a, b in zip(jax.tree.leaves(traced), jax.tree.leaves(fixed), strict=True):
-    np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
+  # Within 2 B of each other (float_bounds), in float32 and in float64.
+  bound, traced64 = _scan_bound(config, task, state, batches, hparams, 20)
+  assert_within(fixed, traced, tolerance(bound), "fixed vs traced, float32")
+  with jax.enable_x64(True):
+    config64, task64, state64 = _float64(config, state)
+    step64 = train.scan_steps(train.make_train_step(task64, config64))
+    fixed64 = jax.jit(train.with_fixed_hparams(step64, hparams))(state64, batches)
+  assert_within(fixed64, traced64, tolerance(bound, float64=True), "fixed vs traced, float64")
   text = fixed_program.lower(state, batches).compile().as_text()
   assert ("conditional(" in jax.jit(step).lower(state, batches, hparams).compile().as_text())
   assert "conditional(" not in text
@@ -97,7 +134,7 @@ def test_microbatches_give_the_batch_step(make_config, parts):
   the task's metrics, gradients and so the update), up to float32 rounding; under vmap too."""
   config = make_config()
   task, hparams, state = _setup(config)
-  batches = task.train_batches(0, 0, 3)
+  batches = jax.device_put(task.train_batches(0, 0, 3))
   whole = jax.jit(train.scan_steps(train.make_train_step(task, config)))(state, batches, hparams)
   split_config = _with(make_config(), microbatch_size=config.data.batch_size // parts)
   train.validate_train_config(split_config)
@@ -108,25 +145,32 @@ def test_microbatches_give_the_batch_step(make_config, parts):
   run = jax.jit(fn)
   split = run(state, batches, hparams)
   assert sorted(split[1]) == sorted(whole[1])  # the log step's metrics: accuracy, the norms
-  np.testing.assert_allclose(split[1]["loss"], whole[1]["loss"], rtol=1e-6)
-  np.testing.assert_allclose(split[1]["grad_norm"][-1], whole[1]["grad_norm"][-1], rtol=1e-5)
-  # Adam divides by the gradients' root mean square: where a gradient is nearly 0 its rounding
-  # moves the update by a part of the learning rate (3e-3 for the LM).
-  for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(split), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
-  # A part is not the batch: the first part alone gives another loss.
-  first = jax.tree.map(lambda x: x[:, : x.shape[1] // parts], batches)
-  alone = jax.jit(train.scan_steps(train.make_train_step(task, config)))(state, first, hparams)
-  assert abs(float(alone[1]["loss"][0]) - float(whole[1]["loss"][0])) > 1e-4
-  # Two points vmapped (the sweep's program) are the two single runs.
+  # Within 2 B (float_bounds): the parts' sums and their mean are a reduction over the batch's
+  # examples as long as the whole batch's, which `step_ulps` counts. In float32 and float64.
+  bound, whole64 = _scan_bound(config, task, state, batches, hparams, 3)
+  assert_within(split, whole, tolerance(bound), f"microbatches x{parts}, float32")
+  with jax.enable_x64(True):
+    split64_config, task64, state64 = _float64(split_config, state)
+    run64 = jax.jit(train.scan_steps(train.make_train_step(task64, split64_config)))
+    split64 = run64(state64, batches, hparams)
+    # A part is not the batch: the first part alone gives another loss, farther than rounding.
+    first = jax.tree.map(lambda x: x[:, : x.shape[1] // parts], batches)
+    whole_config64 = float64_config(config)
+    alone64 = jax.jit(train.scan_steps(train.make_train_step(task64, whole_config64)))(
+        state64, first, hparams)
+  assert_within(split64, whole64, tolerance(bound, float64=True), f"microbatches x{parts}, float64")
+  loss_tol = tolerance(bound, float64=True)[1]["loss"]
+  assert abs(alone64[1]["loss"][0] - whole64[1]["loss"][0]) > loss_tol
+  # Two points vmapped (the sweep's program) are the two single runs, each within its 2 B.
   two = jax.tree.map(lambda x: np.stack([x, x]), state)
-  hp2 = {k: np.stack([v, v / 2]) for k, v in hparams.items()}
+  halved = {k: v / 2 for k, v in hparams.items()}
+  hp2 = {k: np.stack([v, halved[k]]) for k, v in hparams.items()}
   both = jax.jit(jax.vmap(fn, in_axes=(0, None, 0)))(two, batches, hp2)
-  half = run(state, batches, {k: v / 2 for k, v in hparams.items()})
-  for pair, single in ((jax.tree.map(lambda x: x[0], both), split),
-                       (jax.tree.map(lambda x: x[1], both), half)):
-    for a, b in zip(jax.tree.leaves(pair), jax.tree.leaves(single), strict=True):
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  half = run(state, batches, halved)
+  half_bound, _ = _scan_bound(config, task, state, batches, halved, 3)
+  for i, single, b in ((0, split, bound), (1, half, half_bound)):
+    assert_within(jax.tree.map(lambda x, i=i: x[i], both), single, tolerance(b),
+                  f"vmapped point {i}, float32")
 
 
 def test_log_step_metrics_come_from_the_last_step_and_match_optax():
@@ -137,24 +181,26 @@ def test_log_step_metrics_come_from_the_last_step_and_match_optax():
   config.optimizer.clip_norm = 0.5  # clipping on: the updates are not a plain Adam step's
   task, hparams, state = _setup(config)
   k = 5
-  batches = task.train_batches(0, 0, k)
+  batches = jax.device_put(task.train_batches(0, 0, k))
   out, metrics = jax.jit(train.scan_steps(train.make_train_step(task, config)))(
       state, batches, hparams)
   assert set(metrics) == {"loss", "accuracy", "grad_norm", "update_norm", "param_norm"}
   for name in ("accuracy", "grad_norm", "update_norm", "param_norm"):
     assert np.all(np.isnan(metrics[name][:-1])) and np.isfinite(metrics[name][-1]), name
 
-  tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(config.optimizer.learning_rate))
-  params, opt_state = state.params, tx.init(state.params)
-  for i in range(k):
-    batch = jax.tree.map(lambda x, i=i: x[i], batches)
-    grads = jax.grad(lambda p, b=batch: task.loss_fn(p, b)[0])(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    last, params = params, optax.apply_updates(params, updates)
-  want = {"grad_norm": optax.global_norm(grads), "update_norm": optax.global_norm(updates),
-          "param_norm": optax.global_norm(params)}
+  # The float64 twin takes the values in float64 too: Optax computes its bias corrections and
+  # clipping factor from Python floats, ours from the hyperparameters' dtype.
+  bound, out64 = _scan_bound(config, task, state, batches, rounding.to_float64(hparams), k)
+  want, last, batch = _optax_norms(task, state.params, batches, hparams)
+  tol = tolerance(bound[1])
   for name, value in want.items():
-    np.testing.assert_allclose(metrics[name][-1], value, rtol=2e-5, err_msg=name)
+    assert_within(metrics[name][-1], value, tol[name], f"{name} vs Optax, float32")
+  with jax.enable_x64(True):  # the same in float64, 2^29 times tighter
+    _, task64, state64 = _float64(config, state)
+    want64, _, _ = _optax_norms(task64, state64.params, batches, hparams)
+  tol = tolerance(bound[1], float64=True)
+  for name, value in want64.items():
+    assert_within(out64[1][name][-1], value, tol[name], f"{name} vs Optax, float64")
   (layer,) = jax.device_get(last).values()
   logits = np.asarray(batch["inputs"]) @ layer["kernel"] + layer["bias"]
   np.testing.assert_allclose(metrics["accuracy"][-1],
@@ -165,7 +211,24 @@ def test_log_step_metrics_come_from_the_last_step_and_match_optax():
   full = step(state, jax.tree.map(lambda x: x[0], batches), hparams, True)[1]
   assert set(lean) == {"loss"} and set(full) == set(metrics)
   np.testing.assert_array_equal(lean["loss"], full["loss"])
-  np.testing.assert_allclose(full["loss"], metrics["loss"][0], rtol=1e-6)
+  assert_within(full["loss"], metrics["loss"][0], tolerance(bound[1]["loss"]), "lone step's loss")
+
+
+def _optax_norms(task, params, batches, hparams):
+  """Optax's clip-by-global-norm(0.5) + Adam over `batches` from `params` (at the float32
+  values of `hparams`, in the dtype of `params`): the last step's global norms, the parameters
+  that step started from, and its batch."""
+  hp = {name: float(hparams[name]) for name in ("learning_rate", "b1", "b2", "eps")}
+  tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(**hp))
+  opt_state = tx.init(params)
+  for i in range(len(batches["labels"])):
+    batch = jax.tree.map(lambda x, i=i: x[i], batches)
+    grads = jax.grad(lambda p, b=batch: task.loss_fn(p, b)[0])(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    last, params = params, optax.apply_updates(params, updates)
+  want = {"grad_norm": optax.global_norm(grads), "update_norm": optax.global_norm(updates),
+          "param_norm": optax.global_norm(params)}
+  return want, last, batch
 
 
 def test_new_hyperparameter_values_do_not_recompile():

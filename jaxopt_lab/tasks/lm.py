@@ -52,8 +52,9 @@ def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Con
       models.Transformer, models.GreedyGenerator, models.transformer.Probe))
 
   def token_loss(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Next-token cross-entropy and log-partition ``log Z`` per position (float32)."""
-    logits = logits.astype(jnp.float32)
+    """Next-token cross-entropy and log-partition ``log Z`` per position (float32; float64
+    under the float64 compute dtype of numerical checks, as the classic tasks' losses)."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     picked = jnp.take_along_axis(logits, tokens[..., 1:, None], axis=-1)[..., 0]
     log_z = jax.nn.logsumexp(logits, axis=-1)
     return log_z - picked, log_z
