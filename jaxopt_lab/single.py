@@ -23,6 +23,7 @@ from jaxopt_lab import (
   expdir,
   files,
   hardware,
+  preflight,
   runloop,
   tasks,
   tblog,
@@ -34,10 +35,11 @@ from jaxopt_lab.tasks import textmetrics
 
 
 def validate(config: ml_collections.ConfigDict) -> tuple[tasks.Task, dict[str, np.ndarray]]:
-  """Checks every field a single run reads; returns its task and hyperparameters.
+  """Checks every field a single run reads, and traces its optimizer and task abstractly
+  (`preflight.check_run`); returns its task and hyperparameters.
 
-  Raises ValueError naming the field. Nothing is written, so a refused start leaves the workdir
-  as it was.
+  Raises ValueError naming the field, or one line naming the user's file and line. Nothing is
+  written, so a refused start leaves the workdir as it was.
   """
   core.validate_train_config(config)
   tblog.validate(config)
@@ -45,6 +47,7 @@ def validate(config: ml_collections.ConfigDict) -> tuple[tasks.Task, dict[str, n
   hparams = factory.hparams_from_config(config.optimizer)
   core.validate_optimizer(config, hparams)
   factory.check_traceable(config.optimizer, config.train.steps)  # values enter traced
+  preflight.check_run(config, task, list(hparams))  # a user's optimizer or task: one line
   return task, hparams
 
 

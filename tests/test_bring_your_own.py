@@ -4,6 +4,7 @@ line before anything trains."""
 import csv
 import os
 import re
+import subprocess
 import sys
 import textwrap
 
@@ -14,7 +15,7 @@ import optax
 import pytest
 
 from examples.sign_momentum import sign_momentum
-from jaxopt_lab import tasks, train
+from jaxopt_lab import single, tasks, train
 from jaxopt_lab.optim import factory, registry, rounding, testing
 from jaxopt_lab.sweep import driver
 from tests.small_configs import classic_config, classic_sweep_config
@@ -156,9 +157,8 @@ def opt(learning_rate: optax.ScalarOrSchedule):
 
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_a_broken_user_optimizer_fails_in_one_line_before_anything_trains(case, tmp_path):
-  source, pattern = BROKEN[case]
-  path = tmp_path / f"{case}.py"
-  path.write_text("import jax\nimport jax.numpy as jnp\nimport optax\n" + source)
+  pattern = BROKEN[case][1]
+  path = _broken_file(case, tmp_path)
   # adamw's group comes first: it must not train, and the workdir must stay unwritten.
   config = classic_sweep_config(optimizers=("adamw", f"{path}:opt"), learning_rates=(0.01,),
                                 replicates=1, steps=10)
@@ -168,6 +168,40 @@ def test_a_broken_user_optimizer_fails_in_one_line_before_anything_trains(case, 
   assert "\n" not in message, message
   assert re.search(pattern, message), message
   assert not os.path.exists(tmp_path / "sweep")
+
+
+def _broken_file(case, tmp_path):
+  path = tmp_path / f"{case}.py"
+  path.write_text("import jax\nimport jax.numpy as jnp\nimport optax\n" + BROKEN[case][0])
+  return path
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_broken_user_optimizer_fails_a_single_run_in_one_line(case, tmp_path):
+  """The single run traces its optimizer and task before its workdir is written
+  (`preflight.check_run`): the sweep's line, without the group."""
+  path = _broken_file(case, tmp_path)
+  config = classic_config(optimizer=f"{path}:opt", steps=10)
+  with pytest.raises(ValueError) as e:
+    single.train(config, str(tmp_path / "run"))
+  message = str(e.value)
+  assert "\n" not in message, message
+  assert re.search(BROKEN[case][1].replace(r"^group optimizer=\S+:opt: ", "^"), message), message
+  assert not os.path.exists(tmp_path / "run")
+
+
+def test_the_train_script_names_a_broken_user_optimizer_in_one_line(tmp_path):
+  path = _broken_file("list_then_tuple", tmp_path)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, os.path.join(root, "scripts", "train.py"),
+       "--config=experiments/classic.py", f"--config.optimizer.name={path}:opt",
+       f"--workdir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300, cwd=root)
+  assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert re.search(r"^error: \S*list_then_tuple\.py:5: optimizer .*likely cause: the optimizer "
+                   r"state changed structure", last), result.stderr[-3000:]
+  assert not os.path.exists(tmp_path / "run")
 
 
 def test_a_user_file_imports_the_module_beside_it(tmp_path):

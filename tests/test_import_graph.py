@@ -21,7 +21,7 @@ LAYERS = [
     {"optim", "data", "models", "losses"},
     {"tasks", "runloop", "launch"},
     {"train"},
-    {"single"},
+    {"single", "preflight"},
     {"sweep"},
     {"analysis"},
 ]

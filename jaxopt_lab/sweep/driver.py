@@ -21,9 +21,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from jaxopt_lab import defaults, hardware, runloop, train
+from jaxopt_lab import defaults, hardware, preflight, runloop, train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, grouping, jobs, preflight, programs, store
+from jaxopt_lab.sweep import design, grouping, jobs, programs, store
 from jaxopt_lab.sweep.adaptive import registry as designs
 from jaxopt_lab.sweep.adaptive import runner
 

@@ -1,14 +1,14 @@
-"""Before anything trains: every group's optimizer and task traced once, abstractly.
+"""Before anything trains: a run's (every sweep group's) optimizer and task traced once, abstractly.
 
 A researcher's optimizer or task that cannot run inside the compiled step (a Python `if` on a
 traced value, a learning rate used as a number where it is a schedule, an `update` that returns
 its state in other containers than `init`) would fail deep inside JAX, with a long traceback,
-and only when its group's turn comes: after earlier groups trained and the workdir was written.
-`check` builds each group's first point and traces `init`, two training steps and the
-evaluation with `jax.eval_shape` (nothing is compiled or run: a second or two a group), and turns
-any failure into one line naming the file and line of the user's code, the optimizer and task,
-and the likely cause. It also warns of groups that ignore a setting another group uses
-(`fairness`).
+and in a sweep only when its group's turn comes: after earlier groups trained and the workdir was
+written. `check_run` traces `init`, two training steps and the evaluation of one run with
+`jax.eval_shape` (nothing is compiled or run: a second or two) and turns any failure into one
+line naming the file and line of the user's code, the optimizer and task, and the likely cause;
+the single run calls it before its workdir is prepared. `check` does so for each sweep group's
+first point, and warns of groups that ignore a setting another group uses (`fairness`).
 """
 
 from __future__ import annotations
@@ -33,27 +33,38 @@ class StateStructureChanged(TypeError):
 
 
 def check(groups: Sequence[Any]) -> None:
-  """Traces every group's step and evaluation abstractly; raises one line on the first failure.
+  """Traces every group's step and evaluation abstractly (`check_run`); raises one line on the
+  first failure, prefixed `group <name>: `. Warns first of unfair comparisons (`fairness`).
 
   Args:
-    groups: `programs.Group`s (their `config`, `task` and `hparams`).
-
-  Raises:
-    ValueError: one line: `group <name>: <file>:<line>: optimizer <name> on task <name> fails
-      when traced (<error>); likely cause: <cause>`.
+    groups: `programs.Group`s (their `name`, `config`, `task` and `hparams`).
   """
   for line in fairness.unfair({g.name: g.hparams for g in groups}):
     logging.warning('Fair comparison: %s.', line)
   for group in groups:
-    try:
-      _trace(group.config, group.task, list(group.hparams))
-    except Exception as e:  # a user's code: any failure is reported as one line
-      cfg = group.config
-      name = cfg.optimizer.name
-      raise ValueError(
-          f'group {group.name}: {_location(e, name)}optimizer {name!r} on task '
-          f'{cfg.task!r} fails when traced before training ({_first_line(e)}); likely cause: '
-          f'{_cause(e)}') from None
+    check_run(group.config, group.task, list(group.hparams), f'group {group.name}: ')
+
+
+def check_run(config: Any, task: Any, names: Sequence[str], prefix: str = '') -> None:
+  """Traces one run's `init`, two steps and evaluation abstractly; one line on failure.
+
+  Args:
+    config: the run's config (its optimizer and train fields).
+    task: its built task.
+    names: the optimizer's value hyperparameters (traced, as a sweep passes them).
+    prefix: put before the message (a sweep's group).
+
+  Raises:
+    ValueError: one line: `<prefix><file>:<line>: optimizer <name> on task <name> fails
+      when traced before training (<error>); likely cause: <cause>`.
+  """
+  try:
+    _trace(config, task, list(names))
+  except Exception as e:  # a user's code: any failure is reported as one line
+    name = config.optimizer.name
+    raise ValueError(
+        f'{prefix}{_location(e, name)}optimizer {name!r} on task {config.task!r} fails when '
+        f'traced before training ({_first_line(e)}); likely cause: {_cause(e)}') from None
 
 
 def _trace(cfg: Any, task: Any, names: list[str]) -> None:
