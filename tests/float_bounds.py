@@ -16,7 +16,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxopt_lab.optim import rounding
+from jaxopt_lab import tasks, train
+from jaxopt_lab.optim import factory, rounding
 
 # B is linear in the epsilon of the run it bounds (`rounding.program_bound`).
 TO_FLOAT64 = rounding.EPS64 / rounding.EPS32
@@ -70,3 +71,45 @@ def assert_within(got: Any, want: Any, tolerance: Any, name: str = "") -> float:
 def tolerance(bound: Any, float64: bool = False) -> Any:
   """`2 B` per leaf: for two float32 runs, or (`float64`) two float64 runs."""
   return jax.tree.map(lambda b: 2.0 * b * (TO_FLOAT64 if float64 else 1.0), bound)
+
+
+def run_bound(config: Any) -> dict[str, float]:
+  """`B` of each metric a run of `config` logs (`final_train_loss`, the log rows' `loss`,
+  `accuracy` and norms, `final_/best_<split>_<metric>`): its `train.steps` steps in chunks of
+  `train.log_every` (the log metrics at each chunk's last step) and the evaluations every
+  `train.eval_every` steps, as one program of the float32 run's start (`rounding.program_bound`).
+  A metric's bound is the largest over the run's evaluations or log steps."""
+  task = tasks.build(config)
+  hparams = factory.hparams_from_config(config.optimizer)
+  state = train.init_state(task, config, hparams, config.seed)
+  steps, log_every, eval_every = (config.train[k] for k in ("steps", "log_every", "eval_every"))
+  batches = jax.device_put(task.train_batches(int(config.seed), 0, steps))
+  eval_data = jax.device_put(task.eval_data)
+  with jax.enable_x64(True):
+    config64 = float64_config(config)
+    task64 = tasks.build(config64)
+    scan = train.scan_steps(train.make_train_step(task64, config64))
+    evaluate = train.make_eval_step(task64)
+
+    def program(s):
+      rows = {"train": [], "eval": [evaluate(s.params, eval_data)]}
+      for begin in range(0, steps, log_every):
+        chunk = jax.tree.map(lambda x, b=begin: x[b:b + log_every], batches)
+        s, metrics = scan(s, chunk, hparams)
+        rows["train"].append(metrics)
+        if (begin + log_every) % eval_every == 0:
+          rows["eval"].append(evaluate(s.params, eval_data))
+      return rows
+
+    bound, _ = rounding.program_bound(program, state, steps,
+                                      ulps_per_step=step_ulps(config, task.param_count))
+  out = {}
+  for metrics in bound["train"]:
+    for name, b in metrics.items():
+      out[name] = max(out.get(name, 0.0), b)
+  out["final_train_loss"] = out["loss"]
+  for metrics in bound["eval"]:
+    for name, b in metrics.items():
+      for key in (f"final_{name}", f"best_{name}"):
+        out[key] = max(out.get(key, 0.0), b)
+  return out

@@ -1,7 +1,8 @@
 """A damaged newest checkpoint: the run resumes from the newest one that restores, one warning.
 
 Faults injected into the newest checkpoint of a finished run (single run and sweep): every file
-truncated, corrupt array data, corrupt metadata, a partial directory. The rerun must end with the
+truncated, corrupt array data, array files overwritten with garbage, corrupt metadata, a partial
+directory. The rerun must end with the
 files of the uninterrupted run, byte for byte: the metrics past the older checkpoint are trained
 again, not kept twice.
 """
@@ -42,6 +43,16 @@ def _corrupt_data(step_dir: str) -> None:
       f.write(raw)
 
 
+def _garbage(step_dir: str) -> None:
+  """Every array file overwritten whole with random bytes (a user's `cat /dev/urandom >`)."""
+  data = [p for p in _files(step_dir) if f"{os.sep}d{os.sep}" in p]
+  assert data
+  garbage = np.random.default_rng(0)
+  for path in data:
+    with open(path, "wb") as f:
+      f.write(garbage.bytes(os.path.getsize(path)))
+
+
 def _corrupt_metadata(step_dir: str) -> None:
   meta = [p for p in _files(step_dir) if "METADATA" in os.path.basename(p)]
   assert meta
@@ -59,7 +70,7 @@ def _partial(step_dir: str) -> None:
     os.unlink(path)
 
 
-FAULTS = {"truncated": _truncate, "corrupt_data": _corrupt_data,
+FAULTS = {"truncated": _truncate, "corrupt_data": _corrupt_data, "garbage": _garbage,
           "corrupt_metadata": _corrupt_metadata, "partial": _partial}
 
 
