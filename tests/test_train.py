@@ -160,7 +160,7 @@ def test_microbatches_give_the_batch_step(make_config, parts):
         state64, first, hparams)
   assert_within(split64, whole64, tolerance(bound, float64=True), f"microbatches x{parts}, float64")
   loss_tol = tolerance(bound, float64=True)[1]["loss"]
-  assert abs(alone64[1]["loss"][0] - whole64[1]["loss"][0]) > loss_tol
+  assert abs(float(alone64[1]["loss"][0]) - float(whole64[1]["loss"][0])) > loss_tol
   # Two points vmapped (the sweep's program) are the two single runs, each within its 2 B.
   two = jax.tree.map(lambda x: np.stack([x, x]), state)
   halved = {k: v / 2 for k, v in hparams.items()}
