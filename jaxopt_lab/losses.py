@@ -23,7 +23,7 @@ def binary_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Ar
   z = logits.astype(_loss_dtype(logits))
   y = labels.astype(z.dtype)
   loss = -(y * jax.nn.log_sigmoid(z) + (1.0 - y) * jax.nn.log_sigmoid(-z))
-  accuracy = ((z > 0) == (y > 0.5)).astype(jnp.float32)
+  accuracy = ((z > 0) == (y > 0.5)).astype(z.dtype)
   return loss.mean(), accuracy.mean()
 
 
@@ -33,7 +33,7 @@ def softmax_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.A
   y = labels.astype(jnp.int32)
   picked = jnp.take_along_axis(z, y[..., None], axis=-1)[..., 0]
   loss = jax.nn.logsumexp(z, axis=-1) - picked
-  accuracy = (jnp.argmax(z, axis=-1) == y).astype(jnp.float32)
+  accuracy = (jnp.argmax(z, axis=-1) == y).astype(z.dtype)
   return loss.mean(), accuracy.mean()
 
 
