@@ -154,17 +154,27 @@ def _coverage(noise, seeds, skewed, studies=400, b_true=-0.5, seed=0):
           star_covered / max(star_given, 1), float(np.median(widths_b)) if widths_b else math.nan)
 
 
-@pytest.mark.parametrize("seeds,noise", [(3, 0.009), (30, 0.028)])
+# (seeds, noise, whether b is checked): the curvature's relative standard error is
+# noise * sqrt(6) / (2 * 0.25^2) / sqrt(seeds) = 19.6 noise / sqrt(seeds): 0.10 in the first two
+# cells (inside scale.CALIBRATED_RSE, b and lr*), 0.57 and 0.36 in the last two (lr* only:
+# Fieller's interval is exact at any noise; b's delta method is short there, as documented).
+@pytest.mark.parametrize("seeds,noise,check_b", [(3, 0.009, True), (30, 0.028, True),
+                                                 (3, 0.05, False), (30, 0.1, False)])
 @pytest.mark.parametrize("skewed", [False, True])
-def test_intervals_cover_at_their_level(seeds, noise, skewed):
-  # The noise puts the curvature's relative standard error near 0.1 at both sizes (sd of the
-  # curvature over seeds: noise * sqrt(6) / (2 * 0.25^2) = 19.6 noise, over sqrt(seeds)),
-  # inside scale.CALIBRATED_RSE, the regime the report calls calibrated.
+def test_intervals_cover_at_their_level(seeds, noise, check_b, skewed):
   b_given, b_cover, star_given, star_cover, _ = _coverage(noise, seeds, skewed)
   assert b_given == 1.0 and star_given == 1.0  # every optimum inside the grid
-  # A calibrated 95 % interval covers in Binomial(k, 0.95) / k of k given studies: within 3
-  # standard deviations, sqrt(0.95 * 0.05 / k), but for a 1 in 370 chance per check. The lr*
-  # checks count the 4 groups of each study (their noise is independent; the shared seed offset
-  # moves no vertex).
-  for cover, k in ((b_cover, 400), (star_cover, 1600)):
-    assert abs(cover - 0.95) <= 3 * math.sqrt(0.95 * 0.05 / k), (cover, k)
+  # A calibrated 95 % interval covers in Binomial(k, 0.95) / k of k studies: within 3 standard
+  # deviations, sqrt(0.95 * 0.05 / k), but for a 1 in 370 chance per check. The lr* checks
+  # count the 4 groups of each study (their noise is independent; the shared seed offset moves
+  # no vertex).
+  tolerance = {k: 3 * math.sqrt(0.95 * 0.05 / k) for k in (400, 1600)}
+  if check_b:
+    assert abs(b_cover - 0.95) <= tolerance[400], b_cover
+  if seeds == 3 and not check_b:
+    # Where t_2's 4.3 leaves the curvature not significant (74 % of the groups here),
+    # Fieller's set is a pair of rays or the whole line, reported as the whole line (0, inf): a
+    # superset, so coverage may exceed 95 % (97 % measured); it must not fall short.
+    assert star_cover >= 0.95 - tolerance[1600], star_cover
+  else:
+    assert abs(star_cover - 0.95) <= tolerance[1600], star_cover
