@@ -60,12 +60,16 @@ def point_keys(seed: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
 
 
 def make_optimizer(
-    config: ml_collections.ConfigDict, hparams: HParams, lr_multipliers: Params | None = None
+    config: ml_collections.ConfigDict, hparams: HParams,
+    lr_multipliers: Mapping[str, Params] | None = None
 ) -> optax.GradientTransformation:
   """The optimizer (with schedule and clipping) of `config.optimizer` at the values `hparams`,
-  its updates scaled per parameter by the task's `lr_multipliers` (μP; `optim.multipliers`)."""
+  its updates scaled per parameter by the task's `lr_multipliers` of the optimizer's declared
+  μP rule (`registry.Optimizer.mup_rule`, `optim.multipliers`)."""
+  tree = (None if lr_multipliers is None
+          else lr_multipliers[factory.resolve(config.optimizer.name).mup_rule])
   return multipliers.with_multipliers(
-      factory.build(config.optimizer, hparams, config.train.steps), lr_multipliers)
+      factory.build(config.optimizer, hparams, config.train.steps), tree)
 
 
 def init_state(

@@ -113,7 +113,7 @@ def test_sp_is_the_model_without_the_new_fields():
 
 def test_mup_multipliers_follow_table_8():
   m = parametrization.multipliers('mup', 256, 64)
-  assert m == parametrization.Multipliers(4.0, 0.5, 0.25, 2.0, 0.5, 0.25)
+  assert m == parametrization.Multipliers(4.0, 0.5, 0.25, 2.0, 0.5)
   cfg = _cfg(256, 'mup', base=64)
   model = models.pure(lambda r: T.Transformer(cfg, rngs=r))
   params = model.init(jax.random.key(1))

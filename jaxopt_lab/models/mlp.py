@@ -11,6 +11,7 @@ from flax import nnx
 
 from jaxopt_lab.models import parametrization
 from jaxopt_lab.models.core import compute_dtype, param_dtype
+from jaxopt_lab.optim import multipliers
 
 ACTIVATIONS = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu, 'tanh': jnp.tanh}
 
@@ -79,16 +80,27 @@ def mlp_multipliers(widths: Sequence[int], kind: str, base_width: int
   return parametrization.multipliers(kind, widths[-2], base_width)
 
 
-def mlp_lr_multipliers(widths: Sequence[int], kind: str, base_width: int, params: Any) -> Any:
-  """Per-parameter learning-rate multipliers of the MLP of ``widths``: μP's ``base_width /
-  fan_in`` on the hidden kernels (neither the first nor the last layer's), 1 elsewhere."""
+def mlp_lr_multipliers(widths: Sequence[int], kind: str, base_width: int, params: Any,
+                       rule: str = 'adam') -> Any:
+  """Per-parameter learning-rate multipliers of the MLP of ``widths`` under μP's ``rule``
+  (``optim.multipliers``): the first kernel and the biases input-like (m of their fan-out; the
+  readout's bias, of the classes, does not grow), the hidden kernels hidden (m of their
+  fan-in, the hidden widths growing together), the last kernel output (m of its fan-in). A
+  one-layer model has no growing dimension: all 1."""
   last = len(widths) - 2
+
+  def m(n: int) -> float:
+    return parametrization.multipliers(kind, n, base_width).width
 
   def of(path, _):
     names = [str(getattr(k, 'key', k)) for k in path]
     i = int(names[-2])
-    if names[-1] != 'kernel' or i in (0, last):
+    if last == 0:
       return 1.0
-    return parametrization.multipliers(kind, widths[i], base_width).hidden_lr
+    if names[-1] != 'kernel':
+      return multipliers.mup_lr(rule, 'input', m(widths[i + 1]) if i != last else 1.0)
+    if i == 0:
+      return multipliers.mup_lr(rule, 'input', m(widths[1]))
+    return multipliers.mup_lr(rule, 'output' if i == last else 'hidden', m(widths[i]))
 
   return jax.tree_util.tree_map_with_path(of, params)

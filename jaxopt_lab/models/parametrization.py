@@ -26,7 +26,9 @@ parameter's update. For the Adam family (Adam, AdamW, RMSprop, sign methods: upd
 about lr whatever the gradient's scale) this is Table 8's ``lr / m``. A decoupled weight decay
 inside the optimizer is scaled with the update (``lr * wd / m`` on hidden matrices): the ``mup``
 package's ``MuAdam(decoupled_wd=True)``; its default multiplies ``wd`` by ``m`` instead.
-SGD's μP learning rates differ (Table 3) and are not declared here.
+The learning-rate column (Adam's, and SGD's: ``lr * m`` on input-like parameters and the
+readout, ``lr`` on hidden matrices) is declared in ``optim.multipliers``, per the optimizer's
+rule; the models say which parameter is which.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ class Multipliers(NamedTuple):
     output_init: factor on the readout's initialisation std when it is not tied to an input
       embedding, ``sqrt(m)`` (its variance ``1 / base fan-in``: constant in width).
     attention: factor on the queries, ``1 / sqrt(m)``: logits ``q.k sqrt(d0) / d``.
-    hidden_lr: factor on the updates of hidden matrices, ``1 / m``.
   """
 
   width: float
@@ -55,7 +56,6 @@ class Multipliers(NamedTuple):
   output: float
   output_init: float
   attention: float
-  hidden_lr: float
 
 
 def check(parametrization: Any, base_width: Any) -> None:
@@ -71,9 +71,9 @@ def multipliers(parametrization: str, width: int, base_width: int) -> Multiplier
   """The multipliers of ``parametrization`` at ``width`` (μP relative to ``base_width``)."""
   check(parametrization, base_width)
   if parametrization == 'sp' or width == base_width:
-    return Multipliers(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    return Multipliers(1.0, 1.0, 1.0, 1.0, 1.0)
   m = width / base_width
-  return Multipliers(m, 1 / math.sqrt(m), 1 / m, math.sqrt(m), 1 / math.sqrt(m), 1 / m)
+  return Multipliers(m, 1 / math.sqrt(m), 1 / m, math.sqrt(m), 1 / math.sqrt(m))
 
 
 def scaled(x: Any, factor: float) -> Any:

@@ -31,6 +31,7 @@ from jaxopt_lab.models.counts import (  # noqa: F401  (public here too)
   param_count,
 )
 from jaxopt_lab.models.layers import apply_rope, dense_matmul, project  # noqa: F401
+from jaxopt_lab.optim import multipliers
 
 POSITIONS = ('learned', 'rope')
 NORMS = ('rmsnorm', 'layernorm')
@@ -356,15 +357,20 @@ class Probe(Transformer):
     return self.probe(tokens)
 
 
-def lr_multipliers(cfg: TransformerConfig, params: Any) -> Any:
-  """The per-parameter learning-rate multipliers of ``cfg``'s parametrization, a tree of
-  Python floats shaped like ``params``: μP's ``1 / m`` on the hidden matrices (the kernels of
-  ``qkv``, ``out``, ``up``, ``down``), 1 elsewhere (``parametrization.py``)."""
-  hidden = _multipliers(cfg).hidden_lr
+def lr_multipliers(cfg: TransformerConfig, params: Any, rule: str = 'adam') -> Any:
+  """The per-parameter learning-rate multipliers of ``cfg``'s parametrization under μP's
+  ``rule`` (``optim.multipliers``: 'adam' or 'sgd'), a tree of Python floats shaped like
+  ``params`` (all 1 under SP and at the base width). The kernels of ``qkv``, ``out``, ``up``,
+  ``down`` are hidden weights (every dimension grows with the width: m of the fan-in); every
+  other parameter has the width as its one growing dimension, input-like: the embeddings (the
+  tied one is also the readout; input and output weights have equal factors under both rules),
+  norm gains and biases, the query / key norms (of the head size, width / heads)."""
+  m = _multipliers(cfg).width
 
   def of(path, _):
     names = [str(getattr(k, 'key', k)) for k in path]
-    return hidden if names[-1] == 'kernel' and names[-2] in ('qkv', 'out', 'up', 'down') else 1.0
+    hidden = names[-1] == 'kernel' and names[-2] in ('qkv', 'out', 'up', 'down')
+    return multipliers.mup_lr(rule, 'hidden' if hidden else 'input', m)
 
   return jax.tree_util.tree_map_with_path(of, params)
 

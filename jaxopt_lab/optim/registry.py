@@ -42,7 +42,7 @@ import jax
 import optax
 
 from jaxopt_lab import plugins
-from jaxopt_lab.optim import _checks, alias
+from jaxopt_lab.optim import _checks, alias, multipliers
 
 SCALES = ('log', 'linear')
 PLUGIN_FORMS = "'path/to/file.py:name', 'package.module:name' or 'optax:<alias>'"
@@ -145,6 +145,9 @@ class Optimizer:
     schedule: whether the builder takes `learning_rate` as a schedule (a function of the step,
       as Optax's aliases do); else it receives the schedule's value at each step, a 0-d array
       (the builder is called again at every step, as `optax.inject_hyperparams` does).
+    mup_rule: which of μP's learning-rate rules its updates follow under
+      `model.parametrization='mup'` (`multipliers.RULES`): 'adam' for updates invariant to the
+      gradient's scale, 'sgd' for updates proportional to it (`optim.multipliers`).
   """
 
   name: str
@@ -152,6 +155,7 @@ class Optimizer:
   values: tuple[Value, ...]
   flags: tuple[Flag, ...]
   schedule: bool = True
+  mup_rule: str = 'adam'
 
   @property
   def value_names(self) -> tuple[str, ...]:
@@ -205,7 +209,7 @@ def _infer(builder: Callable[..., Any], where: str) -> tuple[list[Value], list[F
 
 def declare(builder: Callable[..., optax.GradientTransformation], *, name: str | None = None,
             values: Sequence[Value] = (), flags: Sequence[Flag] = (),
-            schedule: bool | None = None) -> Optimizer:
+            schedule: bool | None = None, mup_rule: str = 'adam') -> Optimizer:
   """Declares an optimizer: the builder's signature, refined by the given values and flags.
 
   Args:
@@ -218,6 +222,9 @@ def declare(builder: Callable[..., optax.GradientTransformation], *, name: str |
     schedule: whether the builder takes `learning_rate` as a schedule (default: True when its
       annotation names a schedule or a Callable, as `optax.ScalarOrSchedule` does; False, a
       number at each step, when it is unannotated or a number).
+    mup_rule: μP's learning-rate rule for its updates, 'adam' or 'sgd' (`Optimizer`,
+      `optim.multipliers`): declare 'sgd' for an optimizer whose update is proportional to the
+      gradient (SGD, heavy ball, Nesterov); a plain factory function is read as 'adam'.
 
   Returns:
     The `Optimizer`; pass it to `register`, or leave it in a plugin file for a config to name.
@@ -227,6 +234,7 @@ def declare(builder: Callable[..., optax.GradientTransformation], *, name: str |
       `learning_rate` first.
   """
   label = name or getattr(builder, '__name__', repr(builder))
+  multipliers.check_rule(mup_rule, f'optimizer {label!r}: mup_rule')
   inferred_values, inferred_flags, inferred_schedule = _infer(builder, f'optimizer {label!r}')
   given = {item.name: item for item in (*values, *flags)}
   items = [given.pop(i.name, i) for i in (*inferred_values, *inferred_flags)]
@@ -244,7 +252,7 @@ def declare(builder: Callable[..., optax.GradientTransformation], *, name: str |
       raise ValueError(f'optimizer {label!r}: declares {item.name!r}, which the builder does not '
                        f'take; its arguments: {", ".join(accepted)}')
   return Optimizer(label, builder, tuple(out_values), tuple(out_flags),
-                   inferred_schedule if schedule is None else schedule)
+                   inferred_schedule if schedule is None else schedule, mup_rule)
 
 
 _REGISTRY: dict[str, Optimizer] = {}
@@ -352,7 +360,7 @@ def _rmsprop(learning_rate: optax.ScalarOrSchedule, decay=0.9, eps=1e-8, momentu
                        momentum=momentum, nesterov=nesterov)
 
 
-register(declare(_sgd, name='sgd', values=[_LR, _MOMENTUM], flags=[_NESTEROV]))
+register(declare(_sgd, name='sgd', values=[_LR, _MOMENTUM], flags=[_NESTEROV], mup_rule='sgd'))
 register(declare(_adam, name='adam', values=[_LR, _B1, _B2, _EPS], flags=[_NESTEROV]))
 register(declare(
     _adamw, name='adamw',

@@ -17,6 +17,7 @@ from jaxopt_lab.data import batching, synthetic, tabular
 from jaxopt_lab.data.splits import Splits
 from jaxopt_lab.defaults import default_data_config
 from jaxopt_lab.losses import binary_loss, mean_over_batches, softmax_loss
+from jaxopt_lab.optim.multipliers import RULES
 from jaxopt_lab.tasks.registry import Batch, Params, Task, _check_fields, register
 
 
@@ -107,7 +108,8 @@ def _build_tabular(
   model = models.pure(lambda rngs: models.MLP(
       widths, m['activation'], dtype=m['dtype'], parametrization=kind, base_width=base,
       rngs=rngs))
-  multipliers = (models.mlp.mlp_lr_multipliers(widths, kind, base, model.param_shapes)
+  multipliers = ({rule: models.mlp.mlp_lr_multipliers(widths, kind, base, model.param_shapes,
+                                                     rule) for rule in RULES}
                  if kind != 'sp' else None)
   return classifier_task(name, model, splits, d['batch_size'], softmax_loss, multipliers)
 

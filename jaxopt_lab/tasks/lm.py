@@ -16,6 +16,7 @@ from jaxopt_lab import models
 from jaxopt_lab.data import batching, text
 from jaxopt_lab.defaults import default_data_config
 from jaxopt_lab.losses import mean_over_batches
+from jaxopt_lab.optim.multipliers import RULES
 from jaxopt_lab.tasks.registry import Batch, Params, Task, _check_fields, register
 
 
@@ -103,8 +104,8 @@ def _build_lm(model_cfg: ml_collections.ConfigDict, data_cfg: ml_collections.Con
       flops_per_step=float(models.flops_per_token(cfg) * tokens_per_step),
       param_count=model.param_count,
       generate=generator.apply,
-      lr_multipliers=(models.transformer.lr_multipliers(cfg, model.param_shapes)
-                      if cfg.parametrization != 'sp' else None),
+      lr_multipliers=({rule: models.transformer.lr_multipliers(cfg, model.param_shapes, rule)
+                       for rule in RULES} if cfg.parametrization != 'sp' else None),
   )
 
 

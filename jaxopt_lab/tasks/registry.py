@@ -55,9 +55,10 @@ class Task:
       continuation (jittable, vmappable over params; ``steps`` static); None for tasks that
       generate no text. With ``config.eval.generation`` on, ``build`` adds prompts to the
       held-out splits and their ``generated`` continuations to ``eval_metrics`` (textmetrics).
-    lr_multipliers: a tree shaped like the parameters of per-parameter factors on the
-      optimizer's updates (μP's learning-rate scaling, ``models.parametrization``), which the
-      trainer applies after any optimizer (``optim.multipliers``); None: all 1.
+    lr_multipliers: per μP rule (``optim.multipliers.RULES``: 'adam', 'sgd'), a tree shaped
+      like the parameters of per-parameter factors on the optimizer's updates (μP's
+      learning-rate scaling, ``models.parametrization``); the trainer applies the tree of the
+      optimizer's declared rule after it (``optim.multipliers``); None: all 1.
   """
 
   name: str
@@ -73,7 +74,7 @@ class Task:
   flops_per_step: float | None
   param_count: int
   generate: Callable[[Params, jax.Array, int], jax.Array] | None = None
-  lr_multipliers: Params | None = None
+  lr_multipliers: dict[str, Params] | None = None
 
   def train_batches(self, data_seed: int, start_step: int, num_steps: int) -> Batch:
     """The batches of steps ``start_step ...`` for ``data_seed``: numpy arrays of leading axes
