@@ -47,6 +47,10 @@ class Stages:
     stage, begin, end, point, source: int arrays; `source` -1 for a fresh start.
     group, note: str arrays.
     hparams: value factor -> float array (the `hp_<factor>` columns, prefix dropped).
+    kind, ranked_by: str arrays (`expdir.RANKING_COLUMNS`; a file without them: every row a
+      stage's, nothing ranked).
+    score: float array, what a ranking rung ranked the row's point by (lower is better), the
+      fork's valid metric on a cooldown fork's row; NaN elsewhere.
   """
 
   stage: np.ndarray
@@ -57,12 +61,18 @@ class Stages:
   source: np.ndarray
   note: np.ndarray
   hparams: dict[str, np.ndarray]
+  kind: np.ndarray
+  ranked_by: np.ndarray
+  score: np.ndarray
 
-  def rows(self, group: str, stage: int | None = None) -> np.ndarray:
-    """Row indices of `group` (and of one `stage`), in file order."""
+  def rows(self, group: str, stage: int | None = None, kind: str | None = expdir.STAGE_KIND
+           ) -> np.ndarray:
+    """Row indices of `group` (and of one `stage`) of `kind` (None: any), in file order."""
     mask = self.group == group
     if stage is not None:
       mask &= self.stage == stage
+    if kind is not None:
+      mask &= self.kind == kind
     return np.flatnonzero(mask)
 
   @property
@@ -102,7 +112,10 @@ def read_stages(workdir: str | os.PathLike) -> Stages | None:
   return Stages(stage=ints("stage"), begin=ints("begin"), end=ints("end"),
                 group=np.array([r["group"] for r in rows], dtype=object), point=ints("point"),
                 source=ints("source"), note=np.array([r["note"] for r in rows], dtype=object),
-                hparams=hparams)
+                hparams=hparams,
+                kind=np.array([r.get("kind") or expdir.STAGE_KIND for r in rows], dtype=object),
+                ranked_by=np.array([r.get("ranked_by") or "" for r in rows], dtype=object),
+                score=np.array([float(r["score"]) if r.get("score") else np.nan for r in rows]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +127,7 @@ class StageCompute:
   begin: int  # the earliest first step of its rows
   end: int  # the latest last step of its rows
   points: int
-  point_steps: int  # sum over its points of (end - begin)
+  point_steps: int  # sum over its points of (end - begin), its cooldown fork's included
   exploits: int  # points that continued from another point's state
   note: str
 
@@ -151,12 +164,12 @@ def compute(stages: Stages, steps: int) -> Compute:
   out = []
   for group in stages.groups:
     for k in sorted(set(stages.stage[stages.rows(group)].tolist())):
-      rows = stages.rows(group, k)
+      rows, every = stages.rows(group, k), stages.rows(group, k, kind=None)
       point, source = stages.point[rows], stages.source[rows]
       out.append(StageCompute(
           group=group, stage=k, begin=int(stages.begin[rows].min()),
           end=int(stages.end[rows].max()), points=int(np.unique(point).size),
-          point_steps=int((stages.end[rows] - stages.begin[rows]).sum()),
+          point_steps=int((stages.end[every] - stages.begin[every]).sum()),
           exploits=int(((source >= 0) & (source != point)).sum()),
           note=str(stages.note[rows[0]])))
   distinct = {(g, p) for g, p in zip(stages.group.tolist(), stages.point.tolist(), strict=True)}
