@@ -8,11 +8,11 @@ the rank correlation of each rung with the full horizon (`benchmarks/adaptive_st
   4 points to fit).
 * Task `digits`: the digits MLP made small (64-64-64-10, batch 32, 108 steps, Adam with the base
   config's warmup-cosine schedule), the same 9 log-spaced learning rates from 1e-4 to 1.
-* `rung_correlations`: per ranking rung of a successive-halving run, Spearman's rank correlation
-  (`scipy.stats.spearmanr`) between the rung's scores and the grid's final valid loss of the same
-  learning rates on the same seed (the grid's replicate): how well the rung's ranking predicts
-  the full-horizon ranking. Hyperband draws its own random points, whose full-horizon values the
-  grid does not hold: no correlation for it.
+* `rung_correlations`: per ranking rung of a successive-halving run, Spearman's rank
+  correlation (`analysis.rung_ranks`) between the rung's scores and the grid's final valid loss
+  of the same learning rates on the same seed (the grid's replicate): how well the rung's
+  ranking predicts the full-horizon ranking. Hyperband draws its own random points, whose
+  full-horizon values the grid does not hold: no correlation for it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from scipy import stats
 
 from jaxopt_lab import configs, expdir
+from jaxopt_lab.analysis import adaptive, rung_ranks
 
 RANKINGS = ("cooldown", "extrapolated")
 RANKED = tuple(f"{d}_{r}" for d in ("successive_halving", "hyperband") for r in RANKINGS)
@@ -87,24 +87,15 @@ def grid_finals(grid_dir: str) -> dict[tuple[int, float], float]:
 def rung_correlations(workdir: str, seed: int, finals: dict[tuple[int, float], float]
                       ) -> list[tuple[int, int, float]]:
   """(rung end, points, Spearman rho) for each ranking rung of `workdir` (a successive-halving
-  run at design seed `seed`), against the grid's final losses of the same learning rates."""
-  rows = [r for r in _csv(os.path.join(workdir, expdir.STAGES_FILE))
-          if r.get("ranked_by") and r.get("kind", expdir.STAGE_KIND) == expdir.STAGE_KIND]
-  out = []
-  for end in sorted({int(r["end"]) for r in rows}):
-    at = [r for r in rows if int(r["end"]) == end]
-    score = np.array([float(r["score"]) for r in at])
-    final = np.array([finals.get((seed, float(r[expdir.HPARAM_PREFIX + "learning_rate"])),
-                                 math.nan) for r in at])
-    if len(at) < 3 or np.isnan(final).any():
-      out.append((end, len(at), math.nan))
-      continue
-    # Diverged points (inf) tie at the bottom of both rankings: a finite stand-in keeps ranks.
-    big = 1e30
-    rho = stats.spearmanr(np.where(np.isfinite(score), score, big),
-                          np.where(np.isfinite(final), final, big)).statistic
-    out.append((end, len(at), float(rho)))
-  return out
+  run at design seed `seed`), against the grid's final losses of the same learning rates
+  (`analysis.rung_ranks` with every point's full-horizon value known)."""
+  stages = adaptive.read_stages(workdir)
+  if stages is None:
+    return []
+  lr = stages.hparams["learning_rate"]
+  known = {int(p): finals.get((seed, float(v)), math.nan)
+           for p, v in zip(stages.point, lr, strict=True)}
+  return [(r.end, r.points, r.rho) for r in rung_ranks.rung_ranks(stages, known)]
 
 
 def correlation_rows(out_dir: str, designs: list[str], seeds: int) -> list[list[str]]:

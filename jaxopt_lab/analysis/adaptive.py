@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from jaxopt_lab import expdir
-from jaxopt_lab.analysis import lineage, plots
+from jaxopt_lab.analysis import lineage, plots, rung_ranks
 from jaxopt_lab.analysis.document import Document, cell, fmt
 
 # Designs whose stages stop points early (rungs) and the one whose stages copy states (lineage).
@@ -284,6 +284,13 @@ def section(doc: Document, workdir: str | os.PathLike
     doc.table(["group", "last step", "points", "status"],
               [[g, fmt(end), fmt(len(ps)), status_text(ps)]
                for (g, end), ps in sorted(ends.items())])
+    _rung_ranks(doc, stages, summary, config, run, c.steps)
+
+  doc.para(f"Selection on the test seeds: `{design}` chose which points to train on, and how far, "
+           "by their valid metric on the same seeds (data order, initialisation) whose numbers "
+           "this report shows. A verdict that rests on those points (the best learning rate, "
+           "one setting beating another) is a selection scored where it was made: confirm it "
+           "on fresh seeds (a new `sweep.seed`) before relying on it.")
 
   if design in LINEAGE_DESIGNS:
     for name, fig in ((lineage.LINEAGE_FIGURE, lineage.lineage(stages)),
@@ -322,6 +329,28 @@ def section(doc: Document, workdir: str | os.PathLike
                 [[r["group"], r["point"], r["descends_from"], *(cell(r[n]) for n in names),
                   cell(r[f"final_valid_{metric}"])] for r in table])
   return figures, {k: (list(cols), rs) for k, (cols, rs) in tables.items()}
+
+
+def _rung_ranks(doc: Document, stages: Stages, summary: list[dict[str, str]],
+                config: dict[str, Any], run: dict[str, Any], steps: int) -> None:
+  """The rung-vs-final rank correlations (`rung_ranks`), over the points that reached the end."""
+  metric = config.get("sweep", {}).get("metric", "loss")
+  mode = (run.get("metric_modes") or {}).get(metric) or expdir.DEFAULT_METRIC_MODES.get(
+      metric, "min")
+  sign, key = (-1.0 if mode == "max" else 1.0), expdir.metric_column("final", "valid", metric)
+  finals = {int(r["point"]): sign * float(r[key]) for r in summary
+            if r.get("status") == "ok" and r.get(key) and float(r.get("steps") or 0) == steps}
+  ranks = rung_ranks.rung_ranks(stages, finals)
+  if not ranks:
+    return
+  doc.para(f"How well each rung's ranking predicted the end's: Spearman's rho between the "
+           f"scores a rung ranked its points by (`ranked_by`) and their final valid {metric}, over "
+           f"the points that reached step {steps} (a rung's survivors; rho needs "
+           f"{rung_ranks.MIN_POINTS}). A study that trains the grid of the same points knows "
+           "every point's (benchmarks/adaptive_study.py).")
+  doc.table(["group", "stage", "step", "ranked by", "points", "known at the end", "rho"],
+            [[r.group, fmt(r.stage), fmt(r.end), r.ranked_by, fmt(r.points), fmt(r.known),
+              cell(fmt(r.rho, ".2f"))] for r in ranks])
 
 
 def status_text(points: list[LastStage]) -> str:
