@@ -6,8 +6,10 @@ the rank correlation of each rung with the full horizon (`benchmarks/adaptive_st
   and 7 steps at rungs 12 and 36 of 108) or by a power law extrapolated to the horizon
   ('extrapolated'; the valid split evaluated every steps / 36, so a first rung at steps / 9 has
   4 points to fit).
-* Task `digits`: the digits MLP made small (64-64-64-10, batch 32, 108 steps, Adam with the base
-  config's warmup-cosine schedule), the same 9 log-spaced learning rates from 1e-4 to 1.
+* Task `digits`: the digits MLP made small (64-64-64-10, batch 32, 108 steps, Adam with a
+  warmup-stable-decay schedule: 5% warmup, the last 20% decaying to 0), the same 9 log-spaced
+  learning rates from 1e-4 to 1. The LM keeps its warmup-cosine schedule: the two schedules a
+  cooldown rung meets.
 * `rung_correlations`: per ranking rung of a successive-halving run, Spearman's rank
   correlation (`analysis.rung_ranks`) between the rung's scores and the grid's final valid loss
   of the same learning rates on the same seed (the grid's replicate): how well the rung's
@@ -52,8 +54,11 @@ def digits_config(lm: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.model.hidden = (64, 64)
   config.optimizer.name = "adam"
   config.data.batch_size = 32
+  # Warmup-stable-decay: the schedule a cooldown rung imitates (the LM's is cosine).
+  config.optimizer.update(dict(schedule="wsd", warmup=0.05, decay_fraction=0.2, end_factor=0.0))
   config.train.update(lm.train.to_dict())
-  config.sweep.update(lm.sweep.to_dict())
+  config.train.microbatch_size = 0  # the whole batch at once (the LM's splits it)
+  config.sweep = ml_collections.ConfigDict(lm.sweep.to_dict())  # the factors: a new field
   return config
 
 
