@@ -41,16 +41,18 @@ import ml_collections
 import numpy as np
 from absl import flags
 
+from benchmarks import adaptive_rankings as rankings
+from benchmarks.adaptive_figure import figure
 from jaxopt_lab import configs, expdir, files
 
-DESIGNS = ("grid", "random", "successive_halving", "hyperband", "pbt", "optuna")
+DESIGNS = ("grid", "random", "successive_halving", "hyperband", "pbt", "optuna",
+           *rankings.RANKED)
 # The module each design needs beyond the driver (the ones still being written are skipped).
 _MODULES = {"pbt": "jaxopt_lab.sweep.adaptive.pbt",
             "optuna": "jaxopt_lab.sweep.adaptive.optuna_search"}
 BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "experiments", "study_lm_tiny_adaptive.py")
-TOLERANCE = 0.01  # the target: within 1% of the grid's best loss ...
-COMPUTE_SHARE = 1 / 3  # ... with at most a third of its compute
+TOLERANCE, COMPUTE_SHARE = rankings.TOLERANCE, rankings.COMPUTE_SHARE
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "", "Experiment directories go here ('' = a new temp dir); a "
@@ -62,6 +64,8 @@ flags.DEFINE_bool("quick", False, "A smoke run: a tiny LM, 9 steps, seconds a de
 flags.DEFINE_integer("pbt_population", 6, "PBT's points.")
 flags.DEFINE_integer("optuna_batch", 3, "Optuna: points a round.")
 flags.DEFINE_integer("optuna_rounds", 3, "Optuna: rounds.")
+flags.DEFINE_enum("task", "lm", rankings.TASKS, "The study's task: the tiny byte LM or the "
+                  "small digits MLP (adaptive_rankings.digits_config).")
 flags.DEFINE_string("figure", "", "Write the figure here ('' = OUT_DIR/adaptive_study.png).")
 
 
@@ -78,6 +82,8 @@ class Trace:
     best_loss, best_lr: the final incumbent (inf / nan when no point finished the budget).
     finished: points trained to the full budget.
     train_seconds: the design's training time (run.json; compile time excluded).
+    wall_seconds: the design's run, compiles and evaluations included (the grid's split by
+      replicate); NaN when read back without running.
   """
 
   design: str
@@ -88,6 +94,7 @@ class Trace:
   best_lr: float
   finished: int
   train_seconds: float
+  wall_seconds: float = math.nan
 
 
 def missing(design: str) -> str | None:
@@ -100,14 +107,20 @@ def missing(design: str) -> str | None:
   return None
 
 
-def base_config(quick: bool, steps: int = 0) -> ml_collections.ConfigDict:
-  """The study's base config (a tiny LM and 9 steps for --quick); `steps` > 0 overrides."""
+def base_config(quick: bool, steps: int = 0, task: str = "lm") -> ml_collections.ConfigDict:
+  """The study's base config (a tiny LM and 9 steps for --quick); `steps` > 0 overrides;
+  `task` 'digits': the small digits MLP with the same sweep (`adaptive_rankings`)."""
   config = configs.sibling(BASE_CONFIG, "study_lm_tiny_adaptive").get_config()
+  if task == "digits":
+    config = rankings.digits_config(config)
+    quick = False
   if quick:  # the shape of tests/small_configs.tiny_lm_config: compiles and runs in seconds
     config.model.update(dict(width=32, depth=1, heads=2, context=16))
     config.data.update(dict(batch_size=4, eval_windows=8, eval_batch_size=4,
                             byte_budget=200_000))
     config.eval.prompts = 8
+    steps = steps or 9
+  if task == "digits" and quick:
     steps = steps or 9
   if steps:
     if steps % 9:
@@ -128,6 +141,7 @@ def design_config(base: ml_collections.ConfigDict, design: str, seed: int, seeds
   if design not in DESIGNS:
     raise ValueError(f"--designs: unknown design {design!r}; choices: {', '.join(DESIGNS)}")
   config = ml_collections.ConfigDict(base.to_dict())  # a copy, unlocked like the original
+  design, rank_by = rankings.split(design)
   lr = base.sweep.factors.learning_rate
   n, steps = int(lr.num), int(base.train.steps)
   drawn = ml_collections.ConfigDict({"learning_rate": {"scale": "log", "low": lr.low,
@@ -149,6 +163,8 @@ def design_config(base: ml_collections.ConfigDict, design: str, seed: int, seeds
   elif design == "optuna":
     s.factors = drawn
     a.sampler, a.batch, a.rounds = "tpe", optuna_batch, optuna_rounds
+  if rank_by != "last":
+    rankings.set_ranking(config, rank_by)
   return config
 
 
@@ -196,9 +212,9 @@ def read_traces(workdir: str, design: str) -> list[Trace]:
     curve, spent, best, finished = [], 0, np.inf, []
     for index in sorted({int(r["stage"]) for r in stages}):
       rows = [r for r in stages if int(r["stage"]) == index]
-      spent += sum(int(r["end"]) - int(r["begin"]) for r in rows)
+      spent += sum(int(r["end"]) - int(r["begin"]) for r in rows)  # cooldown forks included
       for r in rows:
-        if int(r["end"]) == steps:
+        if int(r["end"]) == steps and r.get("kind", expdir.STAGE_KIND) == expdir.STAGE_KIND:
           finished.append(int(r["point"]))
           best = min(best, loss.get(int(r["point"]), np.inf))
       curve.append((spent, best))
@@ -237,6 +253,8 @@ class Study:
   skipped: dict[str, str]
   grid_points: int
   steps: int
+  correlations: list[list[str]] = dataclasses.field(default_factory=list)
+  task: str = "lm"
 
   def of(self, design: str) -> list[Trace]:
     return [t for t in self.traces if t.design == design]
@@ -244,14 +262,14 @@ class Study:
 
 def run_study(out_dir: str, designs: Sequence[str], seeds: int, quick: bool = False,
               steps: int = 0, pbt_population: int = 6, optuna_batch: int = 3,
-              optuna_rounds: int = 3) -> Study:
+              optuna_rounds: int = 3, task: str = "lm") -> Study:
   """Runs every design of `designs` at seeds 0..seeds-1 under `out_dir` and reads them back."""
   for d in designs:
     if d not in DESIGNS:
       raise ValueError(f"--designs: unknown design {d!r}; choices: {', '.join(DESIGNS)}")
   if seeds < 1:
     raise ValueError(f"--seeds: must be >= 1, got {seeds}")
-  base = base_config(quick, steps)
+  base = base_config(quick, steps, task)
   traces, skipped = [], {}
   for design in designs:
     if (why := missing(design)) is not None:
@@ -264,12 +282,15 @@ def run_study(out_dir: str, designs: Sequence[str], seeds: int, quick: bool = Fa
       workdir = os.path.join(out_dir, design if design == "grid" else f"{design}-seed{seed}")
       wall = run_design(config, workdir)
       got = read_traces(workdir, design)
+      for t in got:
+        t.wall_seconds = wall / len(got)
       traces += got
       print(f"{design} seed {seed}: {wall:.0f}s, "
             + "; ".join(f"best {t.best_loss:.4f} at {t.compute} points x steps" for t in got),
             flush=True)
   return Study(traces, skipped, int(base.sweep.factors.learning_rate.num),
-               int(base.train.steps))
+               int(base.train.steps), rankings.correlation_rows(out_dir, list(designs), seeds),
+               task)
 
 
 def _fmt_lr(values: Sequence[float]) -> str:
@@ -287,7 +308,8 @@ def table(study: Study) -> tuple[list[str], list[list[str]], list[str]]:
   grid_compute = np.mean([t.compute for t in grid.values()]) if grid else np.nan
   columns = ["design", "seeds", "points x steps (a seed)", "x grid",
              "best valid loss: median [min, max]", "within 1% of the grid's",
-             "best learning rate per seed", "train s"]
+             "% above the grid's best, per seed", "best learning rate per seed", "train s",
+             "wall s (compiles incl.)"]
   rows, lines = [], []
   for design in DESIGNS:
     traces = study.of(design)
@@ -301,28 +323,12 @@ def table(study: Study) -> tuple[list[str], list[list[str]], list[str]]:
                  f"{compute / grid_compute:.3f}" if grid else "-",
                  f"{np.median(loss):.4f} [{loss.min():.4f}, {loss.max():.4f}]",
                  f"{len(close)}/{len(traces)}" if grid else "-",
+                 " ".join(f"{100 * (t.best_loss / grid[t.seed].best_loss - 1):+.2f}"
+                          for t in traces if t.seed in grid) or "-",
                  _fmt_lr([t.best_lr for t in traces]),
-                 f"{np.mean([t.train_seconds for t in traces]):.0f}"])
-  sh = study.of("successive_halving")
-  if grid and sh:
-    met = []
-    for t in sh:
-      g = grid.get(t.seed)
-      if g is None:
-        continue
-      same_lr = bool(np.isclose(t.best_lr, g.best_lr, rtol=1e-6))
-      within = t.best_loss <= (1 + TOLERANCE) * g.best_loss
-      cheap = t.compute <= COMPUTE_SHARE * g.compute
-      met.append(same_lr and within and cheap)
-      lines.append(f"seed {t.seed}: successive halving's best lr {t.best_lr:.3g} "
-                   f"(loss {t.best_loss:.4f}) vs the grid's {g.best_lr:.3g} (loss "
-                   f"{g.best_loss:.4f}): same lr {'yes' if same_lr else 'no'}, within 1% "
-                   f"{'yes' if within else 'no'} ({t.best_loss / g.best_loss - 1:+.2%}), "
-                   f"compute {t.compute} = {t.compute / g.compute:.3f} x the grid's "
-                   f"({'<=' if cheap else '>'} 1/3)")
-    lines.append(f"Target (successive halving reaches the grid's best learning rate within 1% of "
-                 f"its loss with at most 1/3 of its compute): met on {sum(met)} of {len(met)} "
-                 f"seeds.")
+                 f"{np.mean([t.train_seconds for t in traces]):.0f}",
+                 f"{np.mean([t.wall_seconds for t in traces]):.0f}"])
+  lines += rankings.verdicts(study, grid, DESIGNS)
   for design, why in study.skipped.items():
     lines.append(f"{design}: skipped ({why}).")
   return columns, rows, lines
@@ -333,61 +339,6 @@ def markdown(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   out += ["| " + " | ".join(r) + " |" for r in rows]
   return "\n".join(out)
-
-
-def figure(study: Study):
-  """Best full-budget valid loss against points x steps: each seed's incumbent as a thin step
-  curve (from its first full-budget point), each design's final incumbents as a marker (median,
-  bar from min to max over seeds, nudged sideways by 1% of the compute per design);
-  the grid's best (mean over seeds) dashed, 1% above it shaded, a third of its compute dotted."""
-  from matplotlib import colormaps, ticker  # noqa: PLC0415
-  from matplotlib.figure import Figure  # noqa: PLC0415
-
-  fig = Figure(figsize=(7.5, 4.6))
-  ax = fig.add_subplot()
-  cmap = colormaps["tab10"]
-  finite = [v for t in study.traces for _, v in t.curve if np.isfinite(v)]
-  markers = "osD^vP"
-  for i, design in enumerate(DESIGNS):
-    traces, color = study.of(design), cmap(i)
-    if not traces:
-      continue
-    for t in traces:
-      pts = [(x, v) for x, v in t.curve if np.isfinite(v)]
-      if pts:
-        x, v = zip(*pts, strict=True)
-        ax.step(x, v, where="post", color=color, lw=1, alpha=0.45)
-        ax.plot(x[-1:], v[-1:], ".", color=color, alpha=0.6)
-    loss = np.array([t.best_loss for t in traces])
-    loss = loss[np.isfinite(loss)]
-    if loss.size:
-      med = np.median(loss)
-      # Designs of the same compute would hide each other: nudge each by 1% of the axis.
-      x = np.mean([t.compute for t in traces]) * (1 + 0.01 * (i - 2))
-      ax.errorbar([x], [med], yerr=[[med - loss.min()], [loss.max() - med]],
-                  fmt=markers[i], color=color, ms=7, mec="black", mew=0.6, capsize=3,
-                  label=f"{design} ({len(traces)} seed{'s' * (len(traces) != 1)})")
-  grid = study.of("grid")
-  if grid:
-    best = float(np.mean([t.best_loss for t in grid]))
-    ax.axhline(best, color="black", ls="--", lw=0.8)
-    ax.axhspan(best, best * (1 + TOLERANCE), color="gray", alpha=0.2, lw=0,
-               label="grid's best (mean) to +1%")
-    ax.axvline(COMPUTE_SHARE * np.mean([t.compute for t in grid]), color="gray", ls=":",
-               label="1/3 of the grid's compute")
-  if finite:
-    lo, hi = min(finite), max(finite)
-    span = max(hi - lo, 1e-3)
-    ax.set_ylim(lo - 0.06 * span, hi + 0.06 * span)
-  ax.set_xlim(left=0)
-  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-  ax.set_xlabel("compute: points x steps trained (cumulative)")
-  ax.set_ylabel("best valid loss among full-budget points")
-  ax.set_title(f"AdamW learning rate, tiny byte LM, {study.steps} steps", fontsize=10)
-  ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=7, loc="upper right")
-  fig.tight_layout()
-  return fig
 
 
 def _jsonable(value):
@@ -417,18 +368,22 @@ def main(argv: Sequence[str]) -> None:
   launch.log_devices()
   started = time.perf_counter()
   study = run_study(out_dir, FLAGS.designs, FLAGS.seeds, FLAGS.quick, FLAGS.steps,
-                    FLAGS.pbt_population, FLAGS.optuna_batch, FLAGS.optuna_rounds)
+                    FLAGS.pbt_population, FLAGS.optuna_batch, FLAGS.optuna_rounds, FLAGS.task)
   wall = time.perf_counter() - started
   columns, rows, lines = table(study)
   print(markdown(columns, rows))
   print("\n".join(lines))
+  if study.correlations:
+    print("Rung ranking vs the grid's final ranking of the same learning rates (Spearman):")
+    print(markdown(rankings.CORRELATION_COLUMNS, study.correlations))
   print(f"Wall time: {wall:.0f}s; experiment directories in {out_dir}")
   path = FLAGS.figure or os.path.join(out_dir, "adaptive_study.png")
   files.atomic_write_bytes(path, plots.png(figure(study)))
   files.atomic_write_json(os.path.join(out_dir, "study.json"), {
       "argv": sys.argv[1:], "wall_seconds": wall, "grid_points": study.grid_points,
       "steps": study.steps, "skipped": study.skipped, "columns": columns, "rows": rows,
-      "verdict": lines, "traces": [_jsonable(dataclasses.asdict(t)) for t in study.traces]})
+      "verdict": lines, "correlations": study.correlations,
+      "traces": [_jsonable(dataclasses.asdict(t)) for t in study.traces]})
   print(f"Figure: {path}")
 
 

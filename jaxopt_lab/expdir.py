@@ -9,7 +9,8 @@ The sweep's store (`sweep.store`) and the single run (`single.train`) write it; 
   summary.csv     one row per point: factors, hp_*, status, final_* / best_* metrics (and, for
                   adaptive designs, `stages`: how many stages, e.g. rungs, the point trained in)
   run.json        RUN_FIELDS
-  stages.csv      adaptive designs only: one row per (stage, point) (STAGES_COLUMNS, then hp_*)
+  stages.csv      adaptive designs only: one row per (stage, point) and per (cooldown fork,
+                  point) (STAGES_COLUMNS, RANKING_COLUMNS, then hp_*)
   optuna.db       the Optuna design only: the study (SQLite; optuna-dashboard reads it)
   followup.json   a follow-up (--continue_from) only: its source and changes (analysis.followup)
   checkpoints/    orbax checkpoints: checkpoints/<group>/<step> (a fixed design),
@@ -65,6 +66,16 @@ STATUSES = ("ok", "diverged", "running", "stopped")
 # the point whose state it continued from (itself, another: PBT's exploit, or -1: fresh from step
 # 0) and the stage's note; then hp_<value factor> (the values it trained with in the stage).
 STAGES_COLUMNS = ("stage", "begin", "end", "group", "point", "source", "note")
+# Then the rung's ranking (successive halving, Hyperband): `kind`, STAGE_KIND for a stage's row or
+# FORK_KIND for a rung's cooldown fork (the point trained a copy of its state from `begin` to
+# `end`, then the copy was dropped; its points x steps count); `ranked_by` on a ranking rung's
+# rows, what ranked the point ('last', 'cooldown', 'extrapolated', or 'last (<why the
+# extrapolation failed>)'); `score`, the value it was ranked by (lower is better: the metric,
+# negated where it is maximised) on those rows, the fork's valid metric on a fork's row.
+# Files written before them lack these columns (read as a stage's row, not ranked).
+RANKING_COLUMNS = ("kind", "ranked_by", "score")
+STAGE_KIND = "stage"
+FORK_KIND = "cooldown"
 # summary.csv: the design's columns, hp_<value factor> (resolved), SUMMARY_STATUS_COLUMNS, then
 # metric_columns(...) for each held-out split.
 HPARAM_PREFIX = "hp_"

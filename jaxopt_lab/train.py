@@ -27,6 +27,12 @@ Params = Any
 Batch = Mapping[str, Any]
 HParams = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
+# A point's cooldown fork (an adaptive design's rung ranks a decayed copy of the state): the two
+# entries of `hparams` that make the schedule decay to zero from step `cooldown_start` over
+# `cooldown_steps` steps. A start of COOLDOWN_OFF (2^24, exact in float32, beyond any run) is no
+# fork: the schedule's values are the plain schedule's, bit for bit.
+COOLDOWN_KEYS = ("cooldown_start", "cooldown_steps")
+COOLDOWN_OFF = float(2**24)
 
 
 class TrainState(NamedTuple):
@@ -65,11 +71,14 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
   """The optimizer (with schedule and clipping) of `config.optimizer` at the values `hparams`,
   its updates scaled per parameter by the task's `lr_multipliers` of the optimizer's declared
-  μP rule (`registry.Optimizer.mup_rule`, `optim.multipliers`)."""
+  μP rule (`registry.Optimizer.mup_rule`, `optim.multipliers`). With the `COOLDOWN_KEYS` in
+  `hparams`, its schedule decays from there (`factory.build`)."""
   tree = (None if lr_multipliers is None
           else lr_multipliers[factory.resolve(config.optimizer.name).mup_rule])
+  cooldown = (tuple(hparams[k] for k in COOLDOWN_KEYS) if COOLDOWN_KEYS[0] in hparams
+              else None)
   return multipliers.with_multipliers(
-      factory.build(config.optimizer, hparams, config.train.steps), tree)
+      factory.build(config.optimizer, hparams, config.train.steps, cooldown), tree)
 
 
 def init_state(

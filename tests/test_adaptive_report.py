@@ -6,6 +6,7 @@ import csv
 import os
 
 import numpy as np
+import pytest
 
 from jaxopt_lab import expdir, files
 from jaxopt_lab.analysis import adaptive, lineage
@@ -156,3 +157,30 @@ def test_a_fixed_design_has_no_section_and_a_bad_file_names_its_columns(tmp_path
     assert "lacks columns ['begin', 'end', 'group', 'source', 'note']" in str(e)
   else:
     raise AssertionError("no error for a stages.csv without its columns")
+
+
+def test_rung_ranks_against_the_closed_form_and_an_old_file(tmp_path):
+  from jaxopt_lab.analysis import rung_ranks  # noqa: PLC0415
+
+  # rho = 1 - 6 sum d^2 / (n (n^2 - 1)) without ties: d = (1, 1, 1, 1, 0) -> 1 - 24 / 120.
+  assert rung_ranks.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8, abs=1e-12)
+  # A diverged point (inf) ranks last on both sides; fewer than 3 known points: no rho.
+  assert rung_ranks.spearman([1, 2, np.inf], [0.5, 0.7, np.inf]) == pytest.approx(1.0)
+  assert np.isnan(rung_ranks.spearman([1, 2, 3], [1, np.nan, 2]))
+  assert np.isnan(rung_ranks.spearman([1, 1, 1], [1, 2, 3]))  # a constant ranking
+  path = tmp_path / "stages.csv"
+  path.write_text("stage,begin,end,group,point,source,note,kind,ranked_by,score,hp_lr\n"
+                  + "".join(f"0,0,10,g,{p},-1,r,stage,cooldown,{s},0.1\n"
+                            for p, s in enumerate([0.3, 0.1, 0.2, 0.4]))
+                  + "".join(f"0,10,12,g,{p},{p},f,cooldown,,{s},0.1\n"
+                            for p, s in enumerate([0.3, 0.1, 0.2, 0.4]))
+                  + "1,10,30,g,1,1,r,stage,,,0.1\n")
+  stages = adaptive.read_stages(tmp_path)
+  (rank,) = rung_ranks.rung_ranks(stages, {0: 3.0, 1: 1.0, 2: 2.5, 3: 2.0})
+  assert (rank.stage, rank.end, rank.ranked_by, rank.points, rank.known) == (
+      0, 10, "cooldown", 4, 4)
+  # scores rank 1 < 2 < 0 < 3, finals 1 < 3 < 2 < 0: d = (1, 0, 1, 2) -> 1 - 6 * 6 / 60.
+  assert rank.rho == pytest.approx(0.4, abs=1e-12)
+  # the fork's rows are not the stage's: compute counts their steps, not their points
+  c = adaptive.compute(stages, 30)
+  assert (c.stages[0].points, c.stages[0].point_steps, c.stages[0].end) == (4, 48, 10)

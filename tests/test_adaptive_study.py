@@ -17,7 +17,8 @@ STEPS, N = 9, 9  # --quick: 9 steps, the base config's 9 learning rates
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("study"))
-  designs = ["grid", "random", "successive_halving", "hyperband", "pbt", "optuna"]
+  designs = ["grid", "random", "successive_halving", "hyperband", "pbt", "optuna",
+             "successive_halving_cooldown", "successive_halving_extrapolated"]
   return out, study_mod.run_study(out, designs, seeds=1, quick=True)
 
 
@@ -96,9 +97,17 @@ def test_table_states_the_ratio_and_the_verdict(study):
   assert by["grid"]["points x steps (a seed)"] == "81" and by["grid"]["x grid"] == "1.000"
   assert by["successive_halving"]["x grid"] == f"{21 / 81:.3f}"
   assert by["hyperband"]["x grid"] == f"{69 / 81:.3f}"
+  # Cooldown forks of max(1, round(0.2 x rung)) steps at rungs 1 and 3: 9 x 1 + 3 x 1 more.
+  assert by["successive_halving_cooldown"]["x grid"] == f"{(21 + 12) / 81:.3f}"
+  assert by["successive_halving_extrapolated"]["x grid"] == f"{21 / 81:.3f}"
   (sh,), (grid,) = s.of("successive_halving"), s.of("grid")
-  met = sh.best_lr == grid.best_lr and sh.best_loss <= 1.01 * grid.best_loss
-  assert lines[-1].endswith(f"met on {int(met)} of 1 seeds.")
+  met = (sh.best_loss <= 1.01 * grid.best_loss and sh.compute <= 81 / 3
+         and sh.wall_seconds <= 0.5 * grid.wall_seconds)
+  (line,) = [x for x in lines if x.startswith("successive_halving (rank_by last)")]
+  assert line.endswith(f"met on {int(met)} of 1 seeds.")
+  assert lines[-1].startswith("Selection on the test seeds:")
+  # Every rung's ranking against the grid's final one: rho per seed for each rank_by.
+  assert {r[0] for r in s.correlations} == {"last", "cooldown", "extrapolated"}
 
 
 def test_figure_has_a_marker_per_design(study):

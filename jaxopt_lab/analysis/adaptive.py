@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from jaxopt_lab import expdir
-from jaxopt_lab.analysis import lineage, plots
+from jaxopt_lab.analysis import lineage, plots, rung_ranks
 from jaxopt_lab.analysis.document import Document, cell, fmt
 
 # Designs whose stages stop points early (rungs) and the one whose stages copy states (lineage).
@@ -47,6 +47,10 @@ class Stages:
     stage, begin, end, point, source: int arrays; `source` -1 for a fresh start.
     group, note: str arrays.
     hparams: value factor -> float array (the `hp_<factor>` columns, prefix dropped).
+    kind, ranked_by: str arrays (`expdir.RANKING_COLUMNS`; a file without them: every row a
+      stage's, nothing ranked).
+    score: float array, what a ranking rung ranked the row's point by (lower is better), the
+      fork's valid metric on a cooldown fork's row; NaN elsewhere.
   """
 
   stage: np.ndarray
@@ -57,12 +61,18 @@ class Stages:
   source: np.ndarray
   note: np.ndarray
   hparams: dict[str, np.ndarray]
+  kind: np.ndarray
+  ranked_by: np.ndarray
+  score: np.ndarray
 
-  def rows(self, group: str, stage: int | None = None) -> np.ndarray:
-    """Row indices of `group` (and of one `stage`), in file order."""
+  def rows(self, group: str, stage: int | None = None, kind: str | None = expdir.STAGE_KIND
+           ) -> np.ndarray:
+    """Row indices of `group` (and of one `stage`) of `kind` (None: any), in file order."""
     mask = self.group == group
     if stage is not None:
       mask &= self.stage == stage
+    if kind is not None:
+      mask &= self.kind == kind
     return np.flatnonzero(mask)
 
   @property
@@ -102,7 +112,10 @@ def read_stages(workdir: str | os.PathLike) -> Stages | None:
   return Stages(stage=ints("stage"), begin=ints("begin"), end=ints("end"),
                 group=np.array([r["group"] for r in rows], dtype=object), point=ints("point"),
                 source=ints("source"), note=np.array([r["note"] for r in rows], dtype=object),
-                hparams=hparams)
+                hparams=hparams,
+                kind=np.array([r.get("kind") or expdir.STAGE_KIND for r in rows], dtype=object),
+                ranked_by=np.array([r.get("ranked_by") or "" for r in rows], dtype=object),
+                score=np.array([float(r["score"]) if r.get("score") else np.nan for r in rows]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +127,7 @@ class StageCompute:
   begin: int  # the earliest first step of its rows
   end: int  # the latest last step of its rows
   points: int
-  point_steps: int  # sum over its points of (end - begin)
+  point_steps: int  # sum over its points of (end - begin), its cooldown fork's included
   exploits: int  # points that continued from another point's state
   note: str
 
@@ -151,12 +164,12 @@ def compute(stages: Stages, steps: int) -> Compute:
   out = []
   for group in stages.groups:
     for k in sorted(set(stages.stage[stages.rows(group)].tolist())):
-      rows = stages.rows(group, k)
+      rows, every = stages.rows(group, k), stages.rows(group, k, kind=None)
       point, source = stages.point[rows], stages.source[rows]
       out.append(StageCompute(
           group=group, stage=k, begin=int(stages.begin[rows].min()),
           end=int(stages.end[rows].max()), points=int(np.unique(point).size),
-          point_steps=int((stages.end[rows] - stages.begin[rows]).sum()),
+          point_steps=int((stages.end[every] - stages.begin[every]).sum()),
           exploits=int(((source >= 0) & (source != point)).sum()),
           note=str(stages.note[rows[0]])))
   distinct = {(g, p) for g, p in zip(stages.group.tolist(), stages.point.tolist(), strict=True)}
@@ -271,6 +284,13 @@ def section(doc: Document, workdir: str | os.PathLike
     doc.table(["group", "last step", "points", "status"],
               [[g, fmt(end), fmt(len(ps)), status_text(ps)]
                for (g, end), ps in sorted(ends.items())])
+    _rung_ranks(doc, stages, summary, config, run, c.steps)
+
+  doc.para(f"Selection on the test seeds: `{design}` chose which points to train on, and how far, "
+           "by their valid metric on the same seeds (data order, initialisation) whose numbers "
+           "this report shows. A verdict that rests on those points (the best learning rate, "
+           "one setting beating another) is a selection scored where it was made: confirm it "
+           "on fresh seeds (a new `sweep.seed`) before relying on it.")
 
   if design in LINEAGE_DESIGNS:
     for name, fig in ((lineage.LINEAGE_FIGURE, lineage.lineage(stages)),
@@ -309,6 +329,28 @@ def section(doc: Document, workdir: str | os.PathLike
                 [[r["group"], r["point"], r["descends_from"], *(cell(r[n]) for n in names),
                   cell(r[f"final_valid_{metric}"])] for r in table])
   return figures, {k: (list(cols), rs) for k, (cols, rs) in tables.items()}
+
+
+def _rung_ranks(doc: Document, stages: Stages, summary: list[dict[str, str]],
+                config: dict[str, Any], run: dict[str, Any], steps: int) -> None:
+  """The rung-vs-final rank correlations (`rung_ranks`), over the points that reached the end."""
+  metric = config.get("sweep", {}).get("metric", "loss")
+  mode = (run.get("metric_modes") or {}).get(metric) or expdir.DEFAULT_METRIC_MODES.get(
+      metric, "min")
+  sign, key = (-1.0 if mode == "max" else 1.0), expdir.metric_column("final", "valid", metric)
+  finals = {int(r["point"]): sign * float(r[key]) for r in summary
+            if r.get("status") == "ok" and r.get(key) and float(r.get("steps") or 0) == steps}
+  ranks = rung_ranks.rung_ranks(stages, finals)
+  if not ranks:
+    return
+  doc.para(f"How well each rung's ranking predicted the end's: Spearman's rho between the "
+           f"scores a rung ranked its points by (`ranked_by`) and their final valid {metric}, over "
+           f"the points that reached step {steps} (a rung's survivors; rho needs "
+           f"{rung_ranks.MIN_POINTS}). A study that trains the grid of the same points knows "
+           "every point's (benchmarks/adaptive_study.py).")
+  doc.table(["group", "stage", "step", "ranked by", "points", "known at the end", "rho"],
+            [[r.group, fmt(r.stage), fmt(r.end), r.ranked_by, fmt(r.points), fmt(r.known),
+              cell(fmt(r.rho, ".2f"))] for r in ranks])
 
 
 def status_text(points: list[LastStage]) -> str:

@@ -24,6 +24,7 @@ from jaxopt_lab.optim.schedules import (
     constant_schedule,
     warmup_cosine_decay_schedule,
     warmup_stable_decay_schedule,
+    with_cooldown,
 )
 from jaxopt_lab.optim.transform import (
     AddDecayedWeightsState,
@@ -70,4 +71,5 @@ __all__ = [
     'value_factors',
     'warmup_cosine_decay_schedule',
     'warmup_stable_decay_schedule',
+    'with_cooldown',
 ]

@@ -180,6 +180,7 @@ def build(
     opt_cfg: Any,
     hparams: Mapping[str, jax.typing.ArrayLike],
     total_steps: int,
+    cooldown: tuple[jax.typing.ArrayLike, jax.typing.ArrayLike] | None = None,
 ) -> optax.GradientTransformation:
   """The config's optimizer: `chain(clip_by_global_norm, <optimizer>(learning_rate=<schedule>))`.
 
@@ -191,6 +192,9 @@ def build(
       `hparams['warmup'] * total_steps` steps, and gradients are clipped to global norm
       `hparams['clip_norm']` (<= 0 is off).
     total_steps: the length of training, > 0; the cosine and WSD decays end there.
+    cooldown: None, or `(start, steps)`: the schedule decays linearly to zero from its value at
+      step `start` over `steps` steps (`schedules.with_cooldown`; both may be traced): a
+      successive-halving rung's cooldown fork (`sweep.adaptive.ranking`).
 
   Returns:
     An `optax.GradientTransformation` whose state structure depends only on `opt_cfg`.
@@ -216,6 +220,8 @@ def build(
     spec.check(hp[spec.name], f'hparams[{spec.name!r}]')
   flags = _flags(opt_cfg, optimizer)
   lr = _schedule(opt_cfg, hp['learning_rate'], hp['warmup'] * total_steps, total_steps)
+  if cooldown is not None:
+    lr = schedules.with_cooldown(lr, *cooldown)
   values = {k: hp[k] for k in optimizer.value_names}
   if optimizer.schedule:
     opt = optimizer.build(lr, values, flags)

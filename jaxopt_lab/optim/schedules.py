@@ -175,3 +175,47 @@ def warmup_stable_decay_schedule(
     return jnp.where(t < warmup_steps, warm, decayed)
 
   return schedule
+
+
+def with_cooldown(schedule: Schedule, start: ArrayLike, steps: ArrayLike) -> Schedule:
+  r"""`schedule` until step `start`, then a linear decay to zero from its value there.
+
+  With :math:`s` = `start` and :math:`d` = `steps`:
+
+  .. math::
+
+    \alpha'_t = \begin{cases}
+      \alpha_t & t < s \\
+      \alpha_s \left(1 - \operatorname{clip}\left((t - s) / d, 0, 1\right)\right) & t \ge s
+    \end{cases}
+
+  the cooldown of Hägele et al. (2024): from any point of a stable phase, a short linear decay
+  to zero gives the model a run of length :math:`s + d` would have reached. The decay holds the
+  value at the fork point, :math:`\alpha_s`, and decays it linearly, whatever the schedule does
+  after :math:`s`: for a warmup-stable-decay schedule in its stable phase this is exactly
+  `warmup_stable_decay_schedule(peak, w, s + d, d)`; for a cosine schedule it is the cosine's
+  value at :math:`s`, decayed linearly (not the cosine's own decline times a decay). The decay
+  is `warmup_stable_decay_schedule(\alpha_s, 0, s + d, d)`, the same expression, so the two
+  agree bit for bit. `start` and `steps` may be traced: a sweep forks every point at its own
+  step in one compiled program (`sweep.adaptive.ranking`).
+
+  Args:
+    schedule: the schedule before the fork.
+    start: the step of the fork (the first decayed update is the one at count `start`).
+    steps: the decay's length, > 0.
+
+  Returns:
+    A function of the step count.
+
+  References:
+    Hägele et al., `Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations
+    <https://arxiv.org/abs/2405.18392>`_, 2024
+  """
+
+  def cooled(count: ArrayLike) -> jax.Array:
+    t = _as_float(count)
+    start_f = jnp.asarray(start, jnp.float32)
+    decay = warmup_stable_decay_schedule(schedule(start_f), 0.0, start_f + steps, steps)
+    return jnp.where(t < start_f, schedule(count), decay(count))
+
+  return cooled

@@ -105,6 +105,15 @@ def hparam_packing(names: Sequence[str]) -> tuple[
   return pack, unpack
 
 
+def packed_names(config: ml_collections.ConfigDict, cooldown: bool = False) -> tuple[str, ...]:
+  """The names of a group program's packed hyperparameters: the optimizer's values, then, with
+  `cooldown`, `train.COOLDOWN_KEYS`: a design that ranks its rungs by cooldown forks
+  (`sweep.adaptive.rank_by = 'cooldown'`) runs its forks through the same compiled program as
+  its training, with each point's fork start and length as two more traced values."""
+  names = tuple(factory.hparam_names(config.optimizer.name))
+  return names + train.COOLDOWN_KEYS if cooldown else names
+
+
 def gather_batch(data, indices: jax.Array):
   """The batch of examples `indices` of the training set `data` ({name: [examples, ...]}), on
   the device: `task.train_batches`' NumPy gather, inside the compiled program."""
@@ -120,19 +129,20 @@ def _by_slices(fn, width: int, *trees):
 
 
 def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mesh: Mesh,
-                        width: int):
+                        width: int, cooldown: bool = False):
   """The jitted chunk-of-steps and evaluation programs of a group (sharded over `mesh`).
 
   Points are split over the mesh's `points` axis. Each training batch is split over its `data`
   axis (gradients averaged there); evaluation data is replicated, so every data shard evaluates
   the whole split and the metrics need no reduction. Returns `(chunk, evaluate, metric_names)`:
   the chunk program's metrics are one array [points, steps, metrics], its last axis the names of
-  `metric_names` (a list the first trace of the chunk program fills, sorted).
+  `metric_names` (a list the first trace of the chunk program fills, sorted). With `cooldown`
+  the packed values end with `train.COOLDOWN_KEYS` (`packed_names`).
   """
   metric_names: list[str] = []
   data_axis = "data" if mesh.shape["data"] > 1 else None
   point_step = make_point_step(task, config, data_axis)
-  _, unpack = hparam_packing(factory.hparam_names(config.optimizer.name))
+  _, unpack = hparam_packing(packed_names(config, cooldown))
   eval_step = train.make_eval_step(task)
   pts = P("points")
   # The training set (replicated) and the chunk's example indices [seeds, steps, batch]; the
@@ -254,6 +264,7 @@ class GroupPrograms:
     `padded`: the points to pad to (a multiple of the `points` devices), instead of the fewest
     whole slices (an adaptive design's stages reuse a few sizes)."""
     self.group, self.mesh = group, mesh
+    self.cooldown = train.COOLDOWN_KEYS[0] in group.hparams  # forks of a cooldown ranking
     cfg = group.config
     n_dev = mesh.shape["points"]
     local = -(-len(group.points) // n_dev) if padded is None else padded // n_dev
@@ -264,7 +275,8 @@ class GroupPrograms:
     width, local = _even_slices(local, min(width, local))
     self.width, self.padded = width, local * n_dev
     self.sharding = NamedSharding(mesh, P("points"))
-    chunk, self.evaluate, self.metric_names = make_group_programs(group.task, cfg, mesh, width)
+    chunk, self.evaluate, self.metric_names = make_group_programs(group.task, cfg, mesh, width,
+                                                                  self.cooldown)
     self.chunk = runloop.ChunkProgram(chunk)
     replicated = NamedSharding(mesh, P())
     self.train_data = jax.tree.map(lambda x: to_global(np.asarray(x), replicated),
@@ -278,7 +290,7 @@ class GroupPrograms:
     if len(group.points) > self.padded:
       raise ValueError(f"{len(group.points)} points do not fit a program of {self.padded}")
     self.group, self.n = group, len(group.points)
-    pack, _ = hparam_packing(factory.hparam_names(group.config.optimizer.name))
+    pack, _ = hparam_packing(packed_names(group.config, self.cooldown))
     self.hparams = to_global(_pad(pack(group.hparams), self.padded), self.sharding)
     self.replicate = to_global(_pad(group.replicate, self.padded), self.sharding)
     self.seeds = to_global(_pad(group.seeds, self.padded), self.sharding)
@@ -313,7 +325,7 @@ class GroupPrograms:
     batches = jax.eval_shape(lambda: (self.group.task.train_data, self.host_indices(0, k)))
 
     def program_bytes(width: int) -> float:
-      chunk, _, _ = make_group_programs(self.group.task, cfg, mesh1, width)
+      chunk, _, _ = make_group_programs(self.group.task, cfg, mesh1, width, self.cooldown)
       hp = jax.ShapeDtypeStruct((width, len(self.group.hparams)), jnp.float32)
       rep = jax.ShapeDtypeStruct((width,), jnp.int32)
       pop = jax.eval_shape(self._init_fn(), hp, rep)
@@ -328,7 +340,7 @@ class GroupPrograms:
 
   def _init_fn(self):
     task, cfg = self.group.task, self.group.config
-    _, unpack = hparam_packing(factory.hparam_names(cfg.optimizer.name))
+    _, unpack = hparam_packing(packed_names(cfg, self.cooldown))
 
     def init(packed, seeds):
       hparams = unpack(packed)

@@ -70,8 +70,9 @@ class Store:
     self.hparams: dict[int, dict[str, float]] = {}
     self.groups: dict[str, dict[str, Any]] = {}
     self.metric_modes: dict[str, str] = {}
-    # Adaptive designs: (group, stage index) -> the stage's rows of stages.csv.
-    self.stage_rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    # Adaptive designs: (group, stage index[, 'fork']) -> the stage's (its fork's) rows of
+    # stages.csv.
+    self.stage_rows: dict[tuple, list[dict[str, Any]]] = {}
     self.eval_splits: tuple[str, ...] = ()
     self.total_steps = int(config.train.steps)
     # A point's horizon: its group's where train.steps is a grouping factor ('horizon').
@@ -167,9 +168,30 @@ class Store:
     for j, point in enumerate(ids):
       self.hparams[point] = {k: expdir.metric_float(v[j]) for k, v in hparams.items()}
       rows.append({"stage": index, "begin": begin, "end": end, "group": group, "point": point,
-                   "source": int(sources[j]), "note": note,
+                   "source": int(sources[j]), "note": note, "kind": expdir.STAGE_KIND,
+                   "ranked_by": "", "score": "",
                    **{expdir.HPARAM_PREFIX + k: v for k, v in self.hparams[point].items()}})
     self.stage_rows[(group, index)] = rows
+
+  def record_ranking(self, group: str, index: int, ids: Sequence[int], ranked_by: Sequence[str],
+                     scores: np.ndarray) -> None:
+    """Records what stage `index`'s rung ranked its points by (`ranked_by`, one per point) and
+    the score (signed: lower is better) on the stage's rows."""
+    at = {int(p): (how, s) for p, how, s in zip(ids, ranked_by, scores, strict=True)}
+    for r in self.stage_rows[(group, index)]:
+      how, score = at[r["point"]]
+      r["ranked_by"], r["score"] = how, expdir.metric_float(score)
+
+  def record_fork(self, group: str, index: int, begin: int, end: int, ids: Sequence[int],
+                  values: np.ndarray) -> None:
+    """Records the cooldown fork of stage `index` (rows of kind `expdir.FORK_KIND`: the points
+    trained a copy of their state from `begin` to `end`; `score`: the fork's valid metric)."""
+    stage = {r["point"]: r for r in self.stage_rows[(group, index)]}
+    self.stage_rows[(group, index, expdir.FORK_KIND)] = [
+        {**stage[int(p)], "begin": begin, "end": end, "source": int(p),
+         "note": f"cooldown fork of {end - begin} steps", "kind": expdir.FORK_KIND,
+         "ranked_by": "", "score": expdir.metric_float(v)}
+        for p, v in zip(ids, values, strict=True)]
 
   def record_group(self, group: str, compile_seconds: float, train_seconds: float,
                    steps_run: int, steps_trained: int, n_points: int, slice_width: int,
@@ -222,6 +244,8 @@ class Store:
     trained_stages: dict[int, int] = {}
     for rows in self.stage_rows.values():
       for r in rows:
+        if r["kind"] != expdir.STAGE_KIND:  # a fork is no stage of the point
+          continue
         trained_stages[r["point"]] = trained_stages.get(r["point"], 0) + 1
     out = []
     for p in self.points:
@@ -258,7 +282,7 @@ class Store:
       rows = [r for key in sorted(self.stage_rows) for r in self.stage_rows[key]]
       hp = sorted({k for r in rows for k in r if k.startswith(expdir.HPARAM_PREFIX)})
       files.atomic_write_csv(os.path.join(self.workdir, expdir.STAGES_FILE), rows,
-                             list(expdir.STAGES_COLUMNS) + hp)
+                             list(expdir.STAGES_COLUMNS + expdir.RANKING_COLUMNS) + hp)
     files.atomic_write_json(os.path.join(self.workdir, expdir.RUN_FILE), expdir.run_record(
         status=status,
         task=self.config.task,

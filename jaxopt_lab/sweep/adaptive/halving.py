@@ -12,6 +12,14 @@ against the first rung's budget: with s_max = floor(log_eta(steps / min_steps)),
 bracket's points are drawn by `sweep.adaptive.initial` (random, sobol or lhs) with their own
 seed, so the design (design.csv, its `bracket` column) is known before anything trains.
 
+What a rung ranks by (`sweep.adaptive.rank_by`, `stages.RANK_BY`; `ranking` scores them):
+'last' (the default), each point's valid metric at the rung; 'cooldown', that of a fork of its
+state whose learning rate decays linearly to zero over `cooldown_fraction` of the steps so far
+(Hägele et al., 2024; the fork is discarded, the survivors continue from the state it forked);
+'extrapolated', a power law fitted to its valid curve so far, at the bracket's last rung (Domhan
+et al., 2015). The short-horizon bias (Wu et al., 2018) makes 'last' keep learning rates too
+high at early rungs.
+
 Rungs of successive halving: with n value points and `min_steps` = 0 (auto) there are
 s + 1 rungs, s = floor(log_eta(n)), at round(steps * eta^(k - s)) steps, k = 0..s, so that about
 one value point reaches the last rung. With `min_steps` = r > 0, the rungs are r, r eta, ...
@@ -106,11 +114,14 @@ class Policy:
     steps: `train.steps`.
     eta, min_steps: the checked settings (`sweep.adaptive`).
     brackets: Hyperband's brackets to run (0: all); None for successive halving.
+    rank_by, cooldown_fraction: what a rung ranks by (see the module's docstring).
   """
 
   def __init__(self, points: Sequence[Any], steps: int, eta: int, min_steps: int,
-               brackets: int | None = None):
+               brackets: int | None = None, rank_by: str = "last",
+               cooldown_fraction: float = 0.2):
     self.points, self.eta = list(points), int(eta)
+    self.rank_by, self.cooldown_fraction = rank_by, float(cooldown_fraction)
     self.brackets: list[tuple[list[list[int]], list[int]]] = []  # (value points, rungs)
     if brackets is not None:
       by_bracket: dict[int, list[int]] = {}
@@ -134,7 +145,11 @@ class Policy:
     where = f"bracket {bracket + 1}/{len(self.brackets)}, " if len(self.brackets) > 1 else ""
     note = (f"{where}rung {rung + 1}/{len(rungs)}: {len(vps)} value point"
             f"{'s' * (len(vps) != 1)} to step {rungs[rung]}")
-    return stages.Stage(index, slots, rungs[rung], source=source, note=note)
+    end, ranked = rungs[rung], rung + 1 < len(rungs)  # the last rung ranks nothing
+    rank_by = self.rank_by if ranked else "last"
+    fork = max(1, round(self.cooldown_fraction * end)) if rank_by == "cooldown" else 0
+    return stages.Stage(index, slots, end, source=source, note=note, rank_by=rank_by,
+                        fork_steps=fork, horizon=rungs[-1])
 
   def first(self) -> stages.Stage:
     return self._stage(0, 0, 0, self.brackets[0][0], None)
@@ -170,20 +185,26 @@ def hyperband_points(space: Any, steps: int | None, draw: Callable[[Any], list[l
 
 def _successive_halving(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
   return Policy(group.points, int(group.config.train.steps), settings["eta"],
-                settings["min_steps"])
+                settings["min_steps"], None, settings["rank_by"], settings["cooldown_fraction"])
 
 
 def _hyperband(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
   return Policy(group.points, int(group.config.train.steps), settings["eta"],
-                settings["min_steps"], settings["brackets"])
+                settings["min_steps"], settings["brackets"], settings["rank_by"],
+                settings["cooldown_fraction"])
 
 
 _ETA = registry.Setting("eta", 3, low=2, note="each rung keeps 1/eta of the points")
 _MIN_STEPS = registry.Setting("min_steps", 0, low=0, note="0: auto")
+_RANK_BY = registry.Setting("rank_by", "last", choices=stages.RANK_BY)
+_COOLDOWN = registry.Setting("cooldown_fraction", 0.2, low=0, high=1, include_low=False,
+                             note="a rung's fork decays over this fraction of its steps")
 successive_halving = registry.declare(_successive_halving, name="successive_halving",
-                                      settings=[_ETA, _MIN_STEPS], check=check)
+                                      settings=[_ETA, _MIN_STEPS, _RANK_BY, _COOLDOWN],
+                                      check=check)
 hyperband = registry.declare(
     _hyperband, name="hyperband",
-    settings=[_ETA, _MIN_STEPS, registry.Setting("brackets", 0, low=0, note="0: all")],
+    settings=[_ETA, _MIN_STEPS, registry.Setting("brackets", 0, low=0, note="0: all"),
+              _RANK_BY, _COOLDOWN],
     initial=("random", "sobol", "lhs"), points=hyperband_points, tag=expdir.BRACKET_COLUMN,
     check=check, initial_note="hyperband draws each bracket's points")

@@ -27,9 +27,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from jaxopt_lab import checkpoints, expdir, runloop
+from jaxopt_lab import checkpoints, expdir, runloop, train
 from jaxopt_lab.sweep import grouping, jobs, programs, store
-from jaxopt_lab.sweep.adaptive import registry, stages
+from jaxopt_lab.sweep.adaptive import ranking, registry, stages
 
 
 def make_policy(group: grouping.Group, workdir: str) -> stages.Policy:
@@ -130,6 +130,25 @@ def _scores(st: store.Store, ids: list[int], step: int, alive: np.ndarray) -> np
   return np.where(np.isfinite(out) & alive, out, np.inf)
 
 
+def _rank(stage: stages.Stage, scores: np.ndarray, run: programs.GroupPrograms,
+          sub: grouping.Group, pop: programs.Population, st: store.Store, ids: list[int]
+          ) -> tuple[np.ndarray, ranking.Fork | None]:
+  """The scores the stage's rung ranks by (`stage.rank_by`), recorded in stages.csv, and the
+  cooldown fork that made them (None for the other rankings)."""
+  fork, how = None, [stage.rank_by] * len(ids)
+  if stage.rank_by == "cooldown":
+    fork = ranking.cooldown_scores(run, sub, pop, stage, st)
+    st.record_fork(sub.name, stage.index, stage.end, stage.end + stage.fork_steps, ids,
+                   fork.values)
+    scores = fork.scores
+  elif stage.rank_by == "extrapolated":
+    scores, how = ranking.extrapolate(st, ids, stage.end, stage.horizon or
+                                      int(sub.config.train.steps), scores)
+  if stage.end < stage.horizon:  # a rung that ranks (a bracket's last rung ranks nothing)
+    st.record_ranking(sub.name, stage.index, ids, how, scores)
+  return scores, fork
+
+
 def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runloop.Position,
                 progress: runloop.Progress) -> None:
   """Trains (or resumes) `group` stage by stage as its design's policy decides."""
@@ -140,6 +159,11 @@ def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runlo
   ids = np.array([p.point for p in group.points])
   st.register(group.name, group.task, ids.tolist(), group.hparams)
   current = {k: np.array(v, np.float32) for k, v in group.hparams.items()}  # per position
+  if registry.resolve(cfg.sweep.design).read_settings(cfg.sweep.adaptive).get(
+      "rank_by") == "cooldown":  # the programs take each point's fork (off while training)
+    current[train.COOLDOWN_KEYS[0]] = np.full(len(ids), train.COOLDOWN_OFF, np.float32)
+    current[train.COOLDOWN_KEYS[1]] = np.ones(len(ids), np.float32)
+  values = [k for k in current if k not in train.COOLDOWN_KEYS]  # the points' own
   stage, previous, pop = policy.first(), None, None
   seconds, points_steps = 0.0, 0
   while stage is not None:
@@ -163,7 +187,7 @@ def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runlo
     sources = (np.full(len(slots), -1) if stage.source is None
                else ids[np.asarray(previous.slots)[stage.source]])
     st.record_stage(group.name, stage.index, begin, stage.end, ids[slots].tolist(),
-                    sources.tolist(), stage.note, {k: current[k][slots] for k in current})
+                    sources.tolist(), stage.note, {k: current[k][slots] for k in values})
     ckpt = checkpoints.Checkpointer(expdir.stage_checkpoints(st.workdir, group.name, stage.index))
     where.checkpoints = ckpt.directory
     start = begin
@@ -185,6 +209,12 @@ def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runlo
     diverged = np.asarray(programs.to_host(pop.diverged_step))[: len(slots)]
     st.update_points(ids[slots].tolist(), stage.end, alive, diverged)
     scores = _scores(st, ids[slots].tolist(), stage.end, alive)
+    scores, spent = _rank(stage, scores, run, sub, pop, st, ids[slots].tolist())
+    if spent is not None:  # a cooldown fork: its points x steps and seconds count as training
+      points_steps, seconds = points_steps + spent.points_steps, seconds + spent.seconds
+      st.record_group(group.name, ladder.compile_seconds, seconds, stage.fork_steps,
+                      stage.end, len(group.points), run.width, group.task, points_steps)
+      st.flush()
     previous, stage = stage, policy.next(stage, scores)
     going_on = set() if stage is None or stage.source is None else set(
         np.asarray(stage.slots).tolist())

@@ -23,6 +23,9 @@ from typing import Protocol
 
 import numpy as np
 
+# What a rung may rank its points by (`sweep.adaptive.rank_by`; `Stage.rank_by`).
+RANK_BY = ("last", "cooldown", "extrapolated")
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -39,6 +42,12 @@ class Stage:
     hparams: value hyperparameter -> [S] float32, the slots' values from this stage on; None:
       the values they had (the design's values for fresh slots).
     note: what the stage is, for the log and the record ("rung 1 of 3: 9 of 27 points").
+    rank_by: how the runner scores the slots for `Policy.next` (`RANK_BY`; `ranking`): 'last', the
+      valid metric at `end`; 'cooldown', that of a fork of each state decayed to zero over
+      `fork_steps` more steps; 'extrapolated', a power law fitted to each valid curve so far,
+      at `horizon`.
+    fork_steps: the cooldown fork's length (rank_by 'cooldown').
+    horizon: the step the extrapolation predicts (rank_by 'extrapolated'; 0: `train.steps`).
   """
 
   index: int
@@ -47,6 +56,9 @@ class Stage:
   source: np.ndarray | None = None
   hparams: dict[str, np.ndarray] | None = None
   note: str = ""
+  rank_by: str = "last"
+  fork_steps: int = 0
+  horizon: int = 0
 
 
 class Policy(Protocol):
