@@ -203,8 +203,7 @@ def adaptive_config() -> ml_collections.ConfigDict:
           eta=3,  # successive_halving / hyperband: each rung keeps the best 1/eta (>= 2)
           min_steps=0,  # successive_halving / hyperband: the first rung's steps (0: auto)
           brackets=0,  # hyperband: brackets to run, most exploratory first (0: all)
-          # successive_halving / hyperband: what a rung ranks by: last | cooldown | extrapolated
-          rank_by="last",
+          rank_by="last",  # successive_halving / hyperband rungs: last|cooldown|extrapolated
           cooldown_fraction=0.2,  # rank_by cooldown: the fork's decay, a fraction of the steps
           interval=0,  # pbt: steps between exploit / explore (> 0)
           fraction=0.25,  # pbt: the worst fraction copies a point of the best fraction
