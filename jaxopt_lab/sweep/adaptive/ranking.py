@@ -182,9 +182,14 @@ def cooldown_scores(run: programs.GroupPrograms, sub: grouping.Group, pop: progr
                                                   values.items()})
   alive = np.asarray(programs.to_host(fork.alive))[:n]
   run.place(sub)  # the survivors train on with the cooldown off
-  metric = st.config.sweep.metric
-  raw = np.asarray(values[f"valid_{metric}"], np.float64)
-  sign = -1.0 if st.metric_modes.get(metric) == "max" else 1.0
-  scores = np.where(np.isfinite(raw) & alive, sign * raw, np.inf)
+  raw = np.asarray(values[f"valid_{st.config.sweep.metric}"], np.float64)
   seconds = time.perf_counter() - started - (run.compile_seconds - compiled_before)
-  return Fork(scores, raw, n * steps, seconds)
+  return Fork(signed(st, raw, alive), raw, n * steps, seconds)
+
+
+def signed(st: store.Store, values: np.ndarray, alive: np.ndarray) -> np.ndarray:
+  """`values` of `sweep.metric` as scores a rung ranks by: lower is better (a maximised metric
+  negated), inf where the point diverged or the value is not finite."""
+  sign = -1.0 if st.metric_modes.get(st.config.sweep.metric) == "max" else 1.0
+  out = sign * np.asarray(values, np.float64)
+  return np.where(np.isfinite(out) & alive, out, np.inf)

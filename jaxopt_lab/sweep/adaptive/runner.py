@@ -122,12 +122,10 @@ def _scores(st: store.Store, ids: list[int], step: int, alive: np.ndarray) -> np
   """Each point's `sweep.metric` on the valid split at `step`, signed lower-is-better; inf when
   it diverged or has no finite value."""
   metric = st.config.sweep.metric
-  sign = -1.0 if st.metric_modes.get(metric) == "max" else 1.0
   wanted = set(ids)
   found = {r["point"]: r.get(metric, math.nan) for r in st.rows
            if r["step"] == step and r["split"] == "valid" and r["point"] in wanted}
-  out = np.array([sign * float(found.get(i, math.nan)) for i in ids])
-  return np.where(np.isfinite(out) & alive, out, np.inf)
+  return ranking.signed(st, np.array([float(found.get(i, math.nan)) for i in ids]), alive)
 
 
 def _rank(stage: stages.Stage, scores: np.ndarray, run: programs.GroupPrograms,
