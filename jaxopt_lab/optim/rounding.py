@@ -163,7 +163,6 @@ def float32_tolerance(opt: optax.GradientTransformation, steps: int,
   return jax.tree.map(lambda b: 2.0 * b, error_bound(opt, steps, params, grad_fn)[0])
 
 
-
 def program_bound(program: Callable[[Any], Any], start: Any, steps: int, *,
                   ulps_per_step: float = ULPS_PER_STEP, eps: float = EPS32) -> tuple[Any, Any]:
   """The bound `B` (module doc) on each output of any program of `steps` rounding steps.
