@@ -149,7 +149,8 @@ class GroupProgram:
   Attributes:
     width: points per vmapped slice on a device; padded: points after padding to the mesh.
     mesh: the (`points`, `data`) mesh; chunk: the jitted chunk program
-      `(pop, hparams, replicate, batches) -> (pop, metrics)`; hparams, replicate: its arguments.
+      `(pop, hparams, replicate, active, batches) -> (pop, metrics)`; hparams, replicate, active:
+      its arguments (`active`: the points in use per device, all of them here).
     init_population: `() -> pop` on the mesh.
     run_chunk: `(pop, begin, end) -> (pop, metrics)`, the driver's own call: the host builds the
       chunk's batches, places them, compiles at the first call of a length, runs.
@@ -170,6 +171,7 @@ class GroupProgram:
   chunk: Any
   hparams: Any
   replicate: Any
+  active: Any
   init_population: Callable[[], Any]
   run_chunk: Callable[[Any, int, int], Any]
   run_loop: Callable[[Any, int, int], Any]
@@ -185,7 +187,8 @@ def group_program(group, mesh) -> GroupProgram:
   run = programs.GroupPrograms(group, mesh)
   return GroupProgram(
       width=run.width, padded=run.padded, mesh=run.mesh, chunk=run.chunk.fn,
-      hparams=run.hparams, replicate=run.replicate, init_population=run.init_population,
+      hparams=run.hparams, replicate=run.replicate, active=run.active,
+      init_population=run.init_population,
       run_chunk=lambda pop, begin, end: run.run_chunk(pop, run.device_batches(begin, end - begin)),
       run_loop=_loop_runner(run), device_batches=lambda k: run.device_batches(0, k),
       compiled=lambda k: run.chunk.compiled[k], compile_seconds=lambda: run.compile_seconds)

@@ -52,11 +52,14 @@ def main(argv: Sequence[str]) -> None:
     used[label] = program.width
     pop = program.init_population()
     batches = program.device_batches(k)
-    compiled = program.chunk.lower(pop, program.hparams, program.replicate, batches).compile()
-    state = {"pop": compiled(pop, program.hparams, program.replicate, batches)[0]}
+    compiled = program.chunk.lower(pop, program.hparams, program.replicate, program.active,
+                                  batches).compile()
+    state = {"pop": compiled(pop, program.hparams, program.replicate, program.active,
+                             batches)[0]}
 
     def call(compiled=compiled, program=program, batches=batches, state=state):
-      new_pop, metrics = compiled(state["pop"], program.hparams, program.replicate, batches)
+      new_pop, metrics = compiled(state["pop"], program.hparams, program.replicate, program.active,
+                                  batches)
       jax.block_until_ready((new_pop, metrics))
       state["pop"] = new_pop
 

@@ -170,7 +170,8 @@ def measure_sweep(spec: dict[str, Any]) -> dict[str, Any]:
   for _ in range(2):
     jax.clear_caches()  # else the same lowering is answered from JAX's in-memory cache
     start = time.perf_counter()
-    program.chunk.lower(state["pop"], program.hparams, program.replicate, batches).compile()
+    program.chunk.lower(state["pop"], program.hparams, program.replicate, program.active,
+                                  batches).compile()
     compiles.append(time.perf_counter() - start)
   out["compile_s"], out["all_compiles_s"] = min(compiles), compiles
 

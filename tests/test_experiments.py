@@ -15,7 +15,7 @@ import pytest
 from jaxopt_lab import configs, defaults, train
 from jaxopt_lab.data import text
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, driver, grouping, programs
+from jaxopt_lab.sweep import design, driver, grouping, slices
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "experiments")
@@ -43,7 +43,7 @@ def test_config_is_valid(name):
   config = module.get_config()
   assert f"experiments/{name}.py" in (module.__doc__ or ""), "the docstring names its command"
   train.validate_train_config(config)
-  programs.slice_width(config, 1)
+  slices.slice_width(config, 1)
   _check_optimizer(config)
   if not config.sweep.factors:
     return

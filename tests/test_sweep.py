@@ -19,7 +19,7 @@ from small_configs import classic_sweep_config
 from jaxopt_lab import files, hardware
 from jaxopt_lab import single as single_run
 from jaxopt_lab.data import batching
-from jaxopt_lab.sweep import design, driver, grouping, programs, store
+from jaxopt_lab.sweep import design, driver, grouping, programs, slices, store
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -400,7 +400,7 @@ def test_auto_slice_width_follows_the_memory_analysis(tmp_path, monkeypatch):
 def test_auto_width_pads_least(local, widest, width):
   """slice_size=-1 takes, of the widths from the budget's down to half of it, the one whose
   slices pad a device's points least (then the widest): never more padding than the budget's."""
-  assert programs.least_padded_width(local, widest) == width
+  assert slices.least_padded_width(local, widest) == width
   padded = lambda w: -(-local // w) * -(-local // -(-local // w))
   assert padded(width) <= padded(min(widest, local))
   assert padded(width) == min(padded(w) for w in range(-(-min(widest, local) // 2),

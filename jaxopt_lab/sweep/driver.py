@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from jaxopt_lab import defaults, hardware, preflight, runloop, train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import design, grouping, jobs, programs, store
+from jaxopt_lab.sweep import design, grouping, jobs, programs, slices, store
 from jaxopt_lab.sweep.adaptive import registry as designs
 from jaxopt_lab.sweep.adaptive import runner
 
@@ -62,7 +62,7 @@ def check_groups(groups: Sequence[grouping.Group], mesh: Mesh) -> None:
     if metric not in modes:
       raise ValueError(f"sweep.metric: {metric!r} is not a metric of task {group.task.name!r}; "
                        f"choices: {', '.join(modes)}")
-    programs.slice_width(cfg, 1)
+    slices.slice_width(cfg, 1)
     if cfg.data.batch_size % mesh.shape["data"]:
       raise ValueError(f"sweep.data_parallel: {mesh.shape['data']} must divide the batch size "
                        f"of group {group.name} (data.batch_size={cfg.data.batch_size})")

@@ -91,7 +91,7 @@ class GroupJob:
     return f"median loss {median:.4f} | {alive}/{self.programs.n} alive"
 
   def evaluate(self, step: int, pop: programs.Population) -> None:
-    values = programs.to_host(self.programs.evaluate(pop.state.params, self.programs.eval_data))
+    values = programs.to_host(self.programs.evaluate(pop.state.params))
     self.store.add_eval_rows(self.ids, step, textmetrics.score_generated(
         self.group.task, {k: np.asarray(v)[: self.programs.n] for k, v in values.items()}))
 

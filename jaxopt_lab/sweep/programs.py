@@ -5,13 +5,16 @@ For each group (one combination of structural factors) `GroupPrograms` builds th
 
     shard_map over devices (the `points` mesh axis; a `data` axis splits each batch when
                             `sweep.data_parallel` > 1)
-      lax.map over slices of the device's points      (bounds activation memory)
+      a loop over the slices of the device's points   (bounds activation memory)
+        in use (an adaptive design's later stages use fewer: the loop skips the rest)
         vmap over the points of a slice
           train.scan_chunk: lax.scan over a chunk's steps but the last, then the last (the
                             one that computes the log-step metrics)
             train.train_step, guarded for divergence
 
-so all points of the group share one compilation (per chunk length), whatever their number.
+so all points of the group share one compilation (per chunk length), whatever their number,
+and so do the shrinking populations of an adaptive design's stages: the count of points in use is
+a traced value (benchmarks/README.md, "One program for every stage").
 Hyperparameters are leaves of the `hparams` pytree with a leading point axis; the initial
 states come from `vmap(train.init_state)` over those hparams and the points' seeds. Points of the
 same replicate share a seed, hence their initial parameters and data order (common random
@@ -36,7 +39,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxopt_lab import hardware, runloop, tasks, train
 from jaxopt_lab.optim import factory
-from jaxopt_lab.sweep import grouping
+from jaxopt_lab.sweep import grouping, slices
 
 
 class Population(NamedTuple):
@@ -120,14 +123,6 @@ def gather_batch(data, indices: jax.Array):
   return jax.tree.map(lambda x: jnp.take(x, indices, axis=0), data)
 
 
-def _by_slices(fn, width: int, *trees):
-  """Applies `fn` (vmapped over points) to `trees` in slices of `width` points with lax.map."""
-  n = jax.tree.leaves(trees)[0].shape[0]
-  reshaped = jax.tree.map(lambda x: x.reshape((n // width, width) + x.shape[1:]), trees)
-  out = jax.lax.map(lambda args: jax.vmap(fn)(*args), reshaped)
-  return jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), out)
-
-
 def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mesh: Mesh,
                         width: int, cooldown: bool = False):
   """The jitted chunk-of-steps and evaluation programs of a group (sharded over `mesh`).
@@ -149,7 +144,7 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
   # batch axis is split over `data`.
   source_spec = (P(), P(None, None, "data"))
 
-  def chunk_local(pop, hparams, replicate, source):
+  def chunk_local(pop, hparams, replicate, active, source):
     data, indices = source
 
     # Gather the point's seed and step of the batch inside the step: under vmap the gather
@@ -163,23 +158,24 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
 
       return train.scan_chunk(step_at, p, indices.shape[1])
 
-    pop, metrics = _by_slices(one_point, width, pop, hparams, replicate)
+    pop, metrics = slices.by_slices(one_point, width, active[0], (pop, hparams, replicate),
+                                    keep=pop)
     # One output array for the host to fetch each chunk, not one per metric (each costs the
     # fetch a copy per device; benchmarks/HISTORY.md, "The sweep's host work").
     metric_names[:] = sorted(metrics)
     return pop, jnp.stack([metrics[name] for name in metric_names], axis=-1)
 
-  def eval_local(params, eval_data):
-    return _by_slices(lambda p: eval_step(p, eval_data), width, params)
+  def eval_local(params, active, eval_data):
+    return slices.by_slices(lambda p: eval_step(p, eval_data), width, active[0], (params,))
 
   # Points never communicate: no collectives, so the replication checker has nothing to check
   # (and would ask the task's scans to mark their carries as varying).
   chunk = jax.jit(
-      jax.shard_map(chunk_local, mesh=mesh, in_specs=(pts, pts, pts, source_spec),
+      jax.shard_map(chunk_local, mesh=mesh, in_specs=(pts, pts, pts, pts, source_spec),
                     out_specs=(pts, pts), check_vma=False),
       donate_argnums=0,
   )
-  evaluate = jax.jit(jax.shard_map(eval_local, mesh=mesh, in_specs=(pts, P()), out_specs=pts,
+  evaluate = jax.jit(jax.shard_map(eval_local, mesh=mesh, in_specs=(pts, pts, P()), out_specs=pts,
                                    check_vma=False))
   return chunk, evaluate, metric_names
 
@@ -187,23 +183,6 @@ def make_group_programs(task: tasks.Task, config: ml_collections.ConfigDict, mes
 def _pad(x: np.ndarray, n: int) -> np.ndarray:
   """Pads the point axis to `n` by repeating the last point (padding is computed, then dropped)."""
   return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)]) if n > len(x) else x
-
-
-def least_padded_width(local: int, widest: int) -> int:
-  """Of the slice widths from `widest` down to half of it, the one whose slices pad a device's
-  `local` points least (the widest of those): padded points are computed for nothing (digits,
-  64 points a device: slices of 3 padded them to 66 and ran 0.93x slices of 2;
-  benchmarks/README.md, "Slice widths without padding")."""
-  widest = min(widest, local)
-  return min(range(-(-widest // 2), widest + 1), key=lambda w: (_even_slices(local, w)[1], -w))
-
-
-def _even_slices(local: int, width: int) -> tuple[int, int]:
-  """(width, points) of a device's `local` points in slices of at most `width`: the same number
-  of slices, the least padding."""
-  slices = -(-local // width)
-  width = -(-local // slices)
-  return width, slices * width
 
 
 def to_global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -227,14 +206,6 @@ def make_mesh(data_parallel: int = 1) -> Mesh:
   return Mesh(np.array(devices).reshape(-1, data_parallel), ("points", "data"))
 
 
-def slice_width(config: ml_collections.ConfigDict, n_local: int) -> int:
-  """Points per vmapped slice on one device: `sweep.slice_size`, capped by the local points."""
-  size = int(config.sweep.slice_size)
-  if size < -1:
-    raise ValueError(f"sweep.slice_size: must be >= -1 (-1 auto, 0 all), got {size}")
-  return n_local if size <= 0 else min(size, n_local)
-
-
 class GroupPrograms:
   """The compiled programs of one group and their placed arguments: what a sweep runs per group.
 
@@ -247,36 +218,40 @@ class GroupPrograms:
     group, mesh: the group and the (`points`, `data`) mesh.
     n, width, padded: the group's points, points per vmapped slice on a device, points after
       padding to the mesh (the padding is computed, then dropped).
-    chunk: `(pop, hparams, replicate, (train_data, indices)) -> (pop, metrics)`, a
+    chunk: `(pop, hparams, replicate, active, (train_data, indices)) -> (pop, metrics)`, a
       `runloop.ChunkProgram`: it gathers each step's batch from the training set on the devices;
-      `metrics` is one array [padded, steps, len(metric_names)].
+      `metrics` is one array [padded, steps, len(metric_names)]. It runs only the slices that
+      hold points in use (`active`); the others keep their state, their metrics NaN.
     metric_names: the names of the metrics' last axis (known once the chunk program compiled).
-    evaluate: jitted `(params, eval_data) -> {'<split>_<metric>': [padded]}`.
-    hparams, replicate, seeds, train_data, eval_data: the programs' arguments, placed on the
-      mesh (the data replicated on every device); `hparams`
+    hparams, replicate, seeds, active, train_data, eval_data: the programs' arguments, placed
+      on the mesh (the data replicated on every device); `active` int32 [devices], the points in
+      use on each device (`place`: the first `n` of the padded population); `hparams`
       is the points' values packed in one array, [padded, values] (`hparam_packing`, in the
       order of `factory.hparam_names`).
   """
 
   def __init__(self, group: grouping.Group, mesh: Mesh, width: int | None = None,
-               padded: int | None = None):
+               padded: int | None = None, widest: int | None = None):
     """`width`: points per slice, instead of the one `sweep.slice_size` gives (a resume);
     `padded`: the points to pad to (a multiple of the `points` devices), instead of the fewest
-    whole slices (an adaptive design's stages reuse a few sizes)."""
+    whole slices (an adaptive design's group: the population its largest stage needs);
+    `widest`: at most this many points a slice (an adaptive design's narrowest stage: a wider
+    slice would compute points no longer in use)."""
     self.group, self.mesh = group, mesh
     self.cooldown = train.COOLDOWN_KEYS[0] in group.hparams  # forks of a cooldown ranking
     cfg = group.config
     n_dev = mesh.shape["points"]
     local = -(-len(group.points) // n_dev) if padded is None else padded // n_dev
     if width is None:
-      width = slice_width(cfg, local)
+      cap = min(local, widest or local)
+      width = slices.slice_width(cfg, cap)
       if int(cfg.sweep.slice_size) == -1:
-        width = least_padded_width(local, self._auto_width(local))
-    width, local = _even_slices(local, min(width, local))
+        width = slices.least_padded_width(cap, self._auto_width(cap))
+    width, local = slices.even_slices(local, min(width, local))
     self.width, self.padded = width, local * n_dev
     self.sharding = NamedSharding(mesh, P("points"))
-    chunk, self.evaluate, self.metric_names = make_group_programs(group.task, cfg, mesh, width,
-                                                                  self.cooldown)
+    chunk, self._evaluate, self.metric_names = make_group_programs(group.task, cfg, mesh, width,
+                                                                   self.cooldown)
     self.chunk = runloop.ChunkProgram(chunk)
     replicated = NamedSharding(mesh, P())
     self.train_data = jax.tree.map(lambda x: to_global(np.asarray(x), replicated),
@@ -294,6 +269,16 @@ class GroupPrograms:
     self.hparams = to_global(_pad(pack(group.hparams), self.padded), self.sharding)
     self.replicate = to_global(_pad(group.replicate, self.padded), self.sharding)
     self.seeds = to_global(_pad(group.seeds, self.padded), self.sharding)
+    # The points in use on each device (they fill the devices' blocks from the front).
+    devices = self.mesh.shape["points"]
+    local = self.padded // devices
+    in_use = np.clip(self.n - local * np.arange(devices), 0, local).astype(np.int32)
+    self.active = to_global(in_use, self.sharding)
+
+  def evaluate(self, params: Any) -> dict[str, jax.Array]:
+    """The held-out metrics of the points in use: {'<split>_<metric>': [padded]} (NaN past
+    them where a whole slice is not in use)."""
+    return self._evaluate(params, self.active, self.eval_data)
 
   @property
   def compile_seconds(self) -> float:
@@ -329,7 +314,8 @@ class GroupPrograms:
       hp = jax.ShapeDtypeStruct((width, len(self.group.hparams)), jnp.float32)
       rep = jax.ShapeDtypeStruct((width,), jnp.int32)
       pop = jax.eval_shape(self._init_fn(), hp, rep)
-      mem = chunk.lower(pop, hp, rep, batches).compile().memory_analysis()
+      active = jax.ShapeDtypeStruct((1,), jnp.int32)
+      mem = chunk.lower(pop, hp, rep, active, batches).compile().memory_analysis()
       return float(mem.temp_size_in_bytes + mem.argument_size_in_bytes
                    + mem.output_size_in_bytes - mem.alias_size_in_bytes)
 
@@ -372,4 +358,4 @@ class GroupPrograms:
   def run_chunk(self, pop: Population, batches: tuple[Any, jax.Array]):
     """Dispatches one chunk on `device_batches` (compiling at the first call of its length)."""
     k = batches[1].shape[1]
-    return self.chunk(k, pop, self.hparams, self.replicate, batches)
+    return self.chunk(k, pop, self.hparams, self.replicate, self.active, batches)

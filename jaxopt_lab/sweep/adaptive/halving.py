@@ -90,6 +90,13 @@ def keep(scores: np.ndarray, eta: int) -> np.ndarray:
   return order[: max(1, len(scores) // eta)]
 
 
+def _survivors(n: int, eta: int, rungs: int) -> int:
+  """The value points `keep` leaves of `n` after `rungs` rankings (none diverged)."""
+  for _ in range(rungs):
+    n = max(1, n // eta)
+  return n
+
+
 def value_points(positions: Sequence[int], points: Sequence[Any]) -> list[list[int]]:
   """`positions` grouped by value point (same values, any replicate), in order of appearance."""
   out: dict[tuple, list[int]] = {}
@@ -133,6 +140,10 @@ class Policy:
     else:
       vps = value_points(range(len(self.points)), self.points)
       self.brackets.append((vps, rung_steps(steps, self.eta, min_steps, len(vps))))
+    # The fewest points a stage trains (each bracket's last rung): the slice width that computes
+    # no point out of use (`runner`: every stage runs in the group's one program).
+    self.narrowest = min(len(vps[0]) * _survivors(len(vps), self.eta, len(rungs) - 1)
+                         for vps, rungs in self.brackets)
     # stage index -> (bracket, rung, the stage's value points as lists of positions in `slots`)
     self._made: dict[int, tuple[int, int, list[list[int]]]] = {}
 

@@ -177,7 +177,7 @@ def cooldown_scores(run: programs.GroupPrograms, sub: grouping.Group, pop: progr
     k = min(per_call, begin + steps - step)
     fork, _ = run.run_chunk(fork, run.device_batches(step, k))
     step += k
-  values = programs.to_host(run.evaluate(fork.state.params, run.eval_data))
+  values = programs.to_host(run.evaluate(fork.state.params))
   values = textmetrics.score_generated(sub.task, {k: np.asarray(v)[:n] for k, v in
                                                   values.items()})
   alive = np.asarray(programs.to_host(fork.alive))[:n]

@@ -7,8 +7,11 @@ Each stage runs through the same run loop as a fixed design's group (`runloop.ru
 stage's end as its last step: a log row, an evaluation, the files and a checkpoint there). Between
 stages the population is gathered over the point axis on the devices: a survivor's state, or the
 state PBT's exploit copies, moves without a round trip through the host and without a change of
-a bit. Stage populations are padded to a few sizes (the group's first layout halved again and
-again), so a design compiles at most a handful of programs; the log names them.
+a bit. Every stage runs in the group's one program, laid out for the whole group: a stage's
+points fill it from the front and the program runs only the slices that hold them (a traced
+count, `programs.GroupPrograms.active`), so a design compiles its programs once, however many
+population sizes its stages pass through (benchmarks/README.md, "One program for every stage":
+a ladder of programs, one per size, spent more wall time compiling than training).
 
 Checkpoints: `checkpoints/<group>/stage-<k>/<step>`. A resumed run replays the policy from the
 first stage: a finished stage's checkpoint is restored (its scores come from the rows on disk),
@@ -39,15 +42,11 @@ def make_policy(group: grouping.Group, workdir: str) -> stages.Policy:
   return design.policy(group, settings, workdir)
 
 
-def sizes(full: int, devices: int) -> list[int]:
-  """The padded population sizes of a group's stages: its first layout's points per device
-  halved (rounding up) down to one, times the devices, largest first."""
-  local, out = -(-full // devices), []
-  while True:
-    out.append(local * devices)
-    if local == 1:
-      return out
-    local = -(-local // 2)
+def _padded(points: int, mesh: Mesh) -> int:
+  """The group's population on `mesh`: its points rounded up to whole devices (the program's
+  slices may pad it further)."""
+  devices = mesh.shape["points"]
+  return -(-points // devices) * devices
 
 
 def subgroup(group: grouping.Group, slots: np.ndarray, hparams: dict[str, np.ndarray]
@@ -69,47 +68,15 @@ def gather(pop: programs.Population, index: np.ndarray, sharding: NamedSharding
   return jax.jit(lambda p, i: jax.tree.map(lambda x: x[i], p), out_shardings=sharding)(pop, idx)
 
 
-class _Programs:
-  """The group's programs at each padded size, built when a stage first needs the size."""
-
-  def __init__(self, group: grouping.Group, mesh: Mesh, width: int | None):
-    self.group, self.mesh, self.width = group, mesh, width
-    self.by_size: dict[int, programs.GroupPrograms] = {}
-    self.sizes = sizes(len(group.points), mesh.shape["points"])
-
-  @property
-  def compile_seconds(self) -> float:
-    return sum(p.compile_seconds for p in self.by_size.values())
-
-  def get(self, group: grouping.Group) -> programs.GroupPrograms:
-    size = min(s for s in self.sizes if s >= len(group.points))
-    run = self.by_size.get(size)
-    if run is None:
-      run = programs.GroupPrograms(group, self.mesh, self.width, padded=size)
-      if self.width is None:
-        self.width = run.width  # the auto width of the first (largest) stage
-      self.by_size[size] = run
-      logging.info("Group %s: a program of %d points (slices of %d); stages pad to %s.",
-                   group.name, run.padded, run.width, ", ".join(map(str, self.sizes)))
-    else:
-      run.place(group)
-    return run
-
-
 class _StageJob(jobs.GroupJob):
   """A stage's part of the run loop: the group job, with the group's tally over its stages."""
 
-  def __init__(self, run: programs.GroupPrograms, st: store.Store, all_programs: _Programs,
+  def __init__(self, run: programs.GroupPrograms, st: store.Store, group_points: int,
                before: tuple[float, int]):
     super().__init__(run, st)
-    self.group_points = len(all_programs.group.points)
-    self.all_programs = all_programs
+    self.group_points = group_points
     self.seconds_before, self.points_steps_before = before
-    self.compiled_before = all_programs.compile_seconds  # compiles of earlier stages
-
-  @property
-  def compile_seconds(self) -> float:
-    return self.all_programs.compile_seconds
+    self.compiled_before = run.compile_seconds  # compiles of earlier stages
 
   def write(self, step, pop, seconds):
     # `seconds` counts from this stage's first chunk: leave out the compiles since then.
@@ -152,7 +119,6 @@ def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runlo
   """Trains (or resumes) `group` stage by stage as its design's policy decides."""
   cfg = group.config
   recorded = jobs.read_layout(st, group)
-  ladder = _Programs(group, mesh, recorded["width"] if recorded else None)
   policy = make_policy(group, st.workdir)
   ids = np.array([p.point for p in group.points])
   st.register(group.name, group.task, ids.tolist(), group.hparams)
@@ -172,7 +138,14 @@ def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runlo
       if stage.source is None:  # fresh points with proposed values: they enter design.csv
         st.set_values(ids[slots].tolist(), {k: current[k][slots] for k in group.points[0].values})
     sub = subgroup(group, slots, {k: v[slots] for k, v in current.items()})
-    run = ladder.get(sub)
+    if stage.index == 0:
+      run = programs.GroupPrograms(sub, mesh, recorded["width"] if recorded else None,
+                                   padded=_padded(len(group.points), mesh),
+                                   widest=getattr(policy, "narrowest", len(slots)))
+      logging.info("Group %s: one program of %d points (slices of %d) for every stage.",
+                   group.name, run.padded, run.width)
+    else:
+      run.place(sub)
     if stage.index == 0:  # the first stage's programs: the layout the checkpoints hold
       jobs.record_layout(st, group, recorded, run)
     if stage.source is None:
@@ -191,7 +164,7 @@ def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runlo
     start = begin
     if (restored := ckpt.restore_latest(pop)) is not None:
       start, pop = restored
-    job = _StageJob(run, st, ladder, (seconds, points_steps))
+    job = _StageJob(run, st, len(group.points), (seconds, points_steps))
     job.start = start
     if start < stage.end:  # (a finished stage's points may have rows of later stages: kept)
       st.truncate(group.name, start if start else -1, ids[slots].tolist())
@@ -210,7 +183,7 @@ def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runlo
     scores, spent = _rank(stage, scores, run, sub, pop, st, ids[slots].tolist())
     if spent is not None:  # a cooldown fork: its points x steps and seconds count as training
       points_steps, seconds = points_steps + spent.points_steps, seconds + spent.seconds
-      st.record_group(group.name, ladder.compile_seconds, seconds, stage.fork_steps,
+      st.record_group(group.name, run.compile_seconds, seconds, stage.fork_steps,
                       stage.end, len(group.points), run.width, group.task, points_steps)
       st.flush()
     previous, stage = stage, policy.next(stage, scores)
