@@ -90,7 +90,8 @@ def keep(scores: np.ndarray, eta: int) -> np.ndarray:
   better), in rank order; a point whose score is not finite (diverged) is never kept.
 
   Args:
-    scores: [n] float, each value point's mean score over its replicates.
+    scores: [n] float, each value point's mean score over its replicates in the search (one
+      replicate's score with `per_replicate`).
     eta: the reduction factor.
   """
   scores = np.asarray(scores, np.float64)
