@@ -55,11 +55,16 @@ def split(design: str) -> tuple[str, str]:
   return design, "last"
 
 
-def one_run(design: str, adaptive_seeds: str) -> bool:
-  """Whether `design` runs all seeds in one sweep, as replicates (the grid always does)."""
+def check_adaptive_seeds(adaptive_seeds: str) -> None:
+  """Raises one ValueError line for an `--adaptive_seeds` not in `ADAPTIVE_SEEDS`."""
   if adaptive_seeds not in ADAPTIVE_SEEDS:
     raise ValueError(f"--adaptive_seeds: unknown {adaptive_seeds!r}; choices: "
                      f"{', '.join(ADAPTIVE_SEEDS)}")
+
+
+def one_run(design: str, adaptive_seeds: str) -> bool:
+  """Whether `design` runs all seeds in one sweep, as replicates (the grid always does)."""
+  check_adaptive_seeds(adaptive_seeds)
   return design == "grid" or (split(design)[0] in REPLICATED and adaptive_seeds == "replicates")
 
 

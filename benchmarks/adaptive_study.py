@@ -195,7 +195,7 @@ def run_study(out_dir: str, designs: Sequence[str], seeds: int, quick: bool = Fa
     raise ValueError(f"--seeds: must be >= 1, got {seeds}")
   if hyperband_brackets < 0:
     raise ValueError(f"--hyperband_brackets: must be >= 0 (0: all), got {hyperband_brackets}")
-  rankings.one_run("grid", adaptive_seeds)  # a bad --adaptive_seeds fails before any run
+  rankings.check_adaptive_seeds(adaptive_seeds)
   base = base_config(quick, steps, task)
   traces, skipped = [], {}
   for design in designs:
