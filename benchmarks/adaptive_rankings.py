@@ -10,11 +10,13 @@ the rank correlation of each rung with the full horizon (`benchmarks/adaptive_st
   warmup-stable-decay schedule: 5% warmup, the last 20% decaying to 0), the same 9 log-spaced
   learning rates from 1e-4 to 1. The LM keeps its warmup-cosine schedule: the two schedules a
   cooldown rung meets.
-* `rung_correlations`: per ranking rung of a successive-halving run, Spearman's rank
+* `rung_correlations`: per ranking rung of a successive-halving search, Spearman's rank
   correlation (`analysis.rung_ranks`) between the rung's scores and the grid's final valid loss
   of the same learning rates on the same seed (the grid's replicate): how well the rung's
-  ranking predicts the full-horizon ranking. Hyperband draws its own random points, whose
-  full-horizon values the grid does not hold: no correlation for it.
+  ranking predicts the full-horizon ranking. A search is one seed's run, or one replicate of a
+  run of all seeds as replicates (`sweep.adaptive.per_replicate`, `--adaptive_seeds`).
+  Hyperband draws its own random points, whose full-horizon values the grid does not hold: no
+  correlation for it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ RANKINGS = ("cooldown", "extrapolated")
 RANKED = tuple(f"{d}_{r}" for d in ("successive_halving", "hyperband") for r in RANKINGS)
 COOLDOWN_FRACTION = 0.2
 TASKS = ("lm", "digits")
+# How successive halving / Hyperband run the seeds: one sweep with the seeds as replicates, each
+# its own search (`sweep.adaptive.per_replicate`, as the grid's replicates: one compile), or a
+# sweep per seed.
+ADAPTIVE_SEEDS = ("replicates", "separate")
+REPLICATED = ("successive_halving", "hyperband")  # the families `ADAPTIVE_SEEDS` applies to
 TOLERANCE = 0.01  # the targets: within 1% of the grid's best loss ...
 COMPUTE_SHARE = 1 / 3  # ... with at most a third of its compute (successive halving)
 
@@ -46,6 +53,26 @@ def split(design: str) -> tuple[str, str]:
     if design.endswith("_" + r):
       return design[: -len(r) - 1], r
   return design, "last"
+
+
+def check_adaptive_seeds(adaptive_seeds: str) -> None:
+  """Raises one ValueError line for an `--adaptive_seeds` not in `ADAPTIVE_SEEDS`."""
+  if adaptive_seeds not in ADAPTIVE_SEEDS:
+    raise ValueError(f"--adaptive_seeds: unknown {adaptive_seeds!r}; choices: "
+                     f"{', '.join(ADAPTIVE_SEEDS)}")
+
+
+def one_run(design: str, adaptive_seeds: str) -> bool:
+  """Whether `design` runs all seeds in one sweep, as replicates (the grid always does)."""
+  check_adaptive_seeds(adaptive_seeds)
+  return design == "grid" or (split(design)[0] in REPLICATED and adaptive_seeds == "replicates")
+
+
+def workdir(out_dir: str, design: str, seed: int, adaptive_seeds: str) -> str:
+  """The experiment directory of `design` at `seed`: `<design>` for a run of all seeds as
+  replicates, else `<design>-seed<seed>`."""
+  name = design if one_run(design, adaptive_seeds) else f"{design}-seed{seed}"
+  return os.path.join(out_dir, name)
 
 
 def digits_config(lm: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -89,23 +116,37 @@ def grid_finals(grid_dir: str) -> dict[tuple[int, float], float]:
   return out
 
 
-def rung_correlations(workdir: str, seed: int, finals: dict[tuple[int, float], float]
-                      ) -> list[tuple[int, int, float]]:
-  """(rung end, points, Spearman rho) for each ranking rung of `workdir` (a successive-halving
-  run at design seed `seed`), against the grid's final losses of the same learning rates
-  (`analysis.rung_ranks` with every point's full-horizon value known)."""
+def rung_correlations(workdir: str, seed: int, finals: dict[tuple[int, float], float],
+                      replicate: int | None = None) -> list[tuple[int, int, float]]:
+  """(rung end, points, Spearman rho) for each ranking rung of a successive-halving search in
+  `workdir` at design seed `seed`, against the grid's final losses of the same learning rates
+  (`analysis.rung_ranks` with every point's full-horizon value known).
+
+  Args:
+    workdir: the run (one seed's, or all seeds' as replicates).
+    seed: the seed (the grid's replicate) whose finals pair with the search.
+    finals: `grid_finals`.
+    replicate: the run's replicate that is the search (None: the whole run, one seed); the
+      other replicates' rows are left out of the correlation.
+  """
   stages = adaptive.read_stages(workdir)
   if stages is None:
     return []
+  mine = None
+  if replicate is not None:
+    mine = {int(r["point"]) for r in _csv(os.path.join(workdir, expdir.DESIGN_FILE))
+            if int(r["replicate"]) == replicate}
   lr = stages.hparams["learning_rate"]
   known = {int(p): finals.get((seed, float(v)), math.nan)
-           for p, v in zip(stages.point, lr, strict=True)}
-  return [(r.end, r.points, r.rho) for r in rung_ranks.rung_ranks(stages, known)]
+           for p, v in zip(stages.point, lr, strict=True) if mine is None or int(p) in mine}
+  return [(r.end, r.known, r.rho) for r in rung_ranks.rung_ranks(stages, known)]
 
 
-def correlation_rows(out_dir: str, designs: list[str], seeds: int) -> list[list[str]]:
+def correlation_rows(out_dir: str, designs: list[str], seeds: int,
+                     adaptive_seeds: str = "replicates") -> list[list[str]]:
   """The table of rung-vs-final rank correlations: one row per successive-halving design and
-  rung, the rho of each seed and their mean."""
+  rung, the rho of each seed's search and their mean (`adaptive_seeds`: where the searches are,
+  `workdir`)."""
   grid = os.path.join(out_dir, "grid")
   if not os.path.exists(os.path.join(grid, expdir.SUMMARY_FILE)):
     return []
@@ -116,8 +157,9 @@ def correlation_rows(out_dir: str, designs: list[str], seeds: int) -> list[list[
       continue
     by_rung: dict[tuple[int, int], list[float]] = {}
     for seed in range(seeds):
-      for end, n, rho in rung_correlations(os.path.join(out_dir, f"{design}-seed{seed}"), seed,
-                                           finals):
+      one = one_run(design, adaptive_seeds)
+      for end, n, rho in rung_correlations(workdir(out_dir, design, seed, adaptive_seeds), seed,
+                                           finals, seed if one else None):
         by_rung.setdefault((end, n), []).append(rho)
     for (end, n), rhos in sorted(by_rung.items()):
       rows.append([split(design)[1], str(end), str(n), " ".join(f"{r:+.2f}" for r in rhos),

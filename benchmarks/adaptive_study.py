@@ -7,9 +7,18 @@ experiments/study_lm_tiny_adaptive.py), searched by each design over several see
   replicates (`sweep.seed + r`: a grid has only data / init seeds to vary);
 * `random`: N learning rates drawn log-uniformly (the grid's budget), seed s;
 * `successive_halving`: the grid's N points, eta = 3, rungs at steps / 9, steps / 3 and steps;
-* `hyperband`: eta = 3, first rung at steps / 9 (three brackets of random points);
+* `hyperband`: eta = 3, first rung at steps / 9, the `--hyperband_brackets` most exploratory
+  brackets of random points (2: 9 points to steps / 9, 5 to steps / 3; 0: all three);
 * `pbt`: a population of `--pbt_population` random points, exploit / explore every steps / 6;
 * `optuna`: TPE, `--optuna_batch` points a round for `--optuna_rounds` rounds.
+
+Successive halving and Hyperband (every ranking) run all seeds as ONE sweep, as the grid does:
+the seeds are its replicates (`sweep.seed` 0: replicate r has seed r, the grid's replicate r) and
+each replicate is its own search (`sweep.adaptive.per_replicate`): one population, one set of
+compiles, its wall time split by the seeds like the grid's. `--adaptive_seeds=separate` runs
+them a sweep per seed instead (Hyperband's random points then differ by seed; as replicates
+every seed searches the points drawn with seed 0). Random search, PBT and Optuna run a sweep
+per seed.
 
 Each design runs through the public driver (`driver.run_sweep`) into its own experiment
 directory under --out_dir (a rerun with the same --out_dir resumes or reuses it); everything
@@ -26,10 +35,8 @@ A design whose module is not in this checkout (pbt, optuna) is skipped with a no
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -43,7 +50,8 @@ from absl import flags
 
 from benchmarks import adaptive_rankings as rankings
 from benchmarks.adaptive_figure import figure
-from jaxopt_lab import configs, expdir, files
+from benchmarks.adaptive_traces import Trace, read_traces
+from jaxopt_lab import configs, files
 
 DESIGNS = ("grid", "random", "successive_halving", "hyperband", "pbt", "optuna",
            *rankings.RANKED)
@@ -66,35 +74,12 @@ flags.DEFINE_integer("optuna_batch", 3, "Optuna: points a round.")
 flags.DEFINE_integer("optuna_rounds", 3, "Optuna: rounds.")
 flags.DEFINE_enum("task", "lm", rankings.TASKS, "The study's task: the tiny byte LM or the "
                   "small digits MLP (adaptive_rankings.digits_config).")
+flags.DEFINE_enum("adaptive_seeds", "replicates", rankings.ADAPTIVE_SEEDS, "Successive "
+                  "halving / Hyperband: all seeds in one sweep as replicates, each its own "
+                  "search (sweep.adaptive.per_replicate), or a sweep per seed.")
+flags.DEFINE_integer("hyperband_brackets", 2, "Hyperband's brackets, most exploratory first "
+                     "(sweep.adaptive.brackets; 0: all).")
 flags.DEFINE_string("figure", "", "Write the figure here ('' = OUT_DIR/adaptive_study.png).")
-
-
-@dataclasses.dataclass
-class Trace:
-  """One design at one seed: its compute and the incumbent as the compute grew.
-
-  Attributes:
-    design, seed: which run.
-    compute: points x steps the design spent (run.json's tally; the grid's split by replicate).
-    curve: (compute so far, best full-budget valid loss so far), one pair per moment the
-      incumbent could change: after each stage (adaptive designs), after each point in design
-      order (random: the first k of N draws are a random search of k), or once (the grid).
-    best_loss, best_lr: the final incumbent (inf / nan when no point finished the budget).
-    finished: points trained to the full budget.
-    train_seconds: the design's training time (run.json; compile time excluded).
-    wall_seconds: the design's run, compiles and evaluations included (the grid's split by
-      replicate); NaN when read back without running.
-  """
-
-  design: str
-  seed: int
-  compute: int
-  curve: list[tuple[int, float]]
-  best_loss: float
-  best_lr: float
-  finished: int
-  train_seconds: float
-  wall_seconds: float = math.nan
 
 
 def missing(design: str) -> str | None:
@@ -135,9 +120,11 @@ def base_config(quick: bool, steps: int = 0, task: str = "lm") -> ml_collections
 
 
 def design_config(base: ml_collections.ConfigDict, design: str, seed: int, seeds: int,
-                  pbt_population: int = 6, optuna_batch: int = 3, optuna_rounds: int = 3
+                  pbt_population: int = 6, optuna_batch: int = 3, optuna_rounds: int = 3,
+                  adaptive_seeds: str = "replicates", hyperband_brackets: int = 2
                   ) -> ml_collections.ConfigDict:
-  """`base` set up to run `design` at `seed` (the grid: all `seeds` as replicates)."""
+  """`base` set up to run `design` at `seed`; the grid, and successive halving / Hyperband with
+  `adaptive_seeds` 'replicates': all `seeds` as replicates, each its own search."""
   if design not in DESIGNS:
     raise ValueError(f"--designs: unknown design {design!r}; choices: {', '.join(DESIGNS)}")
   config = ml_collections.ConfigDict(base.to_dict())  # a copy, unlocked like the original
@@ -157,6 +144,7 @@ def design_config(base: ml_collections.ConfigDict, design: str, seed: int, seeds
   elif design == "hyperband":
     s.factors = drawn
     a.initial, a.eta, a.min_steps = "random", 3, steps // 9
+    a.brackets = hyperband_brackets
   elif design == "pbt":
     s.factors, s.num_points = drawn, pbt_population
     a.initial, a.interval = "random", steps // 6
@@ -165,75 +153,9 @@ def design_config(base: ml_collections.ConfigDict, design: str, seed: int, seeds
     a.sampler, a.batch, a.rounds = "tpe", optuna_batch, optuna_rounds
   if rank_by != "last":
     rankings.set_ranking(config, rank_by)
+  if design != "grid" and rankings.one_run(design, adaptive_seeds):
+    s.seed, s.replicates, a.per_replicate = 0, seeds, True
   return config
-
-
-def _read_csv(path: str) -> list[dict[str, str]]:
-  if not os.path.exists(path):
-    return []
-  with open(path, newline="") as f:
-    return list(csv.DictReader(f))
-
-
-def _loss(row: dict[str, str]) -> float:
-  """The point's valid loss at the full budget; inf where it did not finish it (stopped,
-  diverged or unfinished)."""
-  text = row.get(expdir.metric_column("final", "valid", "loss"), "")
-  if row["status"] != "ok" or not text:
-    return float("inf")
-  return float(text)
-
-
-def read_traces(workdir: str, design: str) -> list[Trace]:
-  """The traces of the experiment directory `workdir` (one per replicate for the grid)."""
-  with open(os.path.join(workdir, expdir.RUN_FILE)) as f:
-    run = json.load(f)
-  if run["status"] != "complete":
-    raise ValueError(f"{workdir}: the sweep did not finish (run.json status {run['status']!r})")
-  steps = int(run["total_steps"])
-  compute = sum(int(g["points_steps"]) for g in run["groups"])
-  seconds = sum(float(g["train_seconds"]) for g in run["groups"])
-  summary = _read_csv(os.path.join(workdir, expdir.SUMMARY_FILE))
-  full = {int(r["point"]): r for r in summary if int(r["steps"]) == steps}
-  lr = {int(r["point"]): float(r[expdir.HPARAM_PREFIX + "learning_rate"] or "nan")
-        for r in summary}
-  loss = {p: _loss(r) for p, r in full.items()}
-  stages = _read_csv(os.path.join(workdir, expdir.STAGES_FILE))
-  seed = int(summary[0]["seed"]) - int(summary[0]["replicate"])
-
-  def trace(seed: int, compute: int, curve: list[tuple[int, float]], points: list[int],
-            seconds: float) -> Trace:
-    done = [p for p in points if np.isfinite(loss.get(p, np.inf))]
-    best = min(done, key=lambda p: loss[p]) if done else None
-    return Trace(design, seed, compute, curve, loss[best] if best is not None else np.inf,
-                 lr[best] if best is not None else np.nan, len(done), seconds)
-
-  if stages:  # an adaptive design: the incumbent after each stage
-    curve, spent, best, finished = [], 0, np.inf, []
-    for index in sorted({int(r["stage"]) for r in stages}):
-      rows = [r for r in stages if int(r["stage"]) == index]
-      spent += sum(int(r["end"]) - int(r["begin"]) for r in rows)  # cooldown forks included
-      for r in rows:
-        if int(r["end"]) == steps and r.get("kind", expdir.STAGE_KIND) == expdir.STAGE_KIND:
-          finished.append(int(r["point"]))
-          best = min(best, loss.get(int(r["point"]), np.inf))
-      curve.append((spent, best))
-    if spent != compute:  # stages.csv and run.json tell one story, or the study says so
-      raise ValueError(f"{workdir}: stages.csv sums to {spent} points x steps, run.json to "
-                       f"{compute}")
-    return [trace(seed, compute, curve, finished, seconds)]
-  replicates = sorted({int(r["replicate"]) for r in summary})
-  out = []
-  for rep in replicates:  # the grid's replicates; a random design has one
-    points = [int(r["point"]) for r in summary if int(r["replicate"]) == rep]
-    share = compute // len(replicates)
-    if design == "grid":
-      curve = [(share, min(loss.get(p, np.inf) for p in points))]
-    else:  # in design order: the first k draws are a random search of k points
-      curve = [(steps * (k + 1), min(loss.get(p, np.inf) for p in points[: k + 1]))
-               for k in range(len(points))]
-    out.append(trace(seed + rep, share, curve, points, seconds / len(replicates)))
-  return out
 
 
 def run_design(config: ml_collections.ConfigDict, workdir: str) -> float:
@@ -262,13 +184,18 @@ class Study:
 
 def run_study(out_dir: str, designs: Sequence[str], seeds: int, quick: bool = False,
               steps: int = 0, pbt_population: int = 6, optuna_batch: int = 3,
-              optuna_rounds: int = 3, task: str = "lm") -> Study:
-  """Runs every design of `designs` at seeds 0..seeds-1 under `out_dir` and reads them back."""
+              optuna_rounds: int = 3, task: str = "lm", adaptive_seeds: str = "replicates",
+              hyperband_brackets: int = 2) -> Study:
+  """Runs every design of `designs` at seeds 0..seeds-1 under `out_dir` and reads them back
+  (see the module's docstring for `adaptive_seeds`)."""
   for d in designs:
     if d not in DESIGNS:
       raise ValueError(f"--designs: unknown design {d!r}; choices: {', '.join(DESIGNS)}")
   if seeds < 1:
     raise ValueError(f"--seeds: must be >= 1, got {seeds}")
+  if hyperband_brackets < 0:
+    raise ValueError(f"--hyperband_brackets: must be >= 0 (0: all), got {hyperband_brackets}")
+  rankings.check_adaptive_seeds(adaptive_seeds)
   base = base_config(quick, steps, task)
   traces, skipped = [], {}
   for design in designs:
@@ -276,21 +203,22 @@ def run_study(out_dir: str, designs: Sequence[str], seeds: int, quick: bool = Fa
       skipped[design] = why
       print(f"note: skipping {design}: {skipped[design]}", flush=True)
       continue
-    for seed in range(1 if design == "grid" else seeds):
+    for seed in range(1 if rankings.one_run(design, adaptive_seeds) else seeds):
       config = design_config(base, design, seed, seeds, pbt_population, optuna_batch,
-                             optuna_rounds)
-      workdir = os.path.join(out_dir, design if design == "grid" else f"{design}-seed{seed}")
+                             optuna_rounds, adaptive_seeds, hyperband_brackets)
+      workdir = rankings.workdir(out_dir, design, seed, adaptive_seeds)
       wall = run_design(config, workdir)
       got = read_traces(workdir, design)
       for t in got:
         t.wall_seconds = wall / len(got)
       traces += got
-      print(f"{design} seed {seed}: {wall:.0f}s, "
+      which = f"seeds 0..{seeds - 1}" if len(got) > 1 else f"seed {seed}"
+      print(f"{design} {which}: {wall:.0f}s, "
             + "; ".join(f"best {t.best_loss:.4f} at {t.compute} points x steps" for t in got),
             flush=True)
   return Study(traces, skipped, int(base.sweep.factors.learning_rate.num),
-               int(base.train.steps), rankings.correlation_rows(out_dir, list(designs), seeds),
-               task)
+               int(base.train.steps),
+               rankings.correlation_rows(out_dir, list(designs), seeds, adaptive_seeds), task)
 
 
 def _fmt_lr(values: Sequence[float]) -> str:
@@ -368,7 +296,8 @@ def main(argv: Sequence[str]) -> None:
   launch.log_devices()
   started = time.perf_counter()
   study = run_study(out_dir, FLAGS.designs, FLAGS.seeds, FLAGS.quick, FLAGS.steps,
-                    FLAGS.pbt_population, FLAGS.optuna_batch, FLAGS.optuna_rounds, FLAGS.task)
+                    FLAGS.pbt_population, FLAGS.optuna_batch, FLAGS.optuna_rounds, FLAGS.task,
+                    FLAGS.adaptive_seeds, FLAGS.hyperband_brackets)
   wall = time.perf_counter() - started
   columns, rows, lines = table(study)
   print(markdown(columns, rows))

@@ -205,6 +205,7 @@ def adaptive_config() -> ml_collections.ConfigDict:
           brackets=0,  # hyperband: brackets to run, most exploratory first (0: all)
           rank_by="last",  # successive_halving / hyperband rungs: last|cooldown|extrapolated
           cooldown_fraction=0.2,  # rank_by cooldown: the fork's decay, a fraction of the steps
+          per_replicate=False,  # halving / hyperband: each seed its own search (False: seeds' mean)
           interval=0,  # pbt: steps between exploit / explore (> 0)
           fraction=0.25,  # pbt: the worst fraction copies a point of the best fraction
           perturb=[0.8, 1.25],  # pbt: explore multiplies a value by one of these (then clips)

@@ -20,6 +20,15 @@ state whose learning rate decays linearly to zero over `cooldown_fraction` of th
 et al., 2015). The short-horizon bias (Wu et al., 2018) makes 'last' keep learning rates too
 high at early rungs.
 
+Replicates (`sweep.replicates`): by default ('per_replicate' False) a value point's replicates
+stay together and a rung ranks it by its mean score over them. With
+`sweep.adaptive.per_replicate` True each replicate (seed) is its own independent search: a rung
+keeps the best 1/eta of the value points within each replicate, by that replicate's own score,
+and the replicates run in lockstep through the same rungs, so R independent searches share one
+population and its compiled programs, as a grid's replicates do. It is for studies of the design
+itself (how often one search on one seed finds the grid's best, `benchmarks/adaptive_study.py`)
+without R separate sweeps' compiles and small populations; with one replicate it is the default.
+
 Rungs of successive halving: with n value points and `min_steps` = 0 (auto) there are
 s + 1 rungs, s = floor(log_eta(n)), at round(steps * eta^(k - s)) steps, k = 0..s, so that about
 one value point reaches the last rung. With `min_steps` = r > 0, the rungs are r, r eta, ...
@@ -81,7 +90,8 @@ def keep(scores: np.ndarray, eta: int) -> np.ndarray:
   better), in rank order; a point whose score is not finite (diverged) is never kept.
 
   Args:
-    scores: [n] float, each value point's mean score over its replicates.
+    scores: [n] float, each value point's mean score over its replicates in the search (one
+      replicate's score with `per_replicate`).
     eta: the reduction factor.
   """
   scores = np.asarray(scores, np.float64)
@@ -105,6 +115,19 @@ def value_points(positions: Sequence[int], points: Sequence[Any]) -> list[list[i
   return list(out.values())
 
 
+def searches(positions: Sequence[int], points: Sequence[Any], per_replicate: bool
+             ) -> list[list[list[int]]]:
+  """`positions` as the independent searches a rung ranks within, each a list of value points
+  (lists of positions): one search of whole value points, or (`per_replicate`) one per
+  replicate, in replicate order, each value point holding that replicate's position only."""
+  if not per_replicate:
+    return [value_points(positions, points)]
+  by_replicate: dict[int, list[int]] = {}
+  for i in positions:
+    by_replicate.setdefault(int(points[i].replicate), []).append(int(i))
+  return [value_points(by_replicate[r], points) for r in sorted(by_replicate)]
+
+
 def check(config: Any, settings: Mapping[str, Any]) -> None:
   """Raises ValueError when the first rung does not come before the run's end."""
   m, steps = settings["min_steps"], int(config.train.steps)
@@ -122,40 +145,44 @@ class Policy:
     eta, min_steps: the checked settings (`sweep.adaptive`).
     brackets: Hyperband's brackets to run (0: all); None for successive halving.
     rank_by, cooldown_fraction: what a rung ranks by (see the module's docstring).
+    per_replicate: each replicate an independent search (see the module's docstring).
   """
 
   def __init__(self, points: Sequence[Any], steps: int, eta: int, min_steps: int,
                brackets: int | None = None, rank_by: str = "last",
-               cooldown_fraction: float = 0.2):
+               cooldown_fraction: float = 0.2, per_replicate: bool = False):
     self.points, self.eta = list(points), int(eta)
     self.rank_by, self.cooldown_fraction = rank_by, float(cooldown_fraction)
-    self.brackets: list[tuple[list[list[int]], list[int]]] = []  # (value points, rungs)
+    self.brackets: list[tuple[list[list[list[int]]], list[int]]] = []  # (searches, rungs)
     if brackets is not None:
       by_bracket: dict[int, list[int]] = {}
       for i, p in enumerate(self.points):
         by_bracket.setdefault(int(p.tags[expdir.BRACKET_COLUMN]), []).append(i)
       sizes = hyperband_brackets(steps, self.eta, min_steps, brackets)
       for b, (_, rungs) in enumerate(sizes):
-        self.brackets.append((value_points(by_bracket[b], self.points), rungs))
+        self.brackets.append((searches(by_bracket[b], self.points, per_replicate), rungs))
     else:
-      vps = value_points(range(len(self.points)), self.points)
-      self.brackets.append((vps, rung_steps(steps, self.eta, min_steps, len(vps))))
+      found = searches(range(len(self.points)), self.points, per_replicate)
+      self.brackets.append((found, rung_steps(steps, self.eta, min_steps, len(found[0]))))
     # The fewest points a stage trains (each bracket's last rung): the slice width that computes
     # no point out of use (`runner`: every stage runs in the group's one program).
-    self.narrowest = min(len(vps[0]) * _survivors(len(vps), self.eta, len(rungs) - 1)
-                         for vps, rungs in self.brackets)
-    # stage index -> (bracket, rung, the stage's value points as lists of positions in `slots`)
-    self._made: dict[int, tuple[int, int, list[list[int]]]] = {}
+    self.narrowest = min(sum(len(vps[0]) * _survivors(len(vps), self.eta, len(rungs) - 1)
+                             for vps in found) for found, rungs in self.brackets)
+    # stage index -> (bracket, rung, the stage's searches: value points as positions in `slots`)
+    self._made: dict[int, tuple[int, int, list[list[list[int]]]]] = {}
 
-  def _stage(self, index: int, bracket: int, rung: int, vps: list[list[int]],
+  def _stage(self, index: int, bracket: int, rung: int, found: list[list[list[int]]],
              source: np.ndarray | None) -> stages.Stage:
-    slots = np.array([i for vp in vps for i in vp], np.int64)
+    slots = np.array([i for vps in found for vp in vps for i in vp], np.int64)
     at = {int(i): j for j, i in enumerate(slots)}
-    self._made[index] = (bracket, rung, [[at[i] for i in vp] for vp in vps])
+    self._made[index] = (bracket, rung, [[[at[i] for i in vp] for vp in vps] for vps in found])
     rungs = self.brackets[bracket][1]
     where = f"bracket {bracket + 1}/{len(self.brackets)}, " if len(self.brackets) > 1 else ""
-    note = (f"{where}rung {rung + 1}/{len(rungs)}: {len(vps)} value point"
-            f"{'s' * (len(vps) != 1)} to step {rungs[rung]}")
+    sizes = [len(vps) for vps in found]
+    count = f"{'/'.join(map(str, sorted(set(sizes))))} value point{'s' * (max(sizes) != 1)}"
+    if len(found) > 1:  # per_replicate: a search per replicate
+      count += f" in {'each of ' * (len(set(sizes)) == 1)}{len(found)} replicates' searches"
+    note = f"{where}rung {rung + 1}/{len(rungs)}: {count} to step {rungs[rung]}"
     end, ranked = rungs[rung], rung + 1 < len(rungs)  # the last rung ranks nothing
     rank_by = self.rank_by if ranked else "last"
     fork = max(1, round(self.cooldown_fraction * end)) if rank_by == "cooldown" else 0
@@ -166,15 +193,18 @@ class Policy:
     return self._stage(0, 0, 0, self.brackets[0][0], None)
 
   def next(self, stage: stages.Stage, scores: np.ndarray) -> stages.Stage | None:
-    bracket, rung, vps = self._made[stage.index]
+    bracket, rung, found = self._made[stage.index]
     rungs = self.brackets[bracket][1]
     if rung + 1 < len(rungs):
-      means = np.array([np.mean(np.asarray(scores)[vp]) for vp in vps])
-      kept = keep(means, self.eta)
-      if len(kept):
-        source = np.array([j for k in kept for j in vps[k]], np.int64)
-        survivors = [[int(stage.slots[j]) for j in vps[k]] for k in kept]
-        return self._stage(stage.index + 1, bracket, rung + 1, survivors, source)
+      source, survivors = [], []
+      for vps in found:  # each search keeps its own best (a search with none kept ends)
+        kept = keep(np.array([np.mean(np.asarray(scores)[vp]) for vp in vps]), self.eta)
+        source += [j for k in kept for j in vps[k]]
+        if len(kept):
+          survivors.append([[int(stage.slots[j]) for j in vps[k]] for k in kept])
+      if survivors:
+        return self._stage(stage.index + 1, bracket, rung + 1, survivors,
+                           np.array(source, np.int64))
     if bracket + 1 < len(self.brackets):
       return self._stage(stage.index + 1, bracket + 1, 0, self.brackets[bracket + 1][0], None)
     return None
@@ -196,13 +226,14 @@ def hyperband_points(space: Any, steps: int | None, draw: Callable[[Any], list[l
 
 def _successive_halving(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
   return Policy(group.points, int(group.config.train.steps), settings["eta"],
-                settings["min_steps"], None, settings["rank_by"], settings["cooldown_fraction"])
+                settings["min_steps"], None, settings["rank_by"], settings["cooldown_fraction"],
+                settings["per_replicate"])
 
 
 def _hyperband(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
   return Policy(group.points, int(group.config.train.steps), settings["eta"],
                 settings["min_steps"], settings["brackets"], settings["rank_by"],
-                settings["cooldown_fraction"])
+                settings["cooldown_fraction"], settings["per_replicate"])
 
 
 _ETA = registry.Setting("eta", 3, low=2, note="each rung keeps 1/eta of the points")
@@ -210,12 +241,14 @@ _MIN_STEPS = registry.Setting("min_steps", 0, low=0, note="0: auto")
 _RANK_BY = registry.Setting("rank_by", "last", choices=stages.RANK_BY)
 _COOLDOWN = registry.Setting("cooldown_fraction", 0.2, low=0, high=1, include_low=False,
                              note="a rung's fork decays over this fraction of its steps")
+_PER_REPLICATE = registry.Setting("per_replicate", False)
 successive_halving = registry.declare(_successive_halving, name="successive_halving",
-                                      settings=[_ETA, _MIN_STEPS, _RANK_BY, _COOLDOWN],
+                                      settings=[_ETA, _MIN_STEPS, _RANK_BY, _COOLDOWN,
+                                                _PER_REPLICATE],
                                       check=check)
 hyperband = registry.declare(
     _hyperband, name="hyperband",
     settings=[_ETA, _MIN_STEPS, registry.Setting("brackets", 0, low=0, note="0: all"),
-              _RANK_BY, _COOLDOWN],
+              _RANK_BY, _COOLDOWN, _PER_REPLICATE],
     initial=("random", "sobol", "lhs"), points=hyperband_points, tag=expdir.BRACKET_COLUMN,
     check=check, initial_note="hyperband draws each bracket's points")

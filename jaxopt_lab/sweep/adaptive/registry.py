@@ -59,8 +59,8 @@ def _is_number(x: Any) -> bool:
 class Setting:
   """A setting of an adaptive design: the field `sweep.adaptive.<name>`.
 
-  Its kind is the default's: an int takes ints, a float numbers, a str one of `choices`, a list
-  a list of numbers (each in the range).
+  Its kind is the default's: a bool takes True or False, an int ints, a float numbers, a str one
+  of `choices`, a list a list of numbers (each in the range).
 
   Attributes:
     name: the field of `sweep.adaptive`.
@@ -103,6 +103,10 @@ class Setting:
     value = value.item() if isinstance(value, np.generic) else value
     where = f"sweep.adaptive.{self.name}"
     note = f" ({self.note})" if self.note else ""
+    if isinstance(self.default, bool):  # before int: a bool is an int to Python
+      if not isinstance(value, bool):
+        raise ValueError(f"{where}: must be a bool, got {value!r}; choices: True, False.")
+      return value
     if isinstance(self.default, str):
       if value not in (self.choices or (value,)) or not isinstance(value, str):
         raise ValueError(f"{where}: unknown {self.name} {value!r}; choices: "
