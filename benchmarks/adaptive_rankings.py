@@ -4,8 +4,9 @@ the rank correlation of each rung with the full horizon (`benchmarks/adaptive_st
 * Designs `<halving or hyperband>_<rank_by>`: successive halving or Hyperband whose rungs rank by
   a cooldown fork (`sweep.adaptive.rank_by = 'cooldown'`, `cooldown_fraction` 0.2: forks of 2
   and 7 steps at rungs 12 and 36 of 108) or by a power law extrapolated to the horizon
-  ('extrapolated'; the valid split evaluated every steps / 36, so a first rung at steps / 9 has
-  4 points to fit).
+  ('extrapolated'; each stage that ranks so evaluates the valid split 4 times,
+  `sweep.adaptive.fit_evals`, in chunks of steps / 36: rung 12 fits 4 points, rung 36 8; the
+  last stage evaluates at the run's `eval_every`).
 * Task `digits`: the digits MLP made small (64-64-64-10, batch 32, 108 steps, Adam with a
   warmup-stable-decay schedule: 5% warmup, the last 20% decaying to 0), the same 9 log-spaced
   learning rates from 1e-4 to 1. The LM keeps its warmup-cosine schedule: the two schedules a
@@ -36,7 +37,9 @@ from jaxopt_lab.analysis import adaptive, rung_ranks
 RANKINGS = ("cooldown", "extrapolated")
 RANKED = tuple(f"{d}_{r}" for d in ("successive_halving", "hyperband") for r in RANKINGS)
 COOLDOWN_FRACTION = 0.2
-TASKS = ("lm", "digits")
+FIT_EVALS = 4  # rank_by extrapolated: evaluations a ranking stage fits
+TASKS = ("lm", "lm64", "digits")
+LM64_WIDTH = 64  # task 'lm64': the study's LM at half its width (lm_tiny: 128)
 # How successive halving / Hyperband run the seeds: one sweep with the seeds as replicates, each
 # its own search (`sweep.adaptive.per_replicate`, as the grid's replicates: one compile), or a
 # sweep per seed.
@@ -93,9 +96,9 @@ def set_ranking(config: ml_collections.ConfigDict, rank_by: str) -> None:
   """Sets `config` (an adaptive design's) to rank its rungs by `rank_by`."""
   a = config.sweep.adaptive
   a.rank_by, a.cooldown_fraction = rank_by, COOLDOWN_FRACTION
-  if rank_by == "extrapolated":  # evaluations every steps / 36: 4 by the first rung
-    every = max(1, int(config.train.steps) // 36)
-    config.train.update(dict(steps_per_call=every, log_every=every, eval_every=every))
+  if rank_by == "extrapolated":  # 4 evaluations a ranking stage, in chunks of steps / 36
+    config.train.steps_per_call = max(1, int(config.train.steps) // 36)
+    a.fit_evals = FIT_EVALS
 
 
 def _csv(path: str) -> list[dict[str, str]]:

@@ -72,8 +72,9 @@ flags.DEFINE_bool("quick", False, "A smoke run: a tiny LM, 9 steps, seconds a de
 flags.DEFINE_integer("pbt_population", 6, "PBT's points.")
 flags.DEFINE_integer("optuna_batch", 3, "Optuna: points a round.")
 flags.DEFINE_integer("optuna_rounds", 3, "Optuna: rounds.")
-flags.DEFINE_enum("task", "lm", rankings.TASKS, "The study's task: the tiny byte LM or the "
-                  "small digits MLP (adaptive_rankings.digits_config).")
+flags.DEFINE_enum("task", "lm", rankings.TASKS, "The study's task: the tiny byte LM, the same "
+                  "at width 64 (lm64), or the small digits MLP "
+                  "(adaptive_rankings.digits_config).")
 flags.DEFINE_enum("adaptive_seeds", "replicates", rankings.ADAPTIVE_SEEDS, "Successive "
                   "halving / Hyperband: all seeds in one sweep as replicates, each its own "
                   "search (sweep.adaptive.per_replicate), or a sweep per seed.")
@@ -94,8 +95,11 @@ def missing(design: str) -> str | None:
 
 def base_config(quick: bool, steps: int = 0, task: str = "lm") -> ml_collections.ConfigDict:
   """The study's base config (a tiny LM and 9 steps for --quick); `steps` > 0 overrides;
-  `task` 'digits': the small digits MLP with the same sweep (`adaptive_rankings`)."""
+  `task` 'lm64': the LM at width 64; 'digits': the small digits MLP with the same sweep
+  (`adaptive_rankings`)."""
   config = configs.sibling(BASE_CONFIG, "study_lm_tiny_adaptive").get_config()
+  if task == "lm64":
+    config.model.width = rankings.LM64_WIDTH
   if task == "digits":
     config = rankings.digits_config(config)
     quick = False

@@ -185,7 +185,7 @@ def sweep_config() -> ml_collections.ConfigDict:
           points=[],  # explicit designs: list of {factor: value}
           metric="loss",  # tuning metric on the valid split (analysis)
           factors=ml_collections.ConfigDict(),  # factor -> {values | scale, low, high, num}
-          slice_size=0,  # points per vmapped slice on a device; 0 = all at once, -1 = auto
+          slice_size=0,  # points a vmapped slice; 0: all (adaptive: narrowest stage's); -1: auto
           data_parallel=1,  # devices that split each point's batch (the mesh's `data` axis)
           diverge_factor=0.0,  # freeze a point when loss > factor * first loss (0 = only NaN/inf)
           report=True,  # write the analysis report at the end
@@ -205,6 +205,7 @@ def adaptive_config() -> ml_collections.ConfigDict:
           brackets=0,  # hyperband: brackets to run, most exploratory first (0: all)
           rank_by="last",  # successive_halving / hyperband rungs: last|cooldown|extrapolated
           cooldown_fraction=0.2,  # rank_by cooldown: the fork's decay, a fraction of the steps
+          fit_evals=0,  # rank_by extrapolated: evaluations a ranking stage fits (0: eval_every's)
           per_replicate=False,  # halving / hyperband: each seed its own search (False: seeds' mean)
           interval=0,  # pbt: steps between exploit / explore (> 0)
           fraction=0.25,  # pbt: the worst fraction copies a point of the best fraction

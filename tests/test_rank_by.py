@@ -160,6 +160,39 @@ def test_extrapolated_rungs_fall_back_with_a_reason(tmp_path):
   assert "extrapolated" in by_end["30"]
 
 
+def test_fit_evals_evaluate_only_the_ranking_stages_densely(tmp_path):
+  """`fit_evals` 5 in chunks of 2: the stage to rung 10 evaluates every 2 steps (10 / 5), the one
+  from 10 to 30 every 4 (20 / 5), so rung 10 fits 5 evaluations (at the run's interval of 10 it
+  falls back, above) and rung 30 eleven (5 + 6: 12, 16, ..., 28 and the rung); the last stage
+  (30 to 90) evaluates at the run's `eval_every` (30 here); each score is the fit's closed form
+  at the horizon."""
+  config = _halving("extrapolated")
+  config.train.update(dict(steps_per_call=2, log_every=10, eval_every=30))
+  config.sweep.adaptive.fit_evals = 5
+  workdir = str(tmp_path / "x")
+  driver.run_sweep(config, workdir)
+  rows = _rows(workdir)
+  valid = {}
+  for point, step, split in rows:
+    if split == "valid":
+      valid.setdefault(point, set()).add(step)
+  stages = _csv(os.path.join(workdir, "stages.csv"))
+  reached = {int(r["point"]): int(r["end"]) for r in stages}  # stages.csv rows are in order
+
+  def dense(end):
+    return set(range(0, 11, 2)) | (set(range(12, 29, 4)) | {30} if end >= 30 else set())
+
+  for point, end in reached.items():
+    assert valid[point] == dense(end) | ({60, 90} if end == 90 else set()), point
+  ranked = [r for r in stages if r["ranked_by"] == "extrapolated"]
+  assert {r["end"] for r in ranked} == {"10", "30"}
+  for r in ranked:
+    end = int(r["end"])
+    curve = [(s, rows[(int(r["point"]), s, "valid")]["loss"]) for s in sorted(dense(end)) if s]
+    assert float(r["score"]) == pytest.approx(
+        ranking.fit_power_law(*zip(*curve, strict=True))(90), rel=1e-6)
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("rank_by", "best", "sweep.adaptive.rank_by: unknown rank_by 'best'; choices: last, "
      "cooldown, extrapolated."),

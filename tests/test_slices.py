@@ -60,7 +60,9 @@ def test_a_stage_of_fewer_points_runs_in_the_groups_program():
 
 def test_successive_halving_builds_one_program_for_its_stages(tmp_path, monkeypatch):
   """Three rungs (9, 3 and 1 value points) run through one `GroupPrograms`, whose chunk program
-  compiles once per chunk length (the old ladder built one program per population size)."""
+  compiles once per chunk length (the old ladder built one program per population size), in
+  slices as wide as the narrowest stage (`slice_size` 0 would put all 9 in one slice, and the
+  last rung would compute 8 points out of use for its 1)."""
   built = []
   real = programs.GroupPrograms.__init__
 
@@ -77,3 +79,4 @@ def test_successive_halving_builds_one_program_for_its_stages(tmp_path, monkeypa
   driver.run_sweep(config, str(tmp_path / "sh"))
   assert len(built) == 1
   assert sorted(built[0].chunk.compiled) == [3]
+  assert (built[0].width, built[0].padded) == (1, 9)

@@ -17,8 +17,9 @@ What a rung ranks by (`sweep.adaptive.rank_by`, `stages.RANK_BY`; `ranking` scor
 state whose learning rate decays linearly to zero over `cooldown_fraction` of the steps so far
 (Hägele et al., 2024; the fork is discarded, the survivors continue from the state it forked);
 'extrapolated', a power law fitted to its valid curve so far, at the bracket's last rung (Domhan
-et al., 2015). The short-horizon bias (Wu et al., 2018) makes 'last' keep learning rates too
-high at early rungs.
+et al., 2015), from `fit_evals` evaluations spread over each stage that ranks so (its interval
+whole chunks of `train.steps_per_call`: one chunk length, hence one compiled program). The
+short-horizon bias (Wu et al., 2018) makes 'last' keep learning rates too high at early rungs.
 
 Replicates (`sweep.replicates`): by default ('per_replicate' False) a value point's replicates
 stay together and a rung ranks it by its mean score over them. With
@@ -145,13 +146,18 @@ class Policy:
     eta, min_steps: the checked settings (`sweep.adaptive`).
     brackets: Hyperband's brackets to run (0: all); None for successive halving.
     rank_by, cooldown_fraction: what a rung ranks by (see the module's docstring).
+    fit_evals, chunk: an extrapolating rung's stage evaluates `fit_evals` times, every so many
+      whole chunks of `chunk` steps (`train.steps_per_call`) as fit in it (0: at the run's
+      `train.eval_every`); the other stages evaluate at the run's interval.
     per_replicate: each replicate an independent search (see the module's docstring).
   """
 
   def __init__(self, points: Sequence[Any], steps: int, eta: int, min_steps: int,
                brackets: int | None = None, rank_by: str = "last",
-               cooldown_fraction: float = 0.2, per_replicate: bool = False):
+               cooldown_fraction: float = 0.2, per_replicate: bool = False,
+               fit_evals: int = 0, chunk: int = 1):
     self.points, self.eta = list(points), int(eta)
+    self.fit_evals, self.chunk = int(fit_evals), int(chunk)
     self.rank_by, self.cooldown_fraction = rank_by, float(cooldown_fraction)
     self.brackets: list[tuple[list[list[list[int]]], list[int]]] = []  # (searches, rungs)
     if brackets is not None:
@@ -186,8 +192,12 @@ class Policy:
     end, ranked = rungs[rung], rung + 1 < len(rungs)  # the last rung ranks nothing
     rank_by = self.rank_by if ranked else "last"
     fork = max(1, round(self.cooldown_fraction * end)) if rank_by == "cooldown" else 0
+    every = 0
+    if rank_by == "extrapolated" and self.fit_evals:
+      begin = rungs[rung - 1] if rung else 0
+      every = max(1, (end - begin) // (self.fit_evals * self.chunk)) * self.chunk
     return stages.Stage(index, slots, end, source=source, note=note, rank_by=rank_by,
-                        fork_steps=fork, horizon=rungs[-1])
+                        fork_steps=fork, horizon=rungs[-1], eval_every=every)
 
   def first(self) -> stages.Stage:
     return self._stage(0, 0, 0, self.brackets[0][0], None)
@@ -227,28 +237,33 @@ def hyperband_points(space: Any, steps: int | None, draw: Callable[[Any], list[l
 def _successive_halving(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
   return Policy(group.points, int(group.config.train.steps), settings["eta"],
                 settings["min_steps"], None, settings["rank_by"], settings["cooldown_fraction"],
-                settings["per_replicate"])
+                settings["per_replicate"], settings["fit_evals"],
+                int(group.config.train.steps_per_call))
 
 
 def _hyperband(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
   return Policy(group.points, int(group.config.train.steps), settings["eta"],
                 settings["min_steps"], settings["brackets"], settings["rank_by"],
-                settings["cooldown_fraction"], settings["per_replicate"])
+                settings["cooldown_fraction"], settings["per_replicate"], settings["fit_evals"],
+                int(group.config.train.steps_per_call))
 
 
 _ETA = registry.Setting("eta", 3, low=2, note="each rung keeps 1/eta of the points")
 _MIN_STEPS = registry.Setting("min_steps", 0, low=0, note="0: auto")
 _RANK_BY = registry.Setting("rank_by", "last", choices=stages.RANK_BY)
+_FIT_EVALS = registry.Setting("fit_evals", 0, low=0,
+                              note="evaluations an extrapolating rung's stage makes for its fit "
+                                   "(0: at train.eval_every)")
 _COOLDOWN = registry.Setting("cooldown_fraction", 0.2, low=0, high=1, include_low=False,
                              note="a rung's fork decays over this fraction of its steps")
 _PER_REPLICATE = registry.Setting("per_replicate", False)
 successive_halving = registry.declare(_successive_halving, name="successive_halving",
                                       settings=[_ETA, _MIN_STEPS, _RANK_BY, _COOLDOWN,
-                                                _PER_REPLICATE],
+                                                _FIT_EVALS, _PER_REPLICATE],
                                       check=check)
 hyperband = registry.declare(
     _hyperband, name="hyperband",
     settings=[_ETA, _MIN_STEPS, registry.Setting("brackets", 0, low=0, note="0: all"),
-              _RANK_BY, _COOLDOWN, _PER_REPLICATE],
+              _RANK_BY, _COOLDOWN, _FIT_EVALS, _PER_REPLICATE],
     initial=("random", "sobol", "lhs"), points=hyperband_points, tag=expdir.BRACKET_COLUMN,
     check=check, initial_note="hyperband draws each bracket's points")

@@ -173,6 +173,7 @@ def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runlo
       progress.points = len(slots)
       loop_cfg = copy.deepcopy(cfg)
       loop_cfg.train.steps = stage.end
+      loop_cfg.train.eval_every = stage.eval_every or cfg.train.eval_every
       pop = runloop.run(job, pop, start, loop_cfg, ckpt, where, progress)
       seconds, points_steps = job.seconds, job.points_steps
     ckpt.close()

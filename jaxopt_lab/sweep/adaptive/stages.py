@@ -48,6 +48,8 @@ class Stage:
       at `horizon`.
     fork_steps: the cooldown fork's length (rank_by 'cooldown').
     horizon: the step the extrapolation predicts (rank_by 'extrapolated'; 0: `train.steps`).
+    eval_every: the stage's evaluation interval (0: `train.eval_every`): an extrapolating rung
+      fits a curve of several evaluations; the stages after it need only the run's own.
   """
 
   index: int
@@ -59,6 +61,7 @@ class Stage:
   rank_by: str = "last"
   fork_steps: int = 0
   horizon: int = 0
+  eval_every: int = 0
 
 
 class Policy(Protocol):
