@@ -138,16 +138,15 @@ def train_group(group: grouping.Group, mesh: Mesh, st: store.Store, where: runlo
       if stage.source is None:  # fresh points with proposed values: they enter design.csv
         st.set_values(ids[slots].tolist(), {k: current[k][slots] for k in group.points[0].values})
     sub = subgroup(group, slots, {k: v[slots] for k, v in current.items()})
-    if stage.index == 0:
+    if stage.index == 0:  # the group's one program: the layout the checkpoints hold
       run = programs.GroupPrograms(sub, mesh, recorded["width"] if recorded else None,
                                    padded=_padded(len(group.points), mesh),
                                    widest=getattr(policy, "narrowest", len(slots)))
       logging.info("Group %s: one program of %d points (slices of %d) for every stage.",
                    group.name, run.padded, run.width)
+      jobs.record_layout(st, group, recorded, run)
     else:
       run.place(sub)
-    if stage.index == 0:  # the first stage's programs: the layout the checkpoints hold
-      jobs.record_layout(st, group, recorded, run)
     if stage.source is None:
       begin, pop = 0, run.init_population()
     else:

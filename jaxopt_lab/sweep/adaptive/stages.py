@@ -68,7 +68,9 @@ class Policy(Protocol):
   """An adaptive design's decisions for one structural group.
 
   `next` must be a function of its arguments (and of state the policy keeps on disk, like an
-  Optuna study): the driver calls it again for finished stages when a run resumes.
+  Optuna study): the driver calls it again for finished stages when a run resumes. A policy
+  may say `narrowest`, the fewest points any of its stages trains: the runner's slices are no
+  wider (else the first stage's size), so no stage computes points out of use.
   """
 
   def first(self) -> Stage:
