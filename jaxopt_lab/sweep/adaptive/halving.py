@@ -234,18 +234,19 @@ def hyperband_points(space: Any, steps: int | None, draw: Callable[[Any], list[l
   return out
 
 
-def _successive_halving(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
+def _policy(group: Any, settings: Mapping[str, Any], brackets: int | None) -> Policy:
   return Policy(group.points, int(group.config.train.steps), settings["eta"],
-                settings["min_steps"], None, settings["rank_by"], settings["cooldown_fraction"],
-                settings["per_replicate"], settings["fit_evals"],
+                settings["min_steps"], brackets, settings["rank_by"],
+                settings["cooldown_fraction"], settings["per_replicate"], settings["fit_evals"],
                 int(group.config.train.steps_per_call))
+
+
+def _successive_halving(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
+  return _policy(group, settings, None)
 
 
 def _hyperband(group: Any, settings: Mapping[str, Any], workdir: str) -> Policy:
-  return Policy(group.points, int(group.config.train.steps), settings["eta"],
-                settings["min_steps"], settings["brackets"], settings["rank_by"],
-                settings["cooldown_fraction"], settings["per_replicate"], settings["fit_evals"],
-                int(group.config.train.steps_per_call))
+  return _policy(group, settings, settings["brackets"])
 
 
 _ETA = registry.Setting("eta", 3, low=2, note="each rung keeps 1/eta of the points")
