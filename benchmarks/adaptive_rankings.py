@@ -22,7 +22,6 @@ the rank correlation of each rung with the full horizon (`benchmarks/adaptive_st
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from benchmarks.adaptive_traces import read_csv
 from jaxopt_lab import configs, expdir
 from jaxopt_lab.analysis import adaptive, rung_ranks
 
@@ -101,18 +101,11 @@ def set_ranking(config: ml_collections.ConfigDict, rank_by: str) -> None:
     a.fit_evals = FIT_EVALS
 
 
-def _csv(path: str) -> list[dict[str, str]]:
-  if not os.path.exists(path):
-    return []
-  with open(path, newline="") as f:
-    return list(csv.DictReader(f))
-
-
 def grid_finals(grid_dir: str) -> dict[tuple[int, float], float]:
   """(replicate, learning rate) -> the grid's final valid loss (inf where it diverged)."""
   key = expdir.metric_column("final", "valid", "loss")
   out = {}
-  for r in _csv(os.path.join(grid_dir, expdir.SUMMARY_FILE)):
+  for r in read_csv(os.path.join(grid_dir, expdir.SUMMARY_FILE)):
     text = r.get(key, "")
     loss = float(text) if r["status"] == "ok" and text else math.inf
     out[(int(r["replicate"]), float(r[expdir.HPARAM_PREFIX + "learning_rate"]))] = loss
@@ -137,7 +130,7 @@ def rung_correlations(workdir: str, seed: int, finals: dict[tuple[int, float], f
     return []
   mine = None
   if replicate is not None:
-    mine = {int(r["point"]) for r in _csv(os.path.join(workdir, expdir.DESIGN_FILE))
+    mine = {int(r["point"]) for r in read_csv(os.path.join(workdir, expdir.DESIGN_FILE))
             if int(r["replicate"]) == replicate}
   lr = stages.hparams["learning_rate"]
   known = {int(p): finals.get((seed, float(v)), math.nan)
